@@ -1,0 +1,3 @@
+from ctcforge.cli import main
+
+raise SystemExit(main())

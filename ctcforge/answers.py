@@ -1,0 +1,43 @@
+"""The answers record: what `ctcforge new` was asked, kept in the repo so it can be rebuilt."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from ctcforge import __version__
+from ctcforge.errors import CtcforgeError
+
+ANSWERS_FILE = ".ctcforge-answers.yml"
+
+
+@dataclass
+class Answers:
+    """What `ctcforge new` was asked; enough to stamp the same repo again."""
+
+    language: str
+    base_model: str
+    model_name: str
+    dataset: str | None = None
+    dataset_config: str | None = None
+    train_split: str = "train"
+    spec: dict | None = None
+    ctcforge_version: str = __version__
+
+    def save(self, repo: Path) -> None:
+        header = "# Written by `ctcforge new`; `ctcforge card` and `ctcforge new --force` read it.\n"
+        text = yaml.safe_dump(asdict(self), allow_unicode=True, sort_keys=False)
+        (repo / ANSWERS_FILE).write_text(header + text, encoding="utf-8")
+
+    @classmethod
+    def load(cls, repo: Path) -> "Answers":
+        path = repo / ANSWERS_FILE
+        if not path.is_file():
+            raise CtcforgeError(f"{repo} has no {ANSWERS_FILE}; is it a repo made by `ctcforge new`?")
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise CtcforgeError(f"{path}: {exc}") from exc

@@ -1,0 +1,99 @@
+"""The `ctcforge` command: a thin argparse layer over the library's verbs.
+
+A CtcforgeError is the user's to fix, so it is printed as one line without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ctcforge import __version__
+from ctcforge.errors import CtcforgeError
+
+
+def cmd_new(args: argparse.Namespace) -> None:
+    from ctcforge.render import new_repo
+
+    repo = new_repo(args.language, args.output_dir, base_model=args.base_model, dataset=args.dataset,
+                    dataset_config=args.config, spec_path=args.spec, force=args.force)
+    print(f"stamped {repo}")
+    print(f"next: cd {repo} && python -m pytest -q")
+
+
+def cmd_card(args: argparse.Namespace) -> None:
+    from ctcforge.card import rebuild_card
+
+    print(f"wrote {rebuild_card(args.repo_dir)}")
+
+
+def cmd_languages(args: argparse.Namespace) -> None:
+    from ctcforge.profiles import available_codes, load_profile
+
+    for code in available_codes():
+        profile = load_profile(code)
+        voice = profile.espeak_voice or "-"
+        print(f"{code:8} {profile.name:12} script={profile.script:10} words={profile.word_split:8} "
+              f"metrics={','.join(profile.metrics):8} espeak={voice}")
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from ctcforge.catalogue import catalogue
+
+    for model_id, entry in catalogue().items():
+        print(f"{model_id:32} {entry['family']:14} {entry.get('description', '')}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ctcforge",
+        description="Stamp and maintain wav2vec2/CTC speech-recognition repos, one per language.")
+    parser.add_argument("--version", action="version", version=f"ctcforge {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    new = commands.add_parser(
+        "new", help="stamp a language repo (scripts, vocab, config, card, tests)",
+        description="Stamp a flat language repo: run_speech_recognition_ctc.py, eval.py, "
+                    "text_normalizer.py, vocab.json, config.json, README.md (model card), "
+                    "requirements, tests/ and an empty language_model/.")
+    new.add_argument("language", nargs="?",
+                     help="Common Voice locale of a profile (see `ctcforge languages`); optional with --spec")
+    new.add_argument("--output-dir", type=Path, required=True, help="folder to create the repo in")
+    new.add_argument("--base-model", help="catalogue id (see `ctcforge models`), a local model folder, "
+                                          "or `tiny`; default: the spec's, else facebook/wav2vec2-xls-r-300m")
+    new.add_argument("--dataset", help="local dataset folder (Common Voice release, OpenSLR, audiofolder, "
+                                       "save_to_disk) whose training text sets the vocabulary")
+    new.add_argument("--config", help="dataset config (Common Voice locale folder); default: the language")
+    new.add_argument("--spec", type=Path, help="model spec YAML (e.g. specs/hy-AM.yaml) with the card's facts")
+    new.add_argument("--force", action="store_true",
+                     help="stamp into a non-empty folder, overwriting generated files")
+    new.set_defaults(run=cmd_new)
+
+    card = commands.add_parser(
+        "card", help="rebuild README.md from the repo's answers, eval results and trainer state",
+        description="Rebuild the model card from .ctcforge-answers.yml, *_eval_results.txt "
+                    "(repo root, eval/greedy, eval/lm) and trainer_state.json; text outside the "
+                    "generated sections is kept.")
+    card.add_argument("repo_dir", type=Path, help="a repo made by `ctcforge new`")
+    card.set_defaults(run=cmd_card)
+
+    languages = commands.add_parser("languages", help="list the language profiles")
+    languages.set_defaults(run=cmd_languages)
+    models = commands.add_parser("models", help="list the base-model catalogue")
+    models.set_defaults(run=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except CtcforgeError as exc:
+        print(f"ctcforge: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

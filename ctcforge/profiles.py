@@ -1,0 +1,148 @@
+"""Language profiles: one YAML file per language in `ctcforge/profiles/`, validated here.
+
+Adding a language means adding a file; nothing in the code names a language.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from ctcforge.errors import CtcforgeError
+from ctcforge.text_normalizer import Normalizer
+
+PROFILE_DIR = Path(str(resources.files("ctcforge") / "profiles"))
+
+CASINGS = ("lower", "lower-turkic", "keep")
+TRANSLITERATIONS = ("none", "hiragana")
+WORD_SPLITS = ("space", "fugashi", "char")
+METRICS = ("wer", "cer")
+UNICODE_FORMS = ("NFC", "NFKC")
+RANGE = re.compile(r"U\+([0-9A-Fa-f]{4,6})-U\+([0-9A-Fa-f]{4,6})")
+
+
+@dataclass(frozen=True)
+class Profile:
+    code: str  # Common Voice locale, e.g. "hy-AM"
+    name: str  # English name, e.g. "Armenian"
+    script: str  # Unicode script of the letters, e.g. "Armenian", "Han", "Hiragana"
+    alphabet: str  # every letter the model may write, after normalisation
+    # Scripts too large to list (Han) add code-point ranges such as "U+4E00-U+9FFF".
+    alphabet_ranges: list[str] = field(default_factory=list)
+    chars_to_ignore: list[str] = field(default_factory=list)
+    casing: str = "lower"
+    transliteration: str = "none"
+    word_split: str = "space"
+    unicode_form: str = "NFC"
+    espeak_voice: str | None = None
+    metrics: list[str] = field(default_factory=lambda: ["wer", "cer"])
+
+    @property
+    def headline_metric(self) -> str:
+        """The metric the card leads with: the first listed (cer for zh-HK)."""
+        return self.metrics[0]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def normalizer(self) -> Normalizer:
+        return Normalizer(self.to_dict())
+
+
+def available_codes() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def load_profile(code: str) -> Profile:
+    """The profile for a Common Voice locale; unknown codes get the closest matches."""
+    codes = available_codes()
+    by_lower = {c.lower(): c for c in codes}
+    if code.lower() not in by_lower:
+        raise CtcforgeError(f"unknown language {code!r}; closest profiles: {', '.join(_closest(code, codes))}"
+                            f" (all: ctcforge languages)")
+    return load_profile_file(PROFILE_DIR / f"{by_lower[code.lower()]}.yaml")
+
+
+def _closest(code: str, codes: list[str]) -> list[str]:
+    prefix = [c for c in codes if c.lower().split("-")[0] == code.lower().split("-")[0]]
+    fuzzy = difflib.get_close_matches(code, codes, n=3, cutoff=0.0)
+    return list(dict.fromkeys(prefix + fuzzy))[:3]
+
+
+def load_profile_file(path: Path) -> Profile:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise CtcforgeError(f"{path}: cannot read profile: {exc}".replace("\n", " ")) from exc
+    return profile_from_dict(data, source=str(path))
+
+
+def profile_from_dict(data: object, source: str) -> Profile:
+    """Validates raw profile data; errors name the file and the field."""
+
+    def fail(field_name: str, problem: str) -> CtcforgeError:
+        return CtcforgeError(f"{source}: field {field_name!r}: {problem}")
+
+    if not isinstance(data, dict):
+        raise CtcforgeError(f"{source}: a profile must be a mapping of fields")
+    known = set(Profile.__dataclass_fields__)
+    for key in data:
+        if key not in known:
+            raise fail(key, f"unknown field (known: {', '.join(sorted(known))})")
+    for required in ("code", "name", "script"):
+        if not isinstance(data.get(required), str) or not data[required].strip():
+            raise fail(required, "required, a non-empty string")
+    if Path(source).suffix == ".yaml" and Path(source).stem != data["code"]:
+        raise fail("code", f"{data['code']!r} does not match the file name {Path(source).name!r}")
+    if not isinstance(data.get("alphabet", ""), str):
+        raise fail("alphabet", "must be a string of letters")
+    ranges = data.get("alphabet_ranges", [])
+    if not isinstance(ranges, list) or not all(isinstance(r, str) and RANGE.fullmatch(r) for r in ranges):
+        raise fail("alphabet_ranges", 'must be a list like ["U+4E00-U+9FFF"]')
+    if not data.get("alphabet", "").strip() and not ranges:
+        raise fail("alphabet", "required: the letters (or alphabet_ranges) the model writes")
+    choices = {"casing": CASINGS, "transliteration": TRANSLITERATIONS, "word_split": WORD_SPLITS,
+               "unicode_form": UNICODE_FORMS}
+    for key, allowed in choices.items():
+        if key in data and data[key] not in allowed:
+            raise fail(key, f"{data[key]!r} is not one of {', '.join(allowed)}")
+    ignore = data.get("chars_to_ignore", [])
+    if not isinstance(ignore, list) or not all(isinstance(c, str) and c for c in ignore):
+        raise fail("chars_to_ignore", "must be a list of non-empty strings")
+    metrics = data.get("metrics", ["wer", "cer"])
+    if not isinstance(metrics, list) or not metrics or not set(metrics) <= set(METRICS):
+        raise fail("metrics", f"must be a non-empty list drawn from {', '.join(METRICS)}")
+    voice = data.get("espeak_voice")
+    if voice is not None and not isinstance(voice, str):
+        raise fail("espeak_voice", "must be a voice name or null")
+    profile = Profile(**data)
+    _check_alphabet(profile, fail)
+    return profile
+
+
+def _check_alphabet(profile: Profile, fail) -> None:
+    """The alphabet must already be normalised text, else vocab.json would hold letters
+    the normaliser never produces."""
+    normalize = Normalizer({**profile.to_dict(), "transliteration": "none"})
+    letters = [c for c in unicodedata.normalize("NFC", profile.alphabet) if not c.isspace()]
+    changed = [c for c in letters if normalize(c) != c]
+    if changed:
+        raise fail("alphabet", f"holds characters the normaliser changes: {''.join(changed[:20])}")
+    overlap = [c for c in letters if c in profile.chars_to_ignore]
+    if overlap:
+        raise fail("alphabet", f"holds ignored characters: {''.join(overlap[:20])}")
+
+
+def alphabet_characters(profile: Profile) -> list[str]:
+    """The distinct letters of the alphabet, listed ones first, then the ranges."""
+    letters = [c for c in profile.alphabet if not c.isspace()]
+    for entry in profile.alphabet_ranges:
+        start, end = (int(h, 16) for h in RANGE.fullmatch(entry).groups())
+        letters += [chr(cp) for cp in range(start, end + 1)]
+    return list(dict.fromkeys(letters))

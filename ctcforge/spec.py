@@ -1,0 +1,129 @@
+"""Model specs: the facts of a model card (name, data, reported results, hyperparameters)
+as a YAML file, e.g. `specs/hy-AM.yaml` for a seed. `ctcforge new --spec` stamps from one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ctcforge.errors import CtcforgeError
+
+METRIC_TYPES = ("wer", "cer")
+
+
+@dataclass(frozen=True)
+class Spec:
+    language: str
+    model_name: str
+    base_model: str
+    license: str = "apache-2.0"
+    tags: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)
+    title: str = ""
+    description: str = ""
+    # model-index results: [{task: {type, name}, dataset: {type, name, args...}, metrics: [...]}]
+    results: list[dict] = field(default_factory=list)
+    # the body's evaluation table: [{dataset: label, without_lm: {wer, cer}, with_lm: {...}}]
+    evaluation: list[dict] = field(default_factory=list)
+    eval_command: str = ""
+    hyperparameters: dict = field(default_factory=dict)
+    training_results: dict = field(default_factory=dict)  # {columns: [...], rows: [[...]]}
+    framework_versions: dict = field(default_factory=dict)
+    corrections: list[str] = field(default_factory=list)
+
+
+def load_spec(path: str | Path) -> Spec:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise CtcforgeError(f"{path}: cannot read spec: {exc}".replace("\n", " ")) from exc
+    return spec_from_dict(data, source=str(path))
+
+
+def spec_from_dict(data: object, source: str) -> Spec:
+    """Validates raw spec data; each error names the file and the field."""
+
+    def fail(where: str, problem: str) -> CtcforgeError:
+        return CtcforgeError(f"{source}: field {where!r}: {problem}")
+
+    if not isinstance(data, dict):
+        raise CtcforgeError(f"{source}: a spec must be a mapping of fields")
+    known = Spec.__dataclass_fields__
+    for key in data:
+        if key not in known:
+            raise fail(key, f"unknown field (known: {', '.join(known)})")
+    for key in ("language", "model_name", "base_model"):
+        _require_line(data.get(key), key, fail)
+    for key in ("license", "title", "eval_command"):
+        if key in data and not isinstance(data[key], str):
+            raise fail(key, "must be a string")
+    for key in ("tags", "datasets", "corrections"):
+        value = data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise fail(key, "must be a list of non-empty strings")
+    for key in ("tags", "datasets"):
+        for value in data.get(key, []):
+            _require_line(value, key, fail)
+    for key in ("hyperparameters", "framework_versions", "training_results"):
+        if not isinstance(data.get(key, {}), dict):
+            raise fail(key, "must be a mapping")
+    for i, result in enumerate(data.get("results", [])):
+        _check_result(result, f"results[{i}]", fail)
+    for i, row in enumerate(data.get("evaluation", [])):
+        _check_evaluation(row, f"evaluation[{i}]", fail)
+    return Spec(**data)
+
+
+def _require_line(value: object, where: str, fail) -> None:
+    """A one-line, non-empty string: names and ids end up as single YAML scalars."""
+    if not isinstance(value, str) or not value.strip():
+        raise fail(where, "required, a non-empty string")
+    if "\n" in value or "\r" in value:
+        raise fail(where, f"must be one line, got {value!r}")
+
+
+def check_metric_value(value: object, where: str, fail) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise fail(where, f"must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise fail(where, f"must be a finite number, got {value!r} (NaN or infinity cannot go on a card)")
+
+
+def _check_result(result: object, where: str, fail) -> None:
+    if not isinstance(result, dict) or set(result) - {"task", "dataset", "metrics"}:
+        raise fail(where, "must be a mapping with task, dataset and metrics")
+    task, dataset, metrics = result.get("task"), result.get("dataset"), result.get("metrics")
+    if not isinstance(task, dict):
+        raise fail(f"{where}.task", "required, a mapping with type and name")
+    _require_line(task.get("type"), f"{where}.task.type", fail)
+    if not isinstance(dataset, dict):
+        raise fail(f"{where}.dataset", "required, a mapping with type, name and args")
+    for key in ("type", "name"):
+        _require_line(dataset.get(key), f"{where}.dataset.{key}", fail)
+    for key in ("args", "config", "split"):
+        if key in dataset:
+            _require_line(dataset[key], f"{where}.dataset.{key}", fail)
+    if not isinstance(metrics, list) or not metrics:
+        raise fail(f"{where}.metrics", "required, a non-empty list")
+    for j, metric in enumerate(metrics):
+        at = f"{where}.metrics[{j}]"
+        if not isinstance(metric, dict) or metric.get("type") not in METRIC_TYPES:
+            raise fail(at, f"must be a mapping whose type is one of {', '.join(METRIC_TYPES)}")
+        _require_line(metric.get("name", metric["type"]), f"{at}.name", fail)
+        check_metric_value(metric.get("value"), f"{at}.value", fail)
+
+
+def _check_evaluation(row: object, where: str, fail) -> None:
+    if not isinstance(row, dict) or not isinstance(row.get("dataset"), str):
+        raise fail(where, "must be a mapping with a dataset label")
+    for side in ("without_lm", "with_lm"):
+        figures = row.get(side, {})
+        if not isinstance(figures, dict) or set(figures) - set(METRIC_TYPES):
+            raise fail(f"{where}.{side}", f"must map {' / '.join(METRIC_TYPES)} to numbers")
+        for metric, value in figures.items():
+            check_metric_value(value, f"{where}.{side}.{metric}", fail)

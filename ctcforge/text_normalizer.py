@@ -1,0 +1,162 @@
+"""The one text normaliser of a language repo.
+
+This file is copied unchanged into every generated repo, where training
+(`run_speech_recognition_ctc.py`), evaluation (`eval.py`) and the n-gram LM text all
+import it, so the three can never drift apart. It depends only on the standard library;
+pykakasi (Japanese transliteration) and fugashi (Japanese word split) are imported only
+by the profiles that ask for them.
+
+A profile is plain data (`language_profile.json` next to this file in a generated
+repo). `Normalizer(profile)` turns it into an ordered list of small steps, each a
+callable `str -> str`, applied in turn; `split_words` is separate because it decides
+what a "word" is for WER and does not change the text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Sequence
+
+PROFILE_FILE = "language_profile.json"
+
+Step = Callable[[str], str]
+
+
+class UnicodeForm:
+    """Composes text into one Unicode normal form (NFC, or NFKC for full-width forms)."""
+
+    def __init__(self, form: str = "NFC"):
+        if form not in ("NFC", "NFKC"):
+            raise ValueError(f"unicode_form must be NFC or NFKC, not {form!r}")
+        self.form = form
+
+    def __call__(self, text: str) -> str:
+        return unicodedata.normalize(self.form, text)
+
+
+class ToHiragana:
+    """Rewrites kanji and katakana as their hiragana reading (pykakasi).
+
+    Kana have one sound each, so a model that writes hiragana needs a few dozen labels
+    instead of thousands of kanji; the ja seed model did the same.
+    """
+
+    def __call__(self, text: str) -> str:
+        return "".join(item["hira"] for item in _kakasi().convert(text))
+
+
+@lru_cache(maxsize=1)
+def _kakasi():
+    import pykakasi
+
+    return pykakasi.kakasi()
+
+
+class RemoveCharacters:
+    """Deletes every listed character or character sequence.
+
+    Each entry is escaped and the entries are alternated, longest first, so a `-`, `]`
+    or `^` in the list is taken literally and never forms a range or a negation.
+    """
+
+    def __init__(self, characters: Sequence[str]):
+        entries = sorted({c for c in characters if c}, key=len, reverse=True)
+        self.pattern = re.compile("|".join(re.escape(c) for c in entries)) if entries else None
+
+    def __call__(self, text: str) -> str:
+        return self.pattern.sub("", text) if self.pattern else text
+
+
+class Lowercase:
+    """Lower-cases text; `turkic=True` maps I to dotless ı and İ to i.
+
+    Python's `str.lower()` turns İ (U+0130) into i + U+0307, two code points that NFC
+    cannot join again; mapping İ to i first keeps one code point in every profile.
+    """
+
+    def __init__(self, turkic: bool = False):
+        self.table = str.maketrans({"İ": "i", "I": "ı"} if turkic else {"İ": "i"})
+
+    def __call__(self, text: str) -> str:
+        return text.translate(self.table).lower()
+
+
+class CollapseWhitespace:
+    """Turns any run of Unicode whitespace (ideographic space included) into one space."""
+
+    pattern = re.compile(r"\s+")
+
+    def __call__(self, text: str) -> str:
+        return self.pattern.sub(" ", text).strip()
+
+
+def build_steps(profile: dict) -> list[Step]:
+    """The ordered normalisation steps a profile asks for."""
+    form = profile.get("unicode_form", "NFC")
+    steps: list[Step] = [UnicodeForm(form)]
+    if profile.get("transliteration", "none") == "hiragana":
+        steps.append(ToHiragana())
+    steps.append(RemoveCharacters(profile.get("chars_to_ignore", [])))
+    casing = profile.get("casing", "lower")
+    if casing == "lower":
+        steps.append(Lowercase())
+    elif casing == "lower-turkic":
+        steps.append(Lowercase(turkic=True))
+    elif casing != "keep":
+        raise ValueError(f"casing must be lower, lower-turkic or keep, not {casing!r}")
+    # Deleting characters can bring a base letter next to a combining mark; compose again.
+    steps += [CollapseWhitespace(), UnicodeForm(form)]
+    return steps
+
+
+class Normalizer:
+    """Callable text normaliser built from a language profile dict."""
+
+    def __init__(self, profile: dict):
+        self.profile = profile
+        self.steps = build_steps(profile)
+        self.word_split = profile.get("word_split", "space")
+        if self.word_split not in ("space", "fugashi", "char"):
+            raise ValueError(f"word_split must be space, fugashi or char, not {self.word_split!r}")
+
+    def __call__(self, text: str) -> str:
+        for step in self.steps:
+            text = step(text)
+        return text
+
+    def split_words(self, text: str) -> list[str]:
+        """The units WER counts: spaces, fugashi morphemes (ja) or characters (zh-HK)."""
+        if self.word_split == "char":
+            return [c for c in text if not c.isspace()]
+        if self.word_split == "fugashi":
+            return [word.surface for word in _tagger()(text) if word.surface.strip()]
+        return text.split()
+
+    def words_joined(self, text: str) -> str:
+        """Text re-spaced by `split_words`, the form jiwer's WER expects."""
+        return " ".join(self.split_words(text))
+
+
+@lru_cache(maxsize=1)
+def _tagger():
+    import fugashi
+
+    return fugashi.Tagger()
+
+
+def load(path: str | Path | None = None) -> Normalizer:
+    """The normaliser of the repo this file lives in (or of the profile at `path`)."""
+    path = Path(path) if path else Path(__file__).with_name(PROFILE_FILE)
+    return Normalizer(json.loads(path.read_text(encoding="utf-8")))
+
+
+if __name__ == "__main__":
+    import sys
+
+    normalize = load()
+    for line in sys.stdin:
+        print(normalize(line))

@@ -1,0 +1,115 @@
+"""The card: YAML from huggingface_hub's data model, rebuilt from repo artefacts, person's text kept."""
+
+import json
+from dataclasses import replace
+
+import pytest
+from huggingface_hub import ModelCard
+
+from ctcforge.card import CardFacts, rebuild_card, render_card, write_card
+from ctcforge.errors import CtcforgeError
+from ctcforge.profiles import load_profile
+from ctcforge.render import new_repo
+from ctcforge.spec import spec_from_dict
+
+HY = load_profile("hy-AM")
+
+
+def result(dataset_name="Common Voice hy-AM", dataset_type="mozilla-foundation/common_voice_8_0",
+           value=0.25):
+    return {"task": {"type": "automatic-speech-recognition", "name": "Speech Recognition"},
+            "dataset": {"type": dataset_type, "name": dataset_name, "args": "hy-AM"},
+            "metrics": [{"type": "wer", "name": "Test WER", "value": value}]}
+
+
+def facts(**changes):
+    base = CardFacts(profile=HY, model_name="m", base_model="facebook/wav2vec2-xls-r-300m",
+                     results=[result()])
+    return replace(base, **changes)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("dataset_name", "Common Voice: hy-AM #8"),
+    ("dataset_name", "the \"quoted\" 'set'"),
+    ("dataset_name", "yes"),
+    ("dataset_type", "org/name:with-colon"),
+    ("dataset_name", "100"),
+])
+def test_awkward_dataset_names_round_trip_exactly(field, value):
+    card = ModelCard(render_card(facts(results=[result(**{field: value})])))
+    parsed = card.data.eval_results[0]
+    assert getattr(parsed, field) == value
+
+
+def test_language_no_round_trips_as_the_string_no():
+    norwegian = replace(HY, code="no", name="Norwegian")
+    text = render_card(facts(profile=norwegian))
+    assert ModelCard(text).data.language == ["no"]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_metrics_are_refused(bad):
+    with pytest.raises(CtcforgeError, match="finite"):
+        render_card(facts(results=[result(value=bad)]))
+
+
+def test_spec_refuses_newlines_and_nan_naming_the_field():
+    data = {"language": "hy-AM", "model_name": "m", "base_model": "tiny", "results": [result()]}
+    data["results"][0]["dataset"]["name"] = "two\nlines"
+    with pytest.raises(CtcforgeError, match=r"my\.yaml.*results\[0\]\.dataset\.name.*one line"):
+        spec_from_dict(data, source="my.yaml")
+    data["results"][0]["dataset"]["name"] = "ok"
+    data["results"][0]["metrics"][0]["value"] = float("nan")
+    with pytest.raises(CtcforgeError, match=r"results\[0\]\.metrics\[0\]\.value"):
+        spec_from_dict(data, source="my.yaml")
+    with pytest.raises(CtcforgeError, match=r"my\.yaml.*'modelname'.*unknown field"):
+        spec_from_dict({"modelname": "x"}, source="my.yaml")
+
+
+def test_rebuild_keeps_text_written_outside_generated_sections(tmp_path):
+    write_card(facts(), tmp_path)
+    path = tmp_path / "README.md"
+    text = path.read_text(encoding="utf-8")
+    mine = "\n## Notes from the author\n\nTrained on my own recordings too.\n"
+    text = text.replace("<!-- ctcforge:begin usage -->", mine + "<!-- ctcforge:begin usage -->")
+    # A hand edit inside a generated section is replaced on the next build.
+    text = text.replace("## Usage", "## Usage EDITED")
+    path.write_text(text + "\nClosing words.\n", encoding="utf-8")
+    write_card(facts(model_name="renamed"), tmp_path)
+    rebuilt = path.read_text(encoding="utf-8")
+    assert mine.strip() in rebuilt and rebuilt.rstrip().endswith("Closing words.")
+    assert "EDITED" not in rebuilt and "## Usage" in rebuilt
+    assert ModelCard(rebuilt).data.model_name == "renamed"
+    assert rebuilt.count("<!-- ctcforge:begin usage -->") == 1
+
+
+def test_card_command_reads_eval_results_and_trainer_state(tmp_path):
+    repo = new_repo("hy-AM", tmp_path / "repo", base_model="tiny")
+    for decoder, wer, cer in (("greedy", 0.5, 0.2), ("lm", 0.3, 0.1)):
+        folder = repo / "eval" / decoder
+        folder.mkdir(parents=True)
+        (folder / "cv-corpus_hy-AM_test_eval_results.txt").write_text(f"WER: {wer}\nCER: {cer}")
+    state = {"log_history": [
+        {"loss": 3.5, "epoch": 0.5, "step": 50},
+        {"eval_loss": 3.1, "eval_wer": 1.0, "eval_cer": 0.9, "epoch": 1.0, "step": 100},
+        {"loss": 2.0, "epoch": 1.5, "step": 150},
+        {"eval_loss": 1.2, "eval_wer": 0.6, "eval_cer": 0.25, "epoch": 2.0, "step": 200},
+    ]}
+    (repo / "trainer_state.json").write_text(json.dumps(state))
+    (repo / "training_hyperparameters.json").write_text(json.dumps({"learning_rate": 0.001, "seed": 7}))
+    rebuild_card(repo)
+    card = ModelCard((repo / "README.md").read_text(encoding="utf-8"))
+    values = {(r.metric_name, r.dataset_split): r.metric_value for r in card.data.eval_results}
+    assert values == {("Test WER", "test"): 0.5, ("Test CER", "test"): 0.2,
+                      ("Test WER (with LM)", "test"): 0.3, ("Test CER (with LM)", "test"): 0.1}
+    assert "| w/o LM | WER | 0.5000 |" in card.text and "| w/ LM | WER | 0.3000 |" in card.text
+    assert "| 2.0000 | 2.00 | 200 | 1.2000 | 0.6000 | 0.2500 |" in card.text
+    assert "| 3.5000 | 1.00 | 100 | 3.1000 | 1.0000 | 0.9000 |" in card.text
+    assert "- learning_rate: 0.001" in card.text and "- seed: 7" in card.text
+
+
+def test_malformed_eval_results_file_is_an_error_naming_it(tmp_path):
+    repo = new_repo("hy-AM", tmp_path / "repo", base_model="tiny")
+    (repo / "x_hy-AM_test_eval_results.txt").write_text("WER: lots\nCER: 0.1")
+    with pytest.raises(CtcforgeError, match="x_hy-AM_test_eval_results.txt"):
+        rebuild_card(repo)
