@@ -125,7 +125,7 @@ def body_sections(facts: CardFacts) -> dict[str, str]:
 
 def _description(facts: CardFacts) -> str:
     profile = facts.profile
-    lines = [f"# {facts.title}".rstrip(), ""]
+    lines = [f"# {facts.title or facts.model_name}", ""]
     if facts.description:
         lines.append(facts.description.rstrip())
     else:

@@ -42,11 +42,20 @@ class ToHiragana:
     """Rewrites kanji and katakana as their hiragana reading (pykakasi).
 
     Kana have one sound each, so a model that writes hiragana needs a few dozen labels
-    instead of thousands of kanji; the ja seed model did the same.
+    instead of thousands of kanji; the ja seed model did the same. pykakasi sees only runs
+    of kana and kanji: given a tab or newline it repeats the text before it, and it drops
+    characters beyond U+FFFF.
     """
 
+    kana_kanji = re.compile("[\u3005\u3006\u3041-\u3096\u309d\u309e\u30a1-\u30fa\u30fc-\u30fe"
+                            "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+
     def __call__(self, text: str) -> str:
-        return "".join(item["hira"] for item in _kakasi().convert(text))
+        return self.kana_kanji.sub(self._reading, text)
+
+    @staticmethod
+    def _reading(run: re.Match) -> str:
+        return "".join(item["hira"] for item in _kakasi().convert(run.group()))
 
 
 @lru_cache(maxsize=1)
@@ -68,7 +77,14 @@ class RemoveCharacters:
         self.pattern = re.compile("|".join(re.escape(c) for c in entries)) if entries else None
 
     def __call__(self, text: str) -> str:
-        return self.pattern.sub("", text) if self.pattern else text
+        if not self.pattern:
+            return text
+        # Deleting "ab" from "aabb" leaves a new "ab": repeat until none is left, so that
+        # normalising twice changes nothing.
+        text, removed = self.pattern.subn("", text)
+        while removed:
+            text, removed = self.pattern.subn("", text)
+        return text
 
 
 class Lowercase:

@@ -1,0 +1,152 @@
+"""`ctcforge new`: the stamped repo's layout, its answers record, and the user errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from transformers import AutoConfig
+
+from ctcforge.cli import main
+from ctcforge.errors import CtcforgeError
+from ctcforge.render import new_repo, render_templates
+from ctcforge.text_normalizer import load as load_normalizer
+
+EXPECTED_FILES = ["run_speech_recognition_ctc.py", "eval.py", "vocab.json", "config.json",
+                  "preprocessor_config.json", "tokenizer_config.json", "README.md", "requirements.txt",
+                  "requirements-nodeps.txt", ".gitattributes", ".gitignore", "text_normalizer.py",
+                  "speech_data.py", "language_profile.json", ".ctcforge-answers.yml",
+                  "tests/test_identity.py", "tests/test_text_normalizer.py"]
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory):
+    return new_repo("hy-AM", tmp_path_factory.mktemp("new") / "hy", base_model="tiny")
+
+
+def test_repo_has_every_file(tiny_repo):
+    missing = [name for name in EXPECTED_FILES if not (tiny_repo / name).is_file()]
+    assert not missing
+    assert (tiny_repo / "language_model").is_dir() and not any((tiny_repo / "language_model").iterdir())
+    assert not list(tiny_repo.rglob("*.jinja"))
+
+
+def test_gitattributes_and_gitignore_carry_the_hub_rules(tiny_repo):
+    attributes = (tiny_repo / ".gitattributes").read_text()
+    assert "*.safetensors filter=lfs diff=lfs merge=lfs -text" in attributes
+    ignored = (tiny_repo / ".gitignore").read_text().splitlines()
+    assert "checkpoint-*/" in ignored and ".env" in ignored
+
+
+def test_vocab_is_the_profile_alphabet_with_ctc_specials(tiny_repo):
+    vocab = json.loads((tiny_repo / "vocab.json").read_text(encoding="utf-8"))
+    assert {"|", "[UNK]", "[PAD]", "ա", "և", "ֆ"} <= set(vocab)
+    assert sorted(vocab.values()) == list(range(len(vocab)))
+    config = AutoConfig.from_pretrained(tiny_repo)
+    assert config.vocab_size == len(vocab) and config.pad_token_id == vocab["[PAD]"]
+    assert config.model_type == "wav2vec2-bert" and config.ctc_zero_infinity
+
+
+def test_repo_normaliser_is_the_package_normaliser(tiny_repo):
+    repo_code = (tiny_repo / "text_normalizer.py").read_text(encoding="utf-8")
+    package_code = (Path(__file__).parents[1] / "ctcforge" / "text_normalizer.py").read_text(encoding="utf-8")
+    assert repo_code == package_code
+    normalize = load_normalizer(tiny_repo / "language_profile.json")
+    assert normalize("Բարև, ԱՇԽԱՐՀ։") == "բարև աշխարհ"
+
+
+def test_answers_record_regenerates_the_same_repo(tiny_repo, tmp_path):
+    answers = yaml.safe_load((tiny_repo / ".ctcforge-answers.yml").read_text(encoding="utf-8"))
+    assert answers["language"] == "hy-AM" and answers["base_model"] == "tiny"
+    again = new_repo(answers["language"], tmp_path / "again", base_model=answers["base_model"])
+    for name in ["vocab.json", "config.json", "README.md", "language_profile.json", "eval.py"]:
+        assert (again / name).read_bytes() == (tiny_repo / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("model, model_type, hidden", [
+    ("facebook/wav2vec2-xls-r-300m", "wav2vec2", 1024),
+    ("facebook/wav2vec2-xls-r-1b", "wav2vec2", 1280),
+    ("facebook/mms-1b", "wav2vec2", 1280),
+    ("facebook/w2v-bert-2.0", "wav2vec2-bert", 1024),
+])
+def test_catalogue_models_write_their_architecture_offline(tmp_path, model, model_type, hidden):
+    repo = new_repo("as", tmp_path / "r", base_model=model)
+    config = AutoConfig.from_pretrained(repo)
+    assert (config.model_type, config.hidden_size) == (model_type, hidden)
+
+
+def test_local_model_folder_as_base(tiny_repo, tmp_path):
+    repo = new_repo("tr", tmp_path / "tr", base_model=str(tiny_repo))
+    source, stamped = AutoConfig.from_pretrained(tiny_repo), AutoConfig.from_pretrained(repo)
+    assert stamped.hidden_size == source.hidden_size and stamped.vocab_size != source.vocab_size
+
+
+def test_unknown_language_names_the_closest_profiles(tmp_path, capsys):
+    assert main(["new", "hy", "--output-dir", str(tmp_path / "x")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "hy-AM" in error and "unknown language 'hy'" in error
+
+
+def test_unknown_base_model_is_one_line_error(tmp_path, capsys):
+    assert main(["new", "hy-AM", "--output-dir", str(tmp_path / "x"), "--base-model", "nope/none"]) == 2
+    assert "unknown base model 'nope/none'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_non_empty_output_dir_needs_force(tiny_repo, tmp_path):
+    target = tmp_path / "busy"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    with pytest.raises(CtcforgeError, match="--force"):
+        new_repo("hy-AM", target, base_model="tiny")
+    new_repo("hy-AM", target, base_model="tiny", force=True)
+    assert (target / "notes.txt").read_text() == "mine" and (target / "eval.py").is_file()
+
+
+def test_failed_stamp_leaves_nothing_behind(tmp_path, monkeypatch):
+    import ctcforge.render as render
+
+    def broken(*args, **kwargs):
+        raise CtcforgeError("boom")
+
+    monkeypatch.setattr(render, "write_card", broken)
+    with pytest.raises(CtcforgeError, match="boom"):
+        new_repo("hy-AM", tmp_path / "half", base_model="tiny")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_templates_render_strictly(tmp_path):
+    source = tmp_path / "tpl"
+    (source / "sub").mkdir(parents=True)
+    (source / "sub" / "x.txt.jinja").write_text("{{ answers.language }}-{{ missing }}")
+    with pytest.raises(CtcforgeError, match="missing"):
+        render_templates(source, tmp_path / "out", {"answers": {"language": "hy-AM"}})
+    (source / "sub" / "x.txt.jinja").write_text("{{ answers.language }} {{ '{{' }}")
+    (source / "plain.py").write_text("print('{{ untouched }}')")
+    render_templates(source, tmp_path / "out", {"answers": {"language": "hy-AM"}})
+    assert (tmp_path / "out" / "sub" / "x.txt").read_text() == "hy-AM {{"
+    assert (tmp_path / "out" / "plain.py").read_text() == "print('{{ untouched }}')"
+
+
+def test_help_documents_every_command():
+    parser_help = subprocess.run([sys.executable, "-m", "ctcforge", "--help"], capture_output=True,
+                                 text=True, check=True).stdout
+    for command in ("new", "card", "languages", "models"):
+        assert command in parser_help
+        sub = subprocess.run([sys.executable, "-m", "ctcforge", command, "--help"],
+                             capture_output=True, text=True, check=True).stdout
+        assert "usage: ctcforge " + command in sub
+    new_help = subprocess.run([sys.executable, "-m", "ctcforge", "new", "--help"],
+                              capture_output=True, text=True, check=True).stdout
+    for option in ("--output-dir", "--base-model", "--dataset", "--spec", "--force"):
+        assert option in new_help
+
+
+def test_generated_repo_tests_pass(tiny_repo):
+    """The stamped repo's own tests/ pass with `python -m pytest` inside it."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                            cwd=tiny_repo, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout
