@@ -1,0 +1,270 @@
+"""The one speech dataset loader shared by training, evaluation and ctcforge.
+
+This file is copied unchanged into every generated repo, next to
+`run_speech_recognition_ctc.py` and `eval.py`, so that training and evaluation read a
+dataset the same way. It depends only on the standard library, `datasets` and `numpy`.
+
+`load_speech_dataset(name, config, split)` accepts:
+
+- a Common Voice release folder, `name/config/{train,dev,test,validated,...}.tsv` with the
+  clips in `name/config/clips/`, or the locale folder itself;
+- an OpenSLR-style folder: `line_index.tsv` (`id<TAB>transcript`) and audio files named
+  by id anywhere below it. Such sets ship no test split, so one is cut here: see
+  `self_split_ids`;
+- an audiofolder: `metadata.csv` or `metadata.jsonl` with a `file_name` column, either
+  directly in the folder (the "train" split) or in one sub-folder per split;
+- a folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`;
+- anything else is taken as a Hub dataset id and given to `datasets.load_dataset`.
+
+For the local formats `config` names an optional sub-folder (the Common Voice locale).
+A split may be a sum such as `train+dev`; the parts are concatenated in order.
+Every format comes back as a `datasets.Dataset` with two columns: `audio`, decoded to
+mono at `sampling_rate`, and the text column under its original name.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+import random
+
+import datasets
+
+SELF_SPLIT_SEED = 42
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
+AUDIOFOLDER_METADATA = ("metadata.csv", "metadata.jsonl")
+OPENSLR_INDEX = "line_index.tsv"
+OPENSLR_TEXT_COLUMN = "sentence"
+OPENSLR_SPLITS = ("train", "test", "validated")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be read as asked, phrased so the message names the fix."""
+
+
+def load_speech_dataset(
+    name: str,
+    config: str | None,
+    split: str,
+    *,
+    text_column: str = "sentence",
+    sampling_rate: int = 16000,
+) -> datasets.Dataset:
+    """The `split` of dataset `name` with a mono `audio` column and the text column."""
+    if is_local_path(name):
+        root = dataset_root(name, config)
+        read_split = local_split_reader(root, text_column)
+        parts = [read_split(part.strip()) for part in split.split("+")]
+        dataset = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    else:
+        # `datasets` understands split sums such as "train+validation" itself.
+        dataset = datasets.load_dataset(name, config, split=split)
+    require_columns(dataset.column_names, ["audio", text_column], f"{name} ({split})")
+    dataset = dataset.select_columns(["audio", text_column])
+    return dataset.cast_column("audio", datasets.Audio(sampling_rate=sampling_rate, num_channels=1))
+
+
+def dataset_id(name: str, config: str | None, split: str) -> str:
+    """The name eval.py gives its result files, as in the 2022 robust-speech-event eval.py:
+    the Hub id's parts (or a local folder's base name), the config and the split, joined by "_".
+    """
+    parts = [os.path.basename(os.path.normpath(name))] if is_local_path(name) else name.split("/")
+    return "_".join(parts + [part for part in (config, split) if part])
+
+
+def is_local_path(name: str) -> bool:
+    """True for an existing folder, and for anything that cannot be a Hub id.
+
+    A Hub id is `dataset` or `owner/dataset`; a name that starts like a path or has more
+    parts than that is a folder the user mistyped, which deserves a clear error here rather
+    than a failed download attempt.
+    """
+    expanded = os.path.expanduser(name)
+    if os.path.isdir(expanded):
+        return True
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.path.exists(expanded):
+        raise DatasetError(f"{name} is not a folder")
+    return False
+
+
+def dataset_root(name: str, config: str | None) -> str:
+    """The folder that holds the data: `name/config` when it exists, else `name` itself."""
+    folder = os.path.abspath(os.path.expanduser(name))
+    if config and os.path.isdir(os.path.join(folder, config)):
+        return os.path.abspath(os.path.join(folder, config))
+    return folder
+
+
+def local_split_reader(root: str, text_column: str):
+    """The function reading one split of `root`, chosen by the files `root` holds."""
+    if any(os.path.isfile(os.path.join(root, f)) for f in ("dataset_dict.json", "state.json")):
+        return functools.partial(read_saved_dataset, root)
+    if os.path.isdir(os.path.join(root, "clips")):
+        return functools.partial(read_common_voice, root, text_column=text_column)
+    if os.path.isfile(os.path.join(root, OPENSLR_INDEX)):
+        return functools.partial(read_openslr, root, text_column=text_column)
+    if find_audiofolder_metadata(root) or any(
+        find_audiofolder_metadata(entry.path) for entry in os.scandir(root) if entry.is_dir()
+    ):
+        return functools.partial(read_audiofolder, root, text_column=text_column)
+    raise DatasetError(
+        f"{root} holds no dataset ctcforge can read; looked for dataset_dict.json or state.json"
+        f" (save_to_disk), clips/ beside SPLIT.tsv files (Common Voice), {OPENSLR_INDEX} (OpenSLR),"
+        f" and {' or '.join(AUDIOFOLDER_METADATA)} in the folder or a split sub-folder (audiofolder)"
+    )
+
+
+def read_saved_dataset(root: str, split: str) -> datasets.Dataset:
+    """One split of a `DatasetDict.save_to_disk` folder; a saved `Dataset` has no splits,
+    so it is returned whole whatever split was asked for."""
+    saved = datasets.load_from_disk(root)
+    if isinstance(saved, datasets.Dataset):
+        return saved
+    if split not in saved:
+        raise DatasetError(f"{root} has no split {split!r}; its splits: {', '.join(saved)}")
+    return saved[split]
+
+
+def read_common_voice(root: str, split: str, text_column: str) -> datasets.Dataset:
+    """`root/SPLIT.tsv` of a Common Voice locale folder, audio from `root/clips/`."""
+    manifest = os.path.join(root, f"{split}.tsv")
+    if not os.path.isfile(manifest):
+        available = sorted(f[: -len(".tsv")] for f in os.listdir(root) if f.endswith(".tsv"))
+        raise DatasetError(f"{root} has no {split}.tsv; its splits: {', '.join(available)}")
+    paths, texts = [], []
+    with open(manifest, encoding="utf-8", newline="") as tsv:
+        # Sentences contain quote marks; Common Voice does not quote fields at all.
+        reader = csv.DictReader(tsv, delimiter="\t", quoting=csv.QUOTE_NONE)
+        require_columns(reader.fieldnames or [], ["path", text_column], manifest)
+        for row in reader:
+            paths.append(path_inside(root, os.path.join("clips", row["path"]), manifest))
+            texts.append(row[text_column])
+    return datasets.Dataset.from_dict({"audio": paths, text_column: texts})
+
+
+def read_openslr(root: str, split: str, text_column: str) -> datasets.Dataset:
+    """An OpenSLR folder: transcripts in `line_index.tsv`, audio files named by id."""
+    require_columns([OPENSLR_TEXT_COLUMN], [text_column], os.path.join(root, OPENSLR_INDEX))
+    transcripts = read_line_index(os.path.join(root, OPENSLR_INDEX))
+    audio_files = find_audio_files(root)
+    missing = [clip_id for clip_id in transcripts if clip_id not in audio_files]
+    if missing:
+        raise DatasetError(
+            f"{len(missing)} ids of {OPENSLR_INDEX} have no audio file ({', '.join(AUDIO_EXTENSIONS)})"
+            f" under {root}, e.g. {', '.join(missing[:3])}"
+        )
+    ids = self_split_ids(list(transcripts), split)
+    return datasets.Dataset.from_dict(
+        {"audio": [audio_files[i] for i in ids], text_column: [transcripts[i] for i in ids]}
+    )
+
+
+def read_line_index(path: str) -> dict[str, str]:
+    """`id<TAB>transcript` lines; the transcript is the last field, since some OpenSLR
+    sets put an empty field between the two."""
+    transcripts = {}
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            fields = line.rstrip("\r\n").split("\t")
+            if len(fields) < 2:
+                raise DatasetError(f"{path}, line {number}: expected id<TAB>transcript")
+            if fields[0] in transcripts:
+                raise DatasetError(f"{path}, line {number}: id {fields[0]} appears twice")
+            transcripts[fields[0]] = fields[-1]
+    return transcripts
+
+
+def find_audio_files(root: str) -> dict[str, str]:
+    """Audio files below `root`, by file name without extension (one walk of the tree)."""
+    found: dict[str, str] = {}
+    for folder, subfolders, files in os.walk(root):
+        subfolders.sort()  # a fixed walk order makes the duplicate error below reproducible
+        for file in sorted(files):
+            clip_id, extension = os.path.splitext(file)
+            if extension.lower() not in AUDIO_EXTENSIONS:
+                continue
+            path = os.path.join(folder, file)
+            if clip_id in found:
+                raise DatasetError(f"two audio files for id {clip_id}: {found[clip_id]} and {path}")
+            found[clip_id] = path
+    return found
+
+
+def self_split_ids(ids: list[str], split: str) -> list[str]:
+    """The ids of `split` in a set that ships without splits.
+
+    The ids are sorted, shuffled with `random.Random(42)`, and the last tenth (rounded
+    up, so even a tiny set has a test clip) is "test"; the rest is "train" and
+    "validated" is every clip. Sorting first makes the split independent of file order,
+    so training and evaluation, on any machine, cut the same test set.
+    """
+    if split not in OPENSLR_SPLITS:
+        raise DatasetError(f"OpenSLR folders have the splits {', '.join(OPENSLR_SPLITS)}, not {split!r}")
+    shuffled = sorted(ids)
+    random.Random(SELF_SPLIT_SEED).shuffle(shuffled)
+    test_size = (len(shuffled) + 9) // 10
+    if split == "test":
+        return shuffled[len(shuffled) - test_size :]
+    if split == "train":
+        return shuffled[: len(shuffled) - test_size]
+    return shuffled
+
+
+def find_audiofolder_metadata(folder: str) -> str | None:
+    for file in AUDIOFOLDER_METADATA:
+        if os.path.isfile(os.path.join(folder, file)):
+            return os.path.join(folder, file)
+    return None
+
+
+def read_audiofolder(root: str, split: str, text_column: str) -> datasets.Dataset:
+    """An audiofolder split: `root/SPLIT/metadata.*`, or `root/metadata.*` as "train"
+    (the convention of `datasets`' own audiofolder loader)."""
+    manifest = find_audiofolder_metadata(os.path.join(root, split))
+    if manifest is None and split == "train":
+        manifest = find_audiofolder_metadata(root)
+    if manifest is None:
+        raise DatasetError(
+            f"{root} has no {split}/metadata.csv or {split}/metadata.jsonl"
+            + (" (a metadata file directly in the folder is the 'train' split)" if split != "train" else "")
+        )
+    rows = read_metadata_rows(manifest)
+    if not rows:
+        raise DatasetError(f"{manifest} lists no files")
+    require_columns(list(rows[0]), ["file_name", text_column], manifest)
+    # file_name is relative to the folder of the metadata file.
+    folder = os.path.dirname(manifest)
+    paths = [path_inside(root, os.path.join(folder, row["file_name"]), manifest) for row in rows]
+    return datasets.Dataset.from_dict({"audio": paths, text_column: [row.get(text_column) for row in rows]})
+
+
+def read_metadata_rows(path: str) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as file:
+        if path.endswith(".csv"):
+            return list(csv.DictReader(file))
+        return [json.loads(line) for line in file if line.strip()]
+
+
+def path_inside(root: str, path: str, manifest: str) -> str:
+    """`path` (relative to `root`) made absolute, refused when it leaves `root`.
+
+    The check is on the normalised path, not on symlinks resolved: a manifest must not
+    reach outside the dataset with `..` or an absolute path, while a `clips/` folder that
+    is a symlink to another disk is a deliberate choice of the dataset's owner.
+    """
+    absolute = os.path.normpath(os.path.join(root, path))
+    if os.path.commonpath([root, absolute]) != root:
+        raise DatasetError(f"{manifest} names {path!r}, which lies outside {root}; refusing to read it")
+    return absolute
+
+
+def require_columns(found: list[str], needed: list[str], where: str) -> None:
+    missing = [column for column in needed if column not in found]
+    if missing:
+        raise DatasetError(
+            f"{where} has no column {', '.join(missing)}; its columns: {', '.join(found) or 'none'}"
+        )
