@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -47,30 +47,16 @@ class EvalFigures:
         return f"{self.dataset} {self.config} ({self.split})"
 
 
-@dataclass
-class CardFacts:
-    """Everything a card says, gathered from the answers record, a spec and the repo."""
+@dataclass(frozen=True)
+class CardFacts(Spec):
+    """Everything a card says: a spec's facts (from the answers record or measured in the
+    repo) plus the language profile they are about."""
 
-    profile: Profile
-    model_name: str
-    base_model: str
-    license: str = "apache-2.0"
-    tags: list[str] = field(default_factory=list)
-    datasets: list[str] = field(default_factory=list)
-    title: str = ""
-    description: str = ""
-    results: list[dict] = field(default_factory=list)  # model-index results, spec shape
-    evaluation: list[dict] = field(default_factory=list)  # body table rows, spec shape
-    eval_command: str = ""
-    hyperparameters: dict = field(default_factory=dict)
-    training_results: dict = field(default_factory=dict)
-    framework_versions: dict = field(default_factory=dict)
-    corrections: list[str] = field(default_factory=list)
+    profile: Profile | None = None
 
     @classmethod
     def from_spec(cls, spec: Spec, profile: Profile) -> "CardFacts":
-        fields = {k: v for k, v in vars(spec).items() if k != "language"}
-        return cls(profile=profile, **fields)
+        return cls(**vars(spec), profile=profile)
 
 
 # ---------------------------------------------------------------------------- front matter
@@ -361,7 +347,8 @@ def _num(value: float | None, digits: int = 4) -> str:
 def facts_from_answers(answers: Answers, profile: Profile) -> CardFacts:
     if answers.spec:
         return CardFacts.from_spec(spec_from_dict(answers.spec, source=ANSWERS_FILE), profile)
-    return CardFacts(profile=profile, model_name=answers.model_name, base_model=answers.base_model)
+    return CardFacts(language=profile.code, model_name=answers.model_name, base_model=answers.base_model,
+                     profile=profile)
 
 
 def rebuild_card(repo: Path) -> Path:
@@ -373,10 +360,11 @@ def rebuild_card(repo: Path) -> Path:
     runs = read_eval_results(repo)
     if runs:
         lm_present = any((repo / "language_model").glob("*"))
-        facts.evaluation, facts.results = evaluation_from_runs(runs, profile, lm_present)
+        evaluation, results = evaluation_from_runs(runs, profile, lm_present)
+        facts = replace(facts, evaluation=evaluation, results=results)
     hyperparameters, table = training_from_state(repo, profile)
     if hyperparameters:
-        facts.hyperparameters = hyperparameters
+        facts = replace(facts, hyperparameters=hyperparameters)
     if table:
-        facts.training_results = table
+        facts = replace(facts, training_results=table)
     return write_card(facts, repo)

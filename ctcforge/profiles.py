@@ -11,8 +11,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
+from ctcforge.datafile import check_mapping, field_error, read_yaml
 from ctcforge.errors import CtcforgeError
 from ctcforge.text_normalizer import Normalizer
 
@@ -75,25 +74,14 @@ def _closest(code: str, codes: list[str]) -> list[str]:
 
 
 def load_profile_file(path: Path) -> Profile:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise CtcforgeError(f"{path}: cannot read profile: {exc}".replace("\n", " ")) from exc
-    return profile_from_dict(data, source=str(path))
+    return profile_from_dict(read_yaml(path, "profile"), source=str(path))
 
 
 def profile_from_dict(data: object, source: str) -> Profile:
     """Validates raw profile data; errors name the file and the field."""
 
-    def fail(field_name: str, problem: str) -> CtcforgeError:
-        return CtcforgeError(f"{source}: field {field_name!r}: {problem}")
-
-    if not isinstance(data, dict):
-        raise CtcforgeError(f"{source}: a profile must be a mapping of fields")
-    known = set(Profile.__dataclass_fields__)
-    for key in data:
-        if key not in known:
-            raise fail(key, f"unknown field (known: {', '.join(sorted(known))})")
+    fail = field_error(source)
+    data = check_mapping(data, source, "profile", set(Profile.__dataclass_fields__))
     for required in ("code", "name", "script"):
         if not isinstance(data.get(required), str) or not data[required].strip():
             raise fail(required, "required, a non-empty string")

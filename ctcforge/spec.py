@@ -8,9 +8,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from ctcforge.errors import CtcforgeError
+from ctcforge.datafile import check_mapping, field_error, read_yaml
 
 METRIC_TYPES = ("wer", "cer")
 
@@ -37,26 +35,14 @@ class Spec:
 
 
 def load_spec(path: str | Path) -> Spec:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise CtcforgeError(f"{path}: cannot read spec: {exc}".replace("\n", " ")) from exc
-    return spec_from_dict(data, source=str(path))
+    return spec_from_dict(read_yaml(Path(path), "spec"), source=str(path))
 
 
 def spec_from_dict(data: object, source: str) -> Spec:
     """Validates raw spec data; each error names the file and the field."""
 
-    def fail(where: str, problem: str) -> CtcforgeError:
-        return CtcforgeError(f"{source}: field {where!r}: {problem}")
-
-    if not isinstance(data, dict):
-        raise CtcforgeError(f"{source}: a spec must be a mapping of fields")
-    known = Spec.__dataclass_fields__
-    for key in data:
-        if key not in known:
-            raise fail(key, f"unknown field (known: {', '.join(known)})")
+    fail = field_error(source)
+    data = check_mapping(data, source, "spec", set(Spec.__dataclass_fields__))
     for key in ("language", "model_name", "base_model"):
         _require_line(data.get(key), key, fail)
     for key in ("license", "title", "eval_command"):

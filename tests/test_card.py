@@ -23,7 +23,7 @@ def result(dataset_name="Common Voice hy-AM", dataset_type="mozilla-foundation/c
 
 
 def facts(**changes):
-    base = CardFacts(profile=HY, model_name="m", base_model="facebook/wav2vec2-xls-r-300m",
+    base = CardFacts(language="hy-AM", profile=HY, model_name="m", base_model="facebook/wav2vec2-xls-r-300m",
                      results=[result()])
     return replace(base, **changes)
 
