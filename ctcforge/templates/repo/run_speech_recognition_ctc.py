@@ -770,6 +770,31 @@ def warn_about_unknown_eval_characters(dataset, tokenizer: Wav2Vec2CTCTokenizer)
 # ---------------------------------------------------------------------------------------
 
 
+def card_hyperparameters(args: TrainingArguments) -> dict:
+    """The hyperparameter list a model card shows, in the order Trainer-made cards use;
+    `ctcforge card` reads it from training_hyperparameters.json."""
+    world_size = max(args.world_size, 1)
+    values = {
+        "learning_rate": args.learning_rate,
+        "train_batch_size": args.per_device_train_batch_size,
+        "eval_batch_size": args.per_device_eval_batch_size,
+        "seed": args.seed,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "total_train_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * world_size,
+        "optimizer": f"{getattr(args.optim, 'value', args.optim)} with betas=({args.adam_beta1},{args.adam_beta2}) and epsilon={args.adam_epsilon}",
+        "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+    }
+    if args.warmup_steps:
+        values["lr_scheduler_warmup_steps"] = args.warmup_steps
+    if args.max_steps > 0:
+        values["training_steps"] = args.max_steps
+    else:
+        values["num_epochs"] = args.num_train_epochs
+    if args.fp16 or args.bf16:
+        values["mixed_precision_training"] = "Native AMP" if args.fp16 else "bf16"
+    return values
+
+
 def main() -> None:
     model_args, data_args, training_args = parse_arguments()
     setup_logging(training_args)
@@ -866,6 +891,9 @@ def main() -> None:
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         trainer.save_state()
+        if training_args.should_save:
+            (output_dir / "training_hyperparameters.json").write_text(
+                json.dumps(card_hyperparameters(training_args), indent=2) + "\n", encoding="utf-8")
 
     if training_args.do_eval:
         metrics = {**trainer.evaluate(), "eval_samples": len(splits["eval"])}
