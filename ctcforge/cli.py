@@ -28,6 +28,14 @@ def cmd_card(args: argparse.Namespace) -> None:
     print(f"wrote {rebuild_card(args.repo_dir)}")
 
 
+def cmd_synth(args: argparse.Namespace) -> None:
+    from ctcforge.synth import synthesize
+
+    release = synthesize(args.language, args.output_dir, args.num_clips, seed=args.seed,
+                         progress=not args.quiet)
+    print(f"wrote {release}")
+
+
 def cmd_languages(args: argparse.Namespace) -> None:
     from ctcforge.profiles import available_codes, load_profile
 
@@ -77,6 +85,22 @@ def build_parser() -> argparse.ArgumentParser:
                     "generated sections is kept.")
     card.add_argument("repo_dir", type=Path, help="a repo made by `ctcforge new`")
     card.set_defaults(run=cmd_card)
+
+    synth = commands.add_parser(
+        "synth", help="write a synthetic Common Voice release spoken by espeak-ng (test and demo data)",
+        description="Speak ctcforge/sentences/LANG.txt with espeak-ng into "
+                    "OUTPUT_DIR/LANG/{train,dev,test,validated}.tsv and clips/*.mp3 (48 kHz mono). "
+                    "A sentence's split is fixed by a hash of its normalised text, so test sentences "
+                    "never reach train. km has no espeak-ng voice: its audio is a letter-by-letter "
+                    "stand-in, not Khmer speech.")
+    synth.add_argument("language", help="Common Voice locale with a sentences file (hy-AM, as, ja, zh-HK)")
+    synth.add_argument("--output-dir", type=Path, required=True,
+                       help="release folder; OUTPUT_DIR/LANG must be absent or empty")
+    synth.add_argument("--num-clips", type=int, required=True,
+                       help="clips to make, spread 80/10/10 over train/dev/test")
+    synth.add_argument("--seed", type=int, default=0, help="voice, rate, pitch and sentence order (default 0)")
+    synth.add_argument("--quiet", action="store_true", help="no progress bar")
+    synth.set_defaults(run=cmd_synth)
 
     languages = commands.add_parser("languages", help="list the language profiles")
     languages.set_defaults(run=cmd_languages)

@@ -133,7 +133,7 @@ def test_templates_render_strictly(tmp_path):
 def test_help_documents_every_command():
     parser_help = subprocess.run([sys.executable, "-m", "ctcforge", "--help"], capture_output=True,
                                  text=True, check=True).stdout
-    for command in ("new", "card", "languages", "models"):
+    for command in ("new", "card", "synth", "languages", "models"):
         assert command in parser_help
         sub = subprocess.run([sys.executable, "-m", "ctcforge", command, "--help"],
                              capture_output=True, text=True, check=True).stdout
