@@ -29,6 +29,7 @@ import functools
 import json
 import os
 import random
+from typing import Callable
 
 import datasets
 
@@ -75,11 +76,11 @@ def dataset_id(name: str, config: str | None, split: str) -> str:
 
 
 def is_local_path(name: str) -> bool:
-    """True for an existing folder, and for anything that cannot be a Hub id.
+    """True for an existing folder, False for a name that can be a Hub id.
 
-    A Hub id is `dataset` or `owner/dataset`; a name that starts like a path or has more
-    parts than that is a folder the user mistyped, which deserves a clear error here rather
-    than a failed download attempt.
+    A Hub id is `dataset` or `owner/dataset`. A name that starts like a path, has more
+    parts than that or names a file is a folder the user mistyped: it raises
+    `DatasetError` here rather than failing later as a download.
     """
     expanded = os.path.expanduser(name)
     if os.path.isdir(expanded):
@@ -97,7 +98,7 @@ def dataset_root(name: str, config: str | None) -> str:
     return folder
 
 
-def local_split_reader(root: str, text_column: str):
+def local_split_reader(root: str, text_column: str) -> Callable[[str], datasets.Dataset]:
     """The function reading one split of `root`, chosen by the files `root` holds."""
     if any(os.path.isfile(os.path.join(root, f)) for f in ("dataset_dict.json", "state.json")):
         return functools.partial(read_saved_dataset, root)
@@ -110,7 +111,7 @@ def local_split_reader(root: str, text_column: str):
     ):
         return functools.partial(read_audiofolder, root, text_column=text_column)
     raise DatasetError(
-        f"{root} holds no dataset ctcforge can read; looked for dataset_dict.json or state.json"
+        f"{root} holds no dataset this loader can read; looked for dataset_dict.json or state.json"
         f" (save_to_disk), clips/ beside SPLIT.tsv files (Common Voice), {OPENSLR_INDEX} (OpenSLR),"
         f" and {' or '.join(AUDIOFOLDER_METADATA)} in the folder or a split sub-folder (audiofolder)"
     )
@@ -139,7 +140,7 @@ def read_common_voice(root: str, split: str, text_column: str) -> datasets.Datas
         reader = csv.DictReader(tsv, delimiter="\t", quoting=csv.QUOTE_NONE)
         require_columns(reader.fieldnames or [], ["path", text_column], manifest)
         for row in reader:
-            paths.append(path_inside(root, os.path.join("clips", row["path"]), manifest))
+            paths.append(path_inside(root, os.path.join(root, "clips"), row["path"], manifest))
             texts.append(row[text_column])
     return datasets.Dataset.from_dict({"audio": paths, text_column: texts})
 
@@ -152,7 +153,7 @@ def read_openslr(root: str, split: str, text_column: str) -> datasets.Dataset:
     missing = [clip_id for clip_id in transcripts if clip_id not in audio_files]
     if missing:
         raise DatasetError(
-            f"{len(missing)} ids of {OPENSLR_INDEX} have no audio file ({', '.join(AUDIO_EXTENSIONS)})"
+            f"{len(missing)} ids in {OPENSLR_INDEX} have no audio file ({', '.join(AUDIO_EXTENSIONS)})"
             f" under {root}, e.g. {', '.join(missing[:3])}"
         )
     ids = self_split_ids(list(transcripts), split)
@@ -162,8 +163,8 @@ def read_openslr(root: str, split: str, text_column: str) -> datasets.Dataset:
 
 
 def read_line_index(path: str) -> dict[str, str]:
-    """`id<TAB>transcript` lines; the transcript is the last field, since some OpenSLR
-    sets put an empty field between the two."""
+    """`id<TAB>transcript` lines. The transcript is taken from the last field, so that
+    lines carrying an extra (e.g. empty) field between the two read the same."""
     transcripts = {}
     with open(path, encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
@@ -238,7 +239,7 @@ def read_audiofolder(root: str, split: str, text_column: str) -> datasets.Datase
     require_columns(list(rows[0]), ["file_name", text_column], manifest)
     # file_name is relative to the folder of the metadata file.
     folder = os.path.dirname(manifest)
-    paths = [path_inside(root, os.path.join(folder, row["file_name"]), manifest) for row in rows]
+    paths = [path_inside(root, folder, row["file_name"], manifest) for row in rows]
     return datasets.Dataset.from_dict({"audio": paths, text_column: [row.get(text_column) for row in rows]})
 
 
@@ -249,17 +250,18 @@ def read_metadata_rows(path: str) -> list[dict]:
         return [json.loads(line) for line in file if line.strip()]
 
 
-def path_inside(root: str, path: str, manifest: str) -> str:
-    """`path` (relative to `root`) made absolute, refused when it leaves `root`.
+def path_inside(root: str, folder: str, name: str, manifest: str) -> str:
+    """The file `name` of a manifest, relative to `folder`, as an absolute path; refused
+    when it lies outside the dataset folder `root`.
 
     The check is on the normalised path, not on symlinks resolved: a manifest must not
     reach outside the dataset with `..` or an absolute path, while a `clips/` folder that
     is a symlink to another disk is a deliberate choice of the dataset's owner.
     """
-    absolute = os.path.normpath(os.path.join(root, path))
-    if os.path.commonpath([root, absolute]) != root:
-        raise DatasetError(f"{manifest} names {path!r}, which lies outside {root}; refusing to read it")
-    return absolute
+    path = os.path.normpath(os.path.join(folder, name))
+    if os.path.commonpath([root, path]) != root:
+        raise DatasetError(f"{manifest} names {name!r}, which lies outside {root}; refusing to read it")
+    return path
 
 
 def require_columns(found: list[str], needed: list[str], where: str) -> None:

@@ -64,7 +64,7 @@ def parse_args() -> argparse.Namespace:
         "--chunk_length_s", type=float, default=None, help="Cut longer clips into chunks of this length."
     )
     parser.add_argument(
-        "--stride_length_s", type=float, default=None, help="Overlap on each side of a chunk (default: a sixth)."
+        "--stride_length_s", type=float, default=None, help="Chunk overlap per side (default: a sixth)."
     )
     parser.add_argument("--log_outputs", action="store_true", help="Also write every prediction and target.")
     parser.add_argument(
@@ -152,11 +152,11 @@ class Transcriber:
         return self.tokenizer.decode(log_probs.argmax(axis=-1).tolist())
 
     def log_probs(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """Per clip, a (frames, vocab) array of log-probabilities."""
+        """Per clip, a (frames, vocab) array of log-probabilities, in the order given.
+        Clips up to one chunk long are batched together; longer ones are chunked."""
         is_long = [self.chunk_samples is not None and len(a) > self.chunk_samples for a in arrays]
-        short = self.forward([a for a, long in zip(arrays, is_long) if not long])
-        short_iter = iter(short)
-        return [self.chunked_log_probs(a) if long else next(short_iter) for a, long in zip(arrays, is_long)]
+        short_clips = iter(self.forward([a for a, long in zip(arrays, is_long) if not long]))
+        return [self.chunked_log_probs(a) if long else next(short_clips) for a, long in zip(arrays, is_long)]
 
     def forward(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Log-probabilities of each array, in batches, cut to the array's own length."""
@@ -362,7 +362,10 @@ def main() -> None:
     args = parse_args()
     transcriber = Transcriber(args.model_id, choose_device(args.device), args.batch_size)
     if args.chunk_length_s is not None:
-        transcriber.use_chunks(args.chunk_length_s, args.stride_length_s)
+        try:
+            transcriber.use_chunks(args.chunk_length_s, args.stride_length_s)
+        except ValueError as error:
+            sys.exit(f"error: {error}")
     if wants_language_model(args.decoder, args.model_id):
         vocab_size = transcriber.model.config.vocab_size
         transcriber.use_language_model(load_beam_decoder(args.model_id, transcriber.tokenizer, vocab_size))
