@@ -346,7 +346,9 @@ def _num(value: float | None, digits: int = 4) -> str:
 
 def facts_from_answers(answers: Answers, profile: Profile) -> CardFacts:
     if answers.spec:
-        return CardFacts.from_spec(spec_from_dict(answers.spec, source=ANSWERS_FILE), profile)
+        facts = CardFacts.from_spec(spec_from_dict(answers.spec, source=ANSWERS_FILE), profile)
+        # `new --spec X --base-model M` stamps M's architecture; the card must say M.
+        return replace(facts, base_model=answers.base_model)
     return CardFacts(language=profile.code, model_name=answers.model_name, base_model=answers.base_model,
                      profile=profile)
 

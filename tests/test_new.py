@@ -150,3 +150,13 @@ def test_generated_repo_tests_pass(tiny_repo):
                             cwd=tiny_repo, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+def test_base_model_option_overrides_the_spec_on_the_card(tmp_path):
+    spec = Path(__file__).parents[1] / "specs" / "hy-AM.yaml"
+    repo = new_repo(None, tmp_path / "r", spec_path=spec, base_model="tiny")
+    card = (repo / "README.md").read_text(encoding="utf-8")
+    assert AutoConfig.from_pretrained(repo).model_type == "wav2vec2-bert"
+    assert "base_model:" not in card.split("---")[1]  # tiny is no Hub model
+    answers = yaml.safe_load((repo / ".ctcforge-answers.yml").read_text(encoding="utf-8"))
+    assert answers["base_model"] == "tiny" and answers["spec"]["base_model"] == "facebook/wav2vec2-xls-r-1b"
