@@ -99,17 +99,21 @@ def dataset_root(name: str, config: str | None) -> str:
 
 
 def local_split_reader(root: str, text_column: str) -> Callable[[str], datasets.Dataset]:
-    """The function reading one split of `root`, chosen by the files `root` holds."""
+    """The function reading one split of `root`, chosen by the files `root` holds.
+
+    The most specific marker is tried first: an OpenSLR folder or an audiofolder may well
+    keep its audio in a `clips/` folder too, which alone marks a Common Voice folder.
+    """
     if any(os.path.isfile(os.path.join(root, f)) for f in ("dataset_dict.json", "state.json")):
         return functools.partial(read_saved_dataset, root)
-    if os.path.isdir(os.path.join(root, "clips")):
-        return functools.partial(read_common_voice, root, text_column=text_column)
     if os.path.isfile(os.path.join(root, OPENSLR_INDEX)):
         return functools.partial(read_openslr, root, text_column=text_column)
     if find_audiofolder_metadata(root) or any(
         find_audiofolder_metadata(entry.path) for entry in os.scandir(root) if entry.is_dir()
     ):
         return functools.partial(read_audiofolder, root, text_column=text_column)
+    if os.path.isdir(os.path.join(root, "clips")):
+        return functools.partial(read_common_voice, root, text_column=text_column)
     raise DatasetError(
         f"{root} holds no dataset this loader can read; looked for dataset_dict.json or state.json"
         f" (save_to_disk), clips/ beside SPLIT.tsv files (Common Voice), {OPENSLR_INDEX} (OpenSLR),"
@@ -135,7 +139,7 @@ def read_common_voice(root: str, split: str, text_column: str) -> datasets.Datas
         available = sorted(f[: -len(".tsv")] for f in os.listdir(root) if f.endswith(".tsv"))
         raise DatasetError(f"{root} has no {split}.tsv; its splits: {', '.join(available)}")
     paths, texts = [], []
-    with open(manifest, encoding="utf-8", newline="") as tsv:
+    with open(manifest, encoding="utf-8-sig", newline="") as tsv:
         # Sentences contain quote marks; Common Voice does not quote fields at all.
         reader = csv.DictReader(tsv, delimiter="\t", quoting=csv.QUOTE_NONE)
         require_columns(reader.fieldnames or [], ["path", text_column], manifest)
@@ -166,7 +170,7 @@ def read_line_index(path: str) -> dict[str, str]:
     """`id<TAB>transcript` lines. The transcript is taken from the last field, so that
     lines carrying an extra (e.g. empty) field between the two read the same."""
     transcripts = {}
-    with open(path, encoding="utf-8") as lines:
+    with open(path, encoding="utf-8-sig") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -244,7 +248,9 @@ def read_audiofolder(root: str, split: str, text_column: str) -> datasets.Datase
 
 
 def read_metadata_rows(path: str) -> list[dict]:
-    with open(path, encoding="utf-8", newline="") as file:
+    # Manifests are read as "utf-8-sig": a byte order mark, as spreadsheet programs write
+    # at the start of a CSV, would otherwise become part of the first column's name.
+    with open(path, encoding="utf-8-sig", newline="") as file:
         if path.endswith(".csv"):
             return list(csv.DictReader(file))
         return [json.loads(line) for line in file if line.strip()]

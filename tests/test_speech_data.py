@@ -1,0 +1,501 @@
+"""ctcforge/speech_data.py: the four local formats load to the same two decoded columns, split
+sums, the OpenSLR self-split, the errors that name their fix, and eval.py's dataset ids.
+
+The data is one synthesised Common Voice release (12 Armenian clips), from whose clips an
+OpenSLR folder, two audiofolders and two `save_to_disk` folders are derived once per module.
+"""
+
+import csv
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import soundfile
+
+from ctcforge.speech_data import (DatasetError, dataset_id, is_local_path, load_speech_dataset,
+                                  self_split_ids)
+from ctcforge.synth import synthesize
+
+TOOLS = shutil.which("espeak-ng") and shutil.which("ffmpeg")
+CLIPS = 12
+CV_SPLITS = ["train", "dev", "test", "validated"]
+RATE = 16000
+# mp3 encoder delay and padding make a decoded clip a few hundredths of a second longer or
+# shorter than the same clip converted to wav by ffmpeg.
+DURATION_TOLERANCE_S = 0.1
+
+
+@dataclass
+class Data:
+    """The folders of every format, all holding (some of) the same clips."""
+
+    work: Path
+    cv: Path  # the release: cv/hy-AM/{train,dev,test,validated}.tsv and clips/
+    ids: dict[str, list[str]]  # Common Voice split -> clip ids in TSV order
+    sentence: dict[str, str]  # clip id -> sentence
+    seconds: dict[str, float]  # clip id -> duration of its wav
+    folders: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def locale(self) -> Path:
+        return self.cv / "hy-AM"
+
+    def id_of(self, sentence: str) -> str:
+        (clip_id,) = [i for i, s in self.sentence.items() if s == sentence]
+        return clip_id
+
+
+def read_tsv(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as file:
+        return list(csv.DictReader(file, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def to_wav(source: Path, target: Path, *options: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(source), *options, str(target)],
+                   check=True)
+
+
+def write_metadata_csv(folder: Path, rows: list[dict], encoding: str = "utf-8") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "metadata.csv", "w", encoding=encoding, newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_line_index(folder: Path, lines: list[str]) -> None:
+    (folder / "line_index.tsv").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Data:
+    if not TOOLS:
+        pytest.skip("espeak-ng or ffmpeg not installed (./setup.sh)")
+    work = tmp_path_factory.mktemp("speech_data")
+    locale = synthesize("hy-AM", work / "cv", CLIPS, seed=0, progress=False)
+    rows = {split: read_tsv(locale / f"{split}.tsv") for split in CV_SPLITS}
+    ids = {split: [Path(row["path"]).stem for row in rows[split]] for split in CV_SPLITS}
+    sentence = {Path(row["path"]).stem: row["sentence"] for row in rows["validated"]}
+    assert len(sentence) == CLIPS and len(set(sentence.values())) == CLIPS, "rows are told apart by sentence"
+    assert all(ids[split] for split in ("train", "dev", "test"))
+    mp3 = {clip_id: locale / "clips" / f"{clip_id}.mp3" for clip_id in sentence}
+
+    # OpenSLR: line_index.tsv beside a sub-folder of wavs (22.05 kHz, so decoding resamples).
+    openslr = work / "openslr"
+    for clip_id in sentence:
+        to_wav(mp3[clip_id], openslr / "wavs" / f"{clip_id}.wav", "-ar", "22050", "-ac", "1")
+    write_line_index(openslr, [f"{i}\t{sentence[i]}" for i in ids["validated"]])
+    seconds = {i: soundfile.info(str(openslr / "wavs" / f"{i}.wav")).duration for i in sentence}
+
+    # An audiofolder with metadata.csv at the top (the "train" split) and an extra column.
+    audiofolder = work / "audiofolder"
+    (audiofolder / "clips").mkdir(parents=True)
+    for clip_id in ids["validated"]:
+        shutil.copy(mp3[clip_id], audiofolder / "clips" / f"{clip_id}.mp3")
+    write_metadata_csv(audiofolder, [{"file_name": f"clips/{i}.mp3", "sentence": sentence[i], "speaker": "s1"}
+                                     for i in ids["validated"]])
+
+    # An audiofolder with one sub-folder per split, file names relative to each metadata file.
+    split_folder = work / "audiofolder-splits"
+    for split in ("train", "test"):
+        (split_folder / split).mkdir(parents=True)
+        for clip_id in ids[split]:
+            shutil.copy(mp3[clip_id], split_folder / split / f"{clip_id}.mp3")
+        write_metadata_csv(split_folder / split, [{"file_name": f"{i}.mp3", "sentence": sentence[i]}
+                                                  for i in ids[split]])
+
+    # save_to_disk: a DatasetDict of two Common Voice splits, and a lone Dataset, with an extra
+    # column each, as the Hub's Common Voice sets have (the loader must drop it).
+    train = load_speech_dataset(str(work / "cv"), "hy-AM", "train")
+    train = train.add_column("locale", ["hy-AM"] * len(train))
+    dev = load_speech_dataset(str(work / "cv"), "hy-AM", "dev")
+    dev = dev.add_column("locale", ["hy-AM"] * len(dev))
+    datasets.DatasetDict({"train": train, "dev": dev}).save_to_disk(str(work / "saved-dict"))
+    train.save_to_disk(str(work / "saved-dataset"))
+
+    return Data(work, work / "cv", ids, sentence, seconds, {
+        "cv": work / "cv", "locale": locale, "openslr": openslr, "audiofolder": audiofolder,
+        "audiofolder-splits": split_folder, "saved-dict": work / "saved-dict", "saved-dataset": work / "saved-dataset",
+    })
+
+
+def decoded(audio) -> tuple[np.ndarray, int]:
+    """(channels x samples, sampling rate) of one decoded `audio` cell. In datasets 5 the cell
+    is a torchcodec AudioDecoder; get_all_samples() decodes at the column's rate and channels."""
+    samples = audio.get_all_samples()
+    return samples.data.numpy(), samples.sample_rate
+
+
+def sentences(dataset: datasets.Dataset) -> list[str]:
+    return list(dataset["sentence"])
+
+
+def paths(dataset: datasets.Dataset) -> list[str]:
+    """The audio file of each row, read without decoding."""
+    return [cell["path"] for cell in dataset.cast_column("audio", datasets.Audio(decode=False))["audio"]]
+
+
+# ------------------------------------------------------------------ every format, same columns
+
+
+# (folder, config, split, the Common Voice split whose clips come back, in order?)
+FORMATS = [
+    ("cv", "hy-AM", "train", "train", True),
+    ("locale", None, "dev", "dev", True),  # the locale folder itself, no config
+    ("cv", "hy-AM", "validated", "validated", True),
+    ("openslr", None, "validated", "validated", False),  # self-split order is shuffled
+    ("audiofolder", None, "train", "validated", True),
+    ("audiofolder-splits", None, "test", "test", True),
+    ("saved-dict", None, "dev", "dev", True),
+    ("saved-dataset", None, "test", "train", True),  # a lone Dataset has no splits: all of it
+]
+
+
+@pytest.mark.parametrize("folder, config, split, clips, ordered", FORMATS,
+                         ids=[f"{f}-{s}" for f, _, s, _, _ in FORMATS])
+def test_format_loads_to_audio_and_text_decoded_at_16k_mono(data, folder, config, split, clips, ordered):
+    dataset = load_speech_dataset(str(data.folders[folder]), config, split)
+    assert isinstance(dataset, datasets.Dataset)
+    assert dataset.column_names == ["audio", "sentence"]
+    got = [data.id_of(s) for s in sentences(dataset)]
+    expected = data.ids[clips]
+    assert (got if ordered else sorted(got)) == (expected if ordered else sorted(expected))
+    for row, clip_id in zip(dataset, got):
+        array, rate = decoded(row["audio"])
+        assert rate == RATE
+        assert array.ndim == 2 and array.shape[0] == 1, array.shape
+        assert array.dtype == np.float32 and np.isfinite(array).all()
+        assert np.abs(array).max() > 0.01, f"{clip_id} decodes to silence"
+        assert abs(array.shape[1] / RATE - data.seconds[clip_id]) < DURATION_TOLERANCE_S, clip_id
+
+
+def test_other_sampling_rate_is_honoured(data):
+    dataset = load_speech_dataset(str(data.cv), "hy-AM", "dev", sampling_rate=8000)
+    (row,) = dataset.select([0])
+    array, rate = decoded(row["audio"])
+    assert rate == 8000 and array.shape[0] == 1
+    assert abs(array.shape[1] / 8000 - data.seconds[data.ids["dev"][0]]) < DURATION_TOLERANCE_S
+
+
+def test_44k_stereo_wav_decodes_to_16k_mono_mixing_both_channels(tmp_path):
+    # Left: 440 Hz at 0.5, right: 1000 Hz at 0.3. A mono mix keeps both tones in that ratio;
+    # a decoder that kept one channel would lose the other tone.
+    seconds, source_rate = 1.5, 44100
+    t = np.arange(int(seconds * source_rate)) / source_rate
+    stereo = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 1000 * t)], axis=1)
+    folder = tmp_path / "stereo"
+    folder.mkdir()
+    soundfile.write(str(folder / "tone.wav"), stereo, source_rate)
+    info = soundfile.info(str(folder / "tone.wav"))
+    assert (info.samplerate, info.channels) == (44100, 2)
+    (folder / "metadata.jsonl").write_text(json.dumps({"file_name": "tone.wav", "sentence": "a tone"}) + "\n",
+                                           encoding="utf-8")
+
+    dataset = load_speech_dataset(str(folder), None, "train")
+    assert dataset.column_names == ["audio", "sentence"] and sentences(dataset) == ["a tone"]
+    array, rate = decoded(dataset[0]["audio"])
+    assert rate == RATE and array.shape[0] == 1
+    assert abs(array.shape[1] - seconds * RATE) <= 0.01 * seconds * RATE
+    spectrum = np.abs(np.fft.rfft(array[0]))
+    frequencies = np.fft.rfftfreq(array.shape[1], 1 / RATE)
+
+    def level(hz):
+        return spectrum[np.abs(frequencies - hz) < 5].max()
+
+    assert abs(frequencies[np.argmax(spectrum)] - 440) < 2  # resampled, not relabelled
+    assert level(1000) / level(440) == pytest.approx(0.3 / 0.5, rel=0.05)
+    assert level(2000) < 0.01 * level(440)
+
+
+# ------------------------------------------------------------------ split sums
+
+
+# (folder, config, the sum as written, its parts)
+SUMS = [
+    ("cv", "hy-AM", "train+dev", ["train", "dev"]),
+    ("cv", "hy-AM", "test + dev + train", ["test", "dev", "train"]),
+    ("openslr", None, "train+test", ["train", "test"]),
+    ("audiofolder-splits", None, "train+test", ["train", "test"]),
+    ("saved-dict", None, "dev+train", ["dev", "train"]),
+]
+
+
+@pytest.mark.parametrize("folder, config, split, parts", SUMS, ids=[f"{f}:{s}" for f, _, s, _ in SUMS])
+def test_split_sum_concatenates_its_parts_in_order(data, folder, config, split, parts):
+    name = str(data.folders[folder])
+    loaded = [load_speech_dataset(name, config, part) for part in parts]
+    total = load_speech_dataset(name, config, split)
+    assert all(len(part) > 0 for part in loaded)
+    assert len(total) == sum(len(part) for part in loaded)
+    assert sentences(total) == [s for part in loaded for s in sentences(part)]
+    assert total.column_names == ["audio", "sentence"]
+    assert decoded(total[len(total) - 1]["audio"])[1] == RATE
+
+
+# ------------------------------------------------------------------ OpenSLR self-split
+
+
+def openslr_ids(folder: Path, split: str) -> list[str]:
+    return [Path(p).stem for p in paths(load_speech_dataset(str(folder), None, split))]
+
+
+def test_openslr_test_split_is_a_tenth_rounded_up_and_disjoint_from_train(data):
+    train, test, everything = (openslr_ids(data.folders["openslr"], s) for s in ("train", "test", "validated"))
+    assert len(test) == math.ceil(CLIPS / 10) == 2
+    assert len(train) == CLIPS - len(test)
+    assert not set(train) & set(test)
+    assert sorted(train + test) == sorted(everything) == sorted(data.ids["validated"])
+    # Each row's transcript is its own clip's.
+    dataset = load_speech_dataset(str(data.folders["openslr"]), None, "test")
+    assert [data.sentence[Path(p).stem] for p in paths(dataset)] == sentences(dataset)
+
+
+def test_openslr_split_ignores_line_order_and_file_layout(data, tmp_path):
+    original = data.folders["openslr"]
+    lines = (original / "line_index.tsv").read_text(encoding="utf-8").splitlines()
+    # Reversed lines, one with an empty middle field (as some OpenSLR sets write), a blank
+    # line, and the wavs spread over nested folders under clips/ (which must not make the
+    # folder look like a Common Voice release).
+    reordered = tmp_path / "reordered"
+    for number, wav in enumerate(sorted((original / "wavs").iterdir())):
+        target = reordered / "clips" / f"speaker{number % 3}" / wav.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(wav, target)
+    rewritten = list(reversed(lines))
+    clip_id, text = rewritten[0].split("\t")
+    rewritten[0] = f"{clip_id}\t\t{text}"
+    write_line_index(reordered, rewritten[:5] + [""] + rewritten[5:])
+    for split in ("train", "test"):
+        assert openslr_ids(reordered, split) == openslr_ids(original, split), split
+    dataset = load_speech_dataset(str(reordered), None, "validated")
+    assert data.sentence[clip_id] in sentences(dataset)
+
+
+@pytest.mark.parametrize("size, test_size", [(1, 1), (9, 1), (10, 1), (11, 2), (12, 2), (99, 10), (100, 10),
+                                             (101, 11)])
+def test_self_split_sizes(size, test_size):
+    ids = [f"clip{i:04d}" for i in range(size)]
+    train, test = self_split_ids(ids, "train"), self_split_ids(ids, "test")
+    assert len(test) == test_size and len(train) == size - test_size
+    assert sorted(train + test) == sorted(self_split_ids(ids, "validated")) == ids
+    assert self_split_ids(list(reversed(ids)), "test") == test
+
+
+# ------------------------------------------------------------------ errors that name the fix
+
+
+# Manifests naming a file outside the dataset folder. {tmp} is the test's tmp_path; every
+# named file exists, so the location alone is what is refused. Common Voice paths are relative
+# to clips/, so it takes two `..` to leave the locale folder (`../x.mp3` is the locale folder's).
+ESCAPES = [
+    ("common-voice", "../../outside.mp3"),
+    ("common-voice", "../../../outside.mp3"),
+    ("common-voice", "{tmp}/outside.mp3"),
+    ("audiofolder", "../outside.mp3"),
+    ("audiofolder", "{tmp}/outside.mp3"),
+    ("audiofolder", "{tmp}/af-evil/clip.mp3"),  # a sibling whose name merely starts like the folder
+]
+
+
+@pytest.mark.parametrize("kind, name", ESCAPES, ids=[f"{k}:{n}" for k, n in ESCAPES])
+def test_manifest_path_outside_the_folder_is_refused(data, tmp_path, kind, name):
+    clip = data.locale / "clips" / f"{data.ids['train'][0]}.mp3"
+    name = name.format(tmp=tmp_path)
+    if kind == "common-voice":
+        folder, config = tmp_path / "cv", "hy-AM"
+        files = folder / config / "clips"
+        files.mkdir(parents=True)
+        (folder / config / "train.tsv").write_text(f"path\tsentence\n{clip.name}\tfine\n{name}\tescaped\n",
+                                                   encoding="utf-8")
+    else:
+        folder = files = tmp_path / "af"
+        config = None
+        folder.mkdir()
+        write_metadata_csv(folder, [{"file_name": clip.name, "sentence": "fine"},
+                                    {"file_name": name, "sentence": "escaped"}])
+    shutil.copy(clip, files / clip.name)
+    outside = Path(os.path.normpath(files / name))
+    outside.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(clip, outside)
+    with pytest.raises(DatasetError, match=re.escape(repr(name)) + ".*outside"):
+        load_speech_dataset(str(folder), config, "train")
+
+
+def test_manifest_path_that_stays_inside_is_read(data, tmp_path):
+    clip = data.locale / "clips" / f"{data.ids['train'][0]}.mp3"
+    folder = tmp_path / "af"
+    (folder / "audio").mkdir(parents=True)
+    shutil.copy(clip, folder / "audio" / "clip.mp3")
+    write_metadata_csv(folder, [{"file_name": "audio/../audio/clip.mp3", "sentence": "fine"},
+                                {"file_name": str(folder / "audio" / "clip.mp3"), "sentence": "absolute"}])
+    dataset = load_speech_dataset(str(folder), None, "train")
+    assert paths(dataset) == [str(folder / "audio" / "clip.mp3")] * 2
+    assert decoded(dataset[0]["audio"])[1] == RATE
+
+
+def test_folder_with_no_known_format_lists_what_was_looked_for(tmp_path):
+    folder = tmp_path / "nothing"
+    (folder / "audio").mkdir(parents=True)
+    (folder / "notes.txt").write_text("no manifest here\n", encoding="utf-8")
+    (folder / "audio" / "x.tsv").write_text("path\tsentence\n", encoding="utf-8")
+    with pytest.raises(DatasetError) as error:
+        load_speech_dataset(str(folder), None, "train")
+    message = str(error.value)
+    assert str(folder) in message
+    for looked_for in ("Common Voice", "OpenSLR", "audiofolder", "save_to_disk", "line_index.tsv",
+                       "metadata.csv", "clips/", "dataset_dict.json"):
+        assert looked_for in message, looked_for
+
+
+# (folder, config, the columns the error must list)
+TEXT_COLUMNS = [
+    ("cv", "hy-AM", ["client_id", "path", "sentence", "locale"]),
+    ("openslr", None, ["sentence"]),
+    ("audiofolder", None, ["file_name", "sentence", "speaker"]),
+    ("saved-dict", None, ["audio", "sentence", "locale"]),
+    ("saved-dataset", None, ["audio", "sentence", "locale"]),
+]
+
+
+@pytest.mark.parametrize("folder, config, columns", TEXT_COLUMNS, ids=[f for f, _, _ in TEXT_COLUMNS])
+def test_missing_text_column_lists_the_columns_found(data, folder, config, columns):
+    with pytest.raises(DatasetError) as error:
+        load_speech_dataset(str(data.folders[folder]), config, "train", text_column="transcription")
+    listed = re.search(r"no column transcription; its columns: (.*)$", str(error.value))
+    assert listed, str(error.value)
+    assert set(columns) <= set(listed.group(1).split(", ")), str(error.value)
+
+
+def test_other_text_column_is_read(data, tmp_path):
+    folder = tmp_path / "af"
+    folder.mkdir()
+    clip_id = data.ids["dev"][0]
+    shutil.copy(data.locale / "clips" / f"{clip_id}.mp3", folder / "a.mp3")
+    write_metadata_csv(folder, [{"file_name": "a.mp3", "transcription": data.sentence[clip_id]}])
+    dataset = load_speech_dataset(str(folder), None, "train", text_column="transcription")
+    assert dataset.column_names == ["audio", "transcription"]
+    assert list(dataset["transcription"]) == [data.sentence[clip_id]]
+
+
+# (folder, config, split asked for, how the error names the missing split, the splits it must list)
+SPLITS = [
+    ("cv", "hy-AM", "validation", "no validation.tsv", ["train", "dev", "test", "validated"]),
+    ("saved-dict", None, "validation", "no split 'validation'", ["train", "dev"]),
+    ("openslr", None, "dev", "not 'dev'", ["train", "test", "validated"]),
+    ("cv", "hy-AM", "train+validation", "no validation.tsv", ["train", "dev", "test", "validated"]),
+]
+
+
+@pytest.mark.parametrize("folder, config, split, missing, available", SPLITS,
+                         ids=[f"{f}:{s}" for f, _, s, _, _ in SPLITS])
+def test_missing_split_lists_the_available_splits(data, folder, config, split, missing, available):
+    with pytest.raises(DatasetError) as error:
+        load_speech_dataset(str(data.folders[folder]), config, split)
+    message = str(error.value)
+    assert missing in message, message
+    listed = re.search(r"(?:its splits:|have the splits) ([\w, ]+?)(?:, not|$)", message)
+    assert listed, message
+    assert set(listed.group(1).split(", ")) == set(available), message
+
+
+def test_missing_audiofolder_split_says_where_it_looked(data):
+    with pytest.raises(DatasetError, match=r"no dev/metadata\.csv or dev/metadata\.jsonl"):
+        load_speech_dataset(str(data.folders["audiofolder-splits"]), None, "dev")
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig"])
+@pytest.mark.parametrize("kind", ["metadata.csv", "metadata.jsonl", "line_index.tsv", "common-voice"])
+def test_manifest_with_or_without_byte_order_mark(data, tmp_path, kind, encoding):
+    clip_id = data.ids["test"][0]
+    source, text = data.folders["openslr"] / "wavs" / f"{clip_id}.wav", data.sentence[clip_id]
+    folder, config = tmp_path / "set", None
+    folder.mkdir()
+    if kind == "common-voice":
+        (folder / "clips").mkdir()
+        shutil.copy(source, folder / "clips" / source.name)
+        (folder / "train.tsv").write_text(f"path\tsentence\n{source.name}\t{text}\n", encoding=encoding)
+    elif kind == "line_index.tsv":
+        shutil.copy(source, folder / source.name)
+        (folder / kind).write_text(f"{clip_id}\t{text}\n", encoding=encoding)
+    else:
+        shutil.copy(source, folder / source.name)
+        manifest = (f"file_name,sentence\n{source.name},{text}\n" if kind == "metadata.csv"
+                    else json.dumps({"file_name": source.name, "sentence": text}, ensure_ascii=False) + "\n")
+        (folder / kind).write_text(manifest, encoding=encoding)
+    split = "validated" if kind == "line_index.tsv" else "train"
+    dataset = load_speech_dataset(str(folder), config, split)
+    assert sentences(dataset) == [text]
+    assert [Path(p).name for p in paths(dataset)] == [source.name]
+
+
+def test_openslr_manifest_errors(data, tmp_path):
+    folder = tmp_path / "slr"
+    folder.mkdir()
+    wav = data.folders["openslr"] / "wavs" / f"{data.ids['train'][0]}.wav"
+    shutil.copy(wav, folder / "a.wav")
+    cases = [
+        (["a\tone", "b\ttwo"], r"1 ids in line_index\.tsv have no audio file.*e\.g\. b"),
+        (["a\tone", "a\tagain"], r"line 2: id a appears twice"),
+        (["a\tone", "no-tab-here"], r"line 2: expected id<TAB>transcript"),
+    ]
+    for lines, message in cases:
+        write_line_index(folder, lines)
+        with pytest.raises(DatasetError, match=message):
+            load_speech_dataset(str(folder), None, "validated")
+    write_line_index(folder, ["a\tone"])
+    (folder / "nested").mkdir()
+    shutil.copy(wav, folder / "nested" / "a.flac")
+    with pytest.raises(DatasetError, match=r"two audio files for id a"):
+        load_speech_dataset(str(folder), None, "validated")
+
+
+@pytest.mark.parametrize("name", ["./no-such-folder", "/no/such/folder", "~/no-such-folder-ctcforge",
+                                  "owner/name/extra", "file.txt"])
+def test_name_that_is_no_folder_and_no_hub_id_is_refused(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file.txt").write_text("not a dataset\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match=re.escape(f"{name} is not a folder")):
+        load_speech_dataset(name, None, "test")
+
+
+@pytest.mark.parametrize("name", ["common_voice", "mozilla-foundation/common_voice_8_0"])
+def test_hub_ids_are_not_local(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    assert is_local_path(name) is False
+
+
+def test_config_names_a_sub_folder_or_falls_back_to_the_folder(data):
+    # With a config that is no sub-folder, the folder itself is read (a locale folder given whole).
+    assert sentences(load_speech_dataset(str(data.locale), "hy-AM", "dev")) == [
+        data.sentence[i] for i in data.ids["dev"]]
+    with pytest.raises(DatasetError, match="holds no dataset"):
+        load_speech_dataset(str(data.cv), "ja", "dev")
+
+
+# ------------------------------------------------------------------ dataset_id
+
+
+# (name, config, split, id); {tmp} is the test's tmp_path.
+DATASET_IDS = [
+    ("mozilla-foundation/common_voice_8_0", "ja", "test", "mozilla-foundation_common_voice_8_0_ja_test"),
+    ("mozilla-foundation/common_voice_8_0", None, "test", "mozilla-foundation_common_voice_8_0_test"),
+    ("google/fleurs", "km_kh", "validation", "google_fleurs_km_kh_validation"),
+    ("{tmp}/data/cv-corpus-17.0/", "hy-AM", "test", "cv-corpus-17.0_hy-AM_test"),
+    ("{tmp}/data/cv-corpus-17.0", "hy-AM", "test", "cv-corpus-17.0_hy-AM_test"),
+    ("{tmp}/data/cv-corpus-17.0/hy-AM", None, "train+dev", "hy-AM_train+dev"),
+]
+
+
+@pytest.mark.parametrize("name, config, split, expected", DATASET_IDS, ids=[e for _, _, _, e in DATASET_IDS])
+def test_dataset_id(tmp_path, name, config, split, expected):
+    (tmp_path / "data" / "cv-corpus-17.0" / "hy-AM").mkdir(parents=True)
+    assert dataset_id(name.format(tmp=tmp_path), config, split) == expected
