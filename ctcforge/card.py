@@ -117,8 +117,9 @@ def _description(facts: CardFacts) -> str:
     else:
         base = (f"[{facts.base_model}](https://huggingface.co/{facts.base_model})"
                 if _hub_base_model(facts.base_model) else f"`{facts.base_model}`")
-        lines.append(f"A CTC speech recogniser for {profile.name} (`{profile.code}`), "
-                     f"fine-tuned from {base}.")
+        origin = ("trained from scratch on ctcforge's `tiny` architecture (randomly initialised, "
+                  "about 2 M parameters)" if facts.base_model == "tiny" else f"fine-tuned from {base}")
+        lines.append(f"A CTC speech recogniser for {profile.name} (`{profile.code}`), {origin}.")
     lines += ["", _metric_note(profile)]
     return "\n".join(lines)
 
@@ -223,20 +224,32 @@ def installed_versions() -> dict[str, str]:
 
 def render_card(facts: CardFacts, existing: str | None = None) -> str:
     """The whole README.md: new front matter; generated sections replaced in place, new ones
-    appended, everything else from `existing` kept."""
+    put where the section order says, everything else from `existing` kept."""
     data = card_data(facts)
     sections = body_sections(facts)
     body = ModelCard(existing).text if existing else ""
-    present = set()
+    in_body = []
 
-    def replace(match: re.Match) -> str:
+    def refresh(match: re.Match) -> str:
         name = match["name"]
-        present.add(name)
-        return _fenced(name, sections[name]) if name in sections else ""
+        if name not in sections:
+            return ""
+        in_body.append(name)
+        return _fenced(name, sections[name])
 
-    body = SECTION.sub(replace, body)
-    missing = [_fenced(name, text) for name, text in sections.items() if name not in present]
-    body = "\n".join(part for part in [body.rstrip("\n")] + missing if part)
+    body = SECTION.sub(refresh, body)
+    order = list(sections)
+    for position, name in enumerate(order):
+        if name in in_body:
+            continue
+        block = _fenced(name, sections[name])
+        following = [later for later in order[position + 1:] if later in in_body]
+        if following:
+            marker = f"<!-- ctcforge:begin {following[0]} -->"
+            body = body.replace(marker, f"{block}\n{marker}", 1)
+        else:
+            body = f"{body.rstrip(chr(10))}\n\n{block}" if body.strip() else block
+        in_body.append(name)
     return f"---\n{data.to_yaml()}\n---\n\n{body.lstrip(chr(10))}"
 
 

@@ -99,6 +99,11 @@ def test_card_command_reads_eval_results_and_trainer_state(tmp_path):
     (repo / "training_hyperparameters.json").write_text(json.dumps({"learning_rate": 0.001, "seed": 7}))
     rebuild_card(repo)
     card = ModelCard((repo / "README.md").read_text(encoding="utf-8"))
+    # New sections go where the card order puts them, not after the framework versions.
+    positions = [card.text.index(f"<!-- ctcforge:begin {name} -->")
+                 for name in ("description", "usage", "evaluation", "training", "framework")]
+    assert positions == sorted(positions)
+    assert "trained from scratch" in card.text
     values = {(r.metric_name, r.dataset_split): r.metric_value for r in card.data.eval_results}
     assert values == {("Test WER", "test"): 0.5, ("Test CER", "test"): 0.2,
                       ("Test WER (with LM)", "test"): 0.3, ("Test CER (with LM)", "test"): 0.1}
