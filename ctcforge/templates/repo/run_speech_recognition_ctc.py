@@ -17,6 +17,12 @@ differs, and why:
   skipping one that was cut off while being written.
 - With no weights in the model folder (the `tiny` base model and catalogue configs are
   written offline), the model starts from random initialisation.
+- `--lr_scheduler_type tristage` (with `--lr_scheduler_ratios`) is fairseq's wav2vec 2.0
+  schedule: warm up, hold, then decay exponentially.
+- `--speed_perturbation 0.9 1.0 1.1` plays each training clip at a randomly drawn speed
+  each time it is batched.
+- `--group_by_length` sorts by the lengths measured while preparing the data, instead of
+  reading every clip again when training starts.
 
 Example:
     python run_speech_recognition_ctc.py --model_name_or_path ./ \
@@ -27,9 +33,12 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
+import math
 import os
+import random
 import re
 import sys
 from collections import Counter
@@ -40,19 +49,23 @@ import datasets
 import jiwer
 import numpy as np
 import torch
+import torchaudio
 import transformers
 from safetensors import safe_open
+from torch.optim.lr_scheduler import LambdaLR
 from transformers import (
     AutoConfig,
     AutoFeatureExtractor,
     AutoModelForCTC,
     EvalPrediction,
     HfArgumentParser,
+    SchedulerType,
     Trainer,
     TrainingArguments,
     Wav2Vec2CTCTokenizer,
     set_seed,
 )
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 import speech_data
@@ -67,6 +80,12 @@ WEIGHT_FILES = (
     "pytorch_model.bin.index.json",
 )
 SUPPORTED_METRICS = ("wer", "cer")
+TRISTAGE = "tristage"
+# fairseq's tri_stage defaults: warm up from 1% of the learning rate, decay to 5% of it.
+TRISTAGE_INIT_LR_SCALE = 0.01
+TRISTAGE_FINAL_LR_SCALE = 0.05
+# The column that holds a training clip's audio when --speed_perturbation is on.
+WAVEFORM_COLUMN = "waveform"
 
 
 @dataclass
@@ -186,6 +205,63 @@ class DataTrainingArguments:
     use_auth_token: bool = field(
         default=False, metadata={"help": "Accepted for old command lines; unused (no Hub access)."}
     )
+    speed_perturbation: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Speed factors such as 0.9 1.0 1.1: each time a training clip is batched it is "
+            "played at one of them, drawn at random (faster is shorter and higher). Off by default. "
+            "The training clips are then kept as audio and turned into features batch by batch."
+        },
+    )
+
+
+@dataclass
+class SpeechTrainingArguments(TrainingArguments):
+    """TrainingArguments plus fairseq's tristage learning-rate schedule, which the wav2vec 2.0
+    recipes (and this repo's hy-AM seed) use and transformers does not have."""
+
+    # Redeclared only to add "tristage" to the names TrainingArguments accepts.
+    lr_scheduler_type: str = field(
+        default="linear",
+        metadata={
+            "help": "The learning rate schedule: one of transformers' SchedulerType names, or tristage "
+            "(see --lr_scheduler_ratios).",
+            "choices": [scheduler.value for scheduler in SchedulerType] + [TRISTAGE],
+        },
+    )
+    lr_scheduler_ratios: list[float] = field(
+        default_factory=lambda: [0.1, 0.4, 0.5],
+        metadata={
+            "help": "tristage only: the shares of the training steps spent warming up (linearly, from "
+            "--init_lr_scale times the learning rate), holding the learning rate, and decaying "
+            "(exponentially, to --final_lr_scale times it). They add up to 1."
+        },
+    )
+    init_lr_scale: float = field(
+        default=TRISTAGE_INIT_LR_SCALE,
+        metadata={"help": "tristage only: the learning rate at step 0, as a fraction of --learning_rate."},
+    )
+    final_lr_scale: float = field(
+        default=TRISTAGE_FINAL_LR_SCALE,
+        metadata={"help": "tristage only: the learning rate at the end, as a fraction of --learning_rate."},
+    )
+
+    def __post_init__(self):
+        tristage = self.lr_scheduler_type == TRISTAGE
+        if tristage:
+            # TrainingArguments turns the name into a SchedulerType, which has no tristage: it
+            # checks everything else against a stand-in, and gets the real name back after.
+            self.lr_scheduler_type = SchedulerType.CONSTANT.value
+        super().__post_init__()
+        if not tristage:
+            return
+        self.lr_scheduler_type = TRISTAGE
+        if len(self.lr_scheduler_ratios) != 3 or min(self.lr_scheduler_ratios) < 0:
+            raise ValueError("--lr_scheduler_ratios takes three shares: warm-up, hold and decay")
+        if abs(sum(self.lr_scheduler_ratios) - 1) > 1e-6:
+            raise ValueError(f"--lr_scheduler_ratios {self.lr_scheduler_ratios} must add up to 1")
+        if not (0 <= self.init_lr_scale <= 1 and 0 < self.final_lr_scale <= 1):
+            raise ValueError("--init_lr_scale must be in [0, 1] and --final_lr_scale in (0, 1]")
 
 
 # ---------------------------------------------------------------------------------------
@@ -193,18 +269,19 @@ class DataTrainingArguments:
 # ---------------------------------------------------------------------------------------
 
 
-def parse_arguments() -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
+def parse_arguments() -> tuple[ModelArguments, DataTrainingArguments, SpeechTrainingArguments]:
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, SpeechTrainingArguments))
     if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
         # Like upstream: a single JSON file holds all the arguments.
         return parser.parse_json_file(json_file=os.path.abspath(sys.argv[1]))
     return parser.parse_args_into_dataclasses()
 
 
-def apply_legacy_flags(
-    data_args: DataTrainingArguments, training_args: TrainingArguments
-) -> TrainingArguments:
-    """Maps the old flags onto today's TrainingArguments fields.
+def resolve_training_arguments(
+    data_args: DataTrainingArguments, training_args: SpeechTrainingArguments
+) -> SpeechTrainingArguments:
+    """Maps the old flags onto today's TrainingArguments fields, and sets the one field this
+    script depends on.
 
     `dataclasses.replace` builds a new TrainingArguments, so its own checks and derived
     defaults (eval_steps falling back to logging_steps, say) run on the mapped values.
@@ -218,6 +295,15 @@ def apply_legacy_flags(
         logger.info("--use_auth_token ignored: this script never contacts the Hub.")
     if data_args.phoneme_language:
         logger.info("--phoneme_language ignored: this repo's model writes characters, not phonemes.")
+    if training_args.lr_scheduler_type == TRISTAGE and training_args.warmup_steps:
+        logger.warning("--warmup_steps is ignored: tristage warms up for the first of its "
+                       "--lr_scheduler_ratios instead.")
+    # The collator picks the model's inputs out of each example itself. Left on, the
+    # Trainer would strip every column the model's forward() does not name before batching:
+    # the length column that group_by_length sorts by (it would then read every clip to
+    # measure it again) and the audio kept for --speed_perturbation.
+    if training_args.remove_unused_columns:
+        changes["remove_unused_columns"] = False
     return dataclasses.replace(training_args, **changes) if changes else training_args
 
 
@@ -420,18 +506,24 @@ def warn_about_unknown_training_characters(vocab: dict[str, int], characters: se
 
 
 def create_tokenizer(
-    vocab: dict[str, int], output_dir: Path, data_args: DataTrainingArguments
+    vocab: dict[str, int], output_dir: Path, data_args: DataTrainingArguments, write: bool = True
 ) -> Wav2Vec2CTCTokenizer:
-    """A CTC tokenizer over exactly the labels of `vocab`, saved as output_dir/vocab.json."""
+    """A CTC tokenizer over exactly the labels of `vocab`, saved as output_dir/vocab.json
+    (by the process that `write`s it; the others read it)."""
     missing = missing_special_tokens(vocab, data_args)
     if missing:
         raise SystemExit(
             f"error: the vocabulary has no {' '.join(missing)}; set --word_delimiter_token, "
             "--unk_token and --pad_token to the special tokens it uses."
         )
-    output_dir.mkdir(parents=True, exist_ok=True)
     vocab_file = output_dir / "vocab.json"
-    vocab_file.write_text(json.dumps(vocab, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    if write:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        # Written aside and renamed into place: with output_dir ./ this is the model folder's
+        # vocab.json, which the other processes of a distributed run may be reading.
+        partial_file = output_dir / f".vocab.json.{os.getpid()}"
+        partial_file.write_text(json.dumps(vocab, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        os.replace(partial_file, vocab_file)
     tokenizer = Wav2Vec2CTCTokenizer(
         str(vocab_file),
         unk_token=data_args.unk_token,
@@ -506,6 +598,117 @@ def freeze_feature_encoder(model: torch.nn.Module, randomly_initialised: bool) -
 
 
 # ---------------------------------------------------------------------------------------
+# Learning-rate schedule and Trainer
+# ---------------------------------------------------------------------------------------
+
+
+def tristage_lr_scale(step: int, warmup_steps: int, hold_steps: int, decay_steps: int,
+                      init_lr_scale: float, final_lr_scale: float) -> float:
+    """The learning rate before optimizer step `step`, as a fraction of the peak, following
+    fairseq's `tri_stage`: a linear warm-up from `init_lr_scale` to 1, a hold at 1, an
+    exponential decay to `final_lr_scale`, and `final_lr_scale` for any steps left over."""
+    if step < warmup_steps:
+        return init_lr_scale + (1 - init_lr_scale) * step / warmup_steps
+    step -= warmup_steps
+    if step < hold_steps:
+        return 1.0
+    step -= hold_steps
+    if step < decay_steps:
+        # exp(-k * step), with k chosen so that the decay ends exactly at final_lr_scale.
+        return final_lr_scale ** (step / decay_steps)
+    return final_lr_scale
+
+
+def tristage_schedule(
+    optimizer: torch.optim.Optimizer,
+    num_training_steps: int,
+    ratios: list[float],
+    init_lr_scale: float = TRISTAGE_INIT_LR_SCALE,
+    final_lr_scale: float = TRISTAGE_FINAL_LR_SCALE,
+) -> LambdaLR:
+    """fairseq's tristage schedule over `num_training_steps`, split in the `ratios` shares
+    (warm-up, hold, decay), as a LambdaLR so checkpoints save and restore it like any other."""
+    # Floored, as fairseq does, but forgiving float noise: 100 * 0.29 is 28.999999999999996.
+    warmup_steps, hold_steps, decay_steps = (
+        math.floor(num_training_steps * ratio + 1e-6) for ratio in ratios
+    )
+    lr_scale = functools.partial(
+        tristage_lr_scale,
+        warmup_steps=warmup_steps,
+        hold_steps=hold_steps,
+        decay_steps=decay_steps,
+        init_lr_scale=init_lr_scale,
+        final_lr_scale=final_lr_scale,
+    )
+    return LambdaLR(optimizer, lr_scale)
+
+
+def column_values(dataset: datasets.Dataset, column: str) -> list:
+    """One column as a plain list, read from the Arrow table alone.
+
+    `dataset[column]` is a lazy Column: each `[i]` is a new table lookup, and a length
+    sampler looks lengths up over and over while sorting. Sliced whole, without a format
+    (and so without any transform set on the dataset), it is one read of that column alone.
+    """
+    return dataset.with_format(None)[column][:]
+
+
+class CTCTrainer(Trainer):
+    """The Trainer with two additions: the tristage schedule, and batches grouped by the
+    lengths measured while preparing the data.
+
+    The Trainer's own group_by_length reads the length column through a lazy Column, one
+    table lookup per comparison while it sorts, or without that column reads every clip's
+    features to measure them; on a large training set either costs minutes before the first
+    step.
+    """
+
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        if self.lr_scheduler is None and self.args.lr_scheduler_type == TRISTAGE:
+            self.lr_scheduler = tristage_schedule(
+                optimizer if optimizer is not None else self.optimizer,
+                num_training_steps,
+                self.args.lr_scheduler_ratios,
+                self.args.init_lr_scale,
+                self.args.final_lr_scale,
+            )
+            # As the base class marks the schedules it makes: a second train() call then
+            # builds a new one for its own number of steps.
+            self._created_lr_scheduler = True
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        lengths = self.precomputed_lengths(dataset)
+        if lengths is None:
+            return super()._get_train_sampler(train_dataset)
+        # The batch size and the randomness (torch's global generator) are the Trainer's own.
+        batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return LengthGroupedSampler(batch_size, lengths=lengths)
+
+    def _get_eval_sampler(self, eval_dataset):
+        lengths = self.precomputed_lengths(eval_dataset)
+        if lengths is None:
+            return super()._get_eval_sampler(eval_dataset)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return LengthGroupedSampler(self.args.eval_batch_size, lengths=lengths,
+                                    generator=torch.Generator().manual_seed(seed))
+
+    def precomputed_lengths(self, dataset) -> list[int] | None:
+        """The length column as a list when batches are grouped by length; None otherwise,
+        or when there is no such column (the Trainer then measures the clips itself)."""
+        if (
+            self.args.train_sampling_strategy != "group_by_length"
+            or not isinstance(dataset, datasets.Dataset)
+            or self.args.length_column_name not in dataset.column_names
+        ):
+            return None
+        return column_values(dataset, self.args.length_column_name)
+
+
+# ---------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------
 
@@ -560,19 +763,23 @@ def add_normalised_text(dataset, data_args: DataTrainingArguments, normalizer, t
         )
 
 
-def prepared_features(feature_extractor, input_name: str, length_column: str) -> datasets.Features:
-    """The column types `ClipPreparer` writes. Given up front because a dropped clip has
-    no inputs, and `datasets` cannot guess a type from a batch of missing values."""
-    probe = feature_extractor(np.zeros(feature_extractor.sampling_rate, dtype=np.float32),
-                              sampling_rate=feature_extractor.sampling_rate)[input_name][0]
-    inputs = datasets.Value("float32")
-    for _ in range(np.ndim(probe)):  # 1 for raw waveforms, 2 for log-mel frames
-        inputs = datasets.List(inputs)
+def prepared_features(preparer: ClipPreparer) -> datasets.Features:
+    """The column types `preparer` writes. Given up front because a dropped clip has no
+    inputs, and `datasets` cannot guess a type from a batch of missing values."""
+    if preparer.keep_waveform:
+        inputs = datasets.List(datasets.Value("float32"))
+    else:
+        feature_extractor = preparer.feature_extractor
+        probe = feature_extractor(np.zeros(feature_extractor.sampling_rate, dtype=np.float32),
+                                  sampling_rate=feature_extractor.sampling_rate)[preparer.input_name][0]
+        inputs = datasets.Value("float32")
+        for _ in range(np.ndim(probe)):  # 1 for raw waveforms, 2 for log-mel frames
+            inputs = datasets.List(inputs)
     return datasets.Features(
         {
-            input_name: inputs,
+            preparer.output_column: inputs,
             "labels": datasets.List(datasets.Value("int32")),
-            length_column: datasets.Value("int32"),
+            preparer.length_column: datasets.Value("int32"),
             "duration": datasets.Value("float32"),
             "drop_reason": datasets.Value("string"),
         }
@@ -580,14 +787,22 @@ def prepared_features(feature_extractor, input_name: str, length_column: str) ->
 
 
 class ClipPreparer:
-    """Turns one example into model inputs and labels, or names the reason to drop it."""
+    """Turns one example into model inputs and labels, or names the reason to drop it.
+
+    With `keep_waveform` (training clips under --speed_perturbation) the clip's samples at
+    the model's rate are kept instead of its features: the features of a clip played at a
+    new speed can only be computed from its audio, batch by batch. The features are still
+    computed here once, to drop the clips they fail on and to measure the length.
+    """
 
     def __init__(self, feature_extractor, tokenizer, input_name: str, length_column: str,
-                 audio_column: str, data_args: DataTrainingArguments):
+                 audio_column: str, data_args: DataTrainingArguments, keep_waveform: bool = False):
         self.feature_extractor = feature_extractor
         self.tokenizer = tokenizer
         self.input_name = input_name
         self.length_column = length_column
+        self.keep_waveform = keep_waveform
+        self.output_column = WAVEFORM_COLUMN if keep_waveform else input_name
         self.audio_column = audio_column
         self.min_seconds = data_args.min_duration_in_seconds
         self.max_seconds = data_args.max_duration_in_seconds
@@ -613,10 +828,10 @@ class ClipPreparer:
             logger.warning(f"Dropping clip {self.where(example[self.audio_column])}: {error}")
             return self.dropped(NO_FEATURES, duration)
         return {
-            self.input_name: inputs,
+            self.output_column: waveform if self.keep_waveform else inputs,
             "labels": self.tokenizer(example["target_text"]).input_ids,
-            # In the model's input units (samples, or feature frames): what
-            # --train_sampling_strategy group_by_length sorts by, and what the
+            # In the model's input units (samples, or feature frames), at the clip's own
+            # speed: what --train_sampling_strategy group_by_length sorts by, and what the
             # output-frame count is computed from.
             self.length_column: len(inputs),
             "duration": duration,
@@ -640,7 +855,7 @@ class ClipPreparer:
         return path or "(in-memory audio)"
 
     def dropped(self, reason: str, duration: float = 0.0) -> dict:
-        return {self.input_name: None, "labels": None, self.length_column: 0,
+        return {self.output_column: None, "labels": None, self.length_column: 0,
                 "duration": duration, "drop_reason": reason}
 
 
@@ -650,11 +865,17 @@ def required_frames(labels: list[int]) -> int:
     return len(labels) + sum(1 for left, right in zip(labels, labels[1:]) if left == right)
 
 
-def drop_unusable_clips(dataset, model, length_column: str) -> tuple[datasets.Dataset, Counter]:
-    """Keeps the clips `ClipPreparer` accepted whose labels fit the model's output frames;
-    returns them and the number dropped for each reason."""
+def drop_unusable_clips(dataset, model, length_column: str,
+                        fastest_speed: float = 1.0) -> tuple[datasets.Dataset, Counter]:
+    """Keeps the clips `ClipPreparer` accepted whose labels fit the model's output frames,
+    even when played at `fastest_speed`; returns them and the number dropped for each reason."""
     reasons = list(dataset["drop_reason"])
     input_lengths = torch.tensor(dataset[length_column], dtype=torch.long)
+    if fastest_speed > 1:
+        # A clip played faster is shorter and gives fewer output frames. A clip whose labels
+        # would not fit then is dropped and counted here, rather than left to an infinite
+        # (zeroed) loss each time it happens to be drawn at that speed.
+        input_lengths = torch.floor(input_lengths / fastest_speed).long()
     # The model's own arithmetic: conv strides for wav2vec2, feature frames (and adapter
     # strides, if any) for Wav2Vec2-BERT.
     output_frames = model._get_feat_extract_output_lengths(input_lengths).tolist()
@@ -677,35 +898,92 @@ def log_drop_table(counts: dict[str, Counter], splits: dict[str, datasets.Datase
     logger.info("Clips dropped, by reason:\n" + "\n".join([header, *rows]))
 
 
-def prepare_split(dataset, name: str, preparer: ClipPreparer, model, features, data_args, training_args):
+def prepare_split(dataset, name: str, preparer: ClipPreparer, model, data_args, training_args,
+                  fastest_speed: float = 1.0):
     with training_args.main_process_first(desc=f"preparing {name}"):
         prepared = dataset.map(
             preparer,
             remove_columns=dataset.column_names,
-            features=features,
+            features=prepared_features(preparer),
             num_proc=data_args.preprocessing_num_workers,
             load_from_cache_file=not data_args.overwrite_cache,
             desc=f"preparing {name} audio",
         )
-    return drop_unusable_clips(prepared, model, preparer.length_column)
+    return drop_unusable_clips(prepared, model, preparer.length_column, fastest_speed)
+
+
+def change_speed(waveform: np.ndarray, factor: float, sampling_rate: int) -> np.ndarray:
+    """The clip played `factor` times as fast, like a tape: about len / factor samples long,
+    its pitch scaled by `factor` too (what Kaldi's and torchaudio's speed perturbation do).
+
+    Resampling from sampling_rate * factor to sampling_rate is exactly that: the samples
+    are read as if they had been recorded at the faster rate.
+    """
+    if factor == 1:
+        return waveform
+    samples = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
+    faster = torchaudio.functional.resample(samples, orig_freq=round(sampling_rate * factor),
+                                            new_freq=sampling_rate)
+    return faster.numpy()
+
+
+class SpeedPerturbation:
+    """Plays each clip at one of `factors`, drawn at random on every call.
+
+    It runs when a batch is collated, so a clip gets a new speed each epoch; drawn in the
+    data preparation, its speed would be cached and fixed for the whole run. The draw uses
+    Python's `random`: `set_seed` seeds it, the DataLoader seeds it in each of its workers,
+    and checkpoints save and restore it, so one seed gives one sequence of speeds. torch's
+    generator, which orders the batches and draws dropout masks, is left untouched, so
+    turning perturbation on changes nothing else about a run.
+
+    Lengths stay approximately right: group_by_length sorts by the length at speed 1, which
+    is off by at most the factor, and `drop_unusable_clips` checks the labels against the
+    fastest speed.
+    """
+
+    def __init__(self, factors: list[float], sampling_rate: int):
+        if not factors or min(factors) <= 0:
+            raise ValueError(f"--speed_perturbation needs positive factors, not {factors}")
+        self.factors = list(factors)
+        self.sampling_rate = sampling_rate
+
+    def __call__(self, waveform: np.ndarray) -> np.ndarray:
+        factor = random.choice(self.factors)
+        return change_speed(waveform, factor, self.sampling_rate)
 
 
 @dataclass
 class DataCollatorCTCWithPadding:
     """Pads a batch of inputs with the feature extractor and the labels with -100, which the
-    CTC loss ignores, so padding never counts as a label."""
+    CTC loss ignores, so padding never counts as a label.
+
+    It reads only the model's inputs and the labels from each example (the Trainer leaves
+    the other columns in, see `resolve_training_arguments`). A clip kept as audio (training
+    under --speed_perturbation) is first played at a random speed and turned into features.
+    """
 
     feature_extractor: object
     tokenizer: Wav2Vec2CTCTokenizer
     input_name: str
+    speed_perturbation: SpeedPerturbation | None = None
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        inputs = [{self.input_name: example[self.input_name]} for example in examples]
+        inputs = [{self.input_name: self.model_inputs(example)} for example in examples]
         labels = [{"input_ids": example["labels"]} for example in examples]
         batch = self.feature_extractor.pad(inputs, padding=True, return_tensors="pt")
         padded = self.tokenizer.pad(labels, padding=True, return_tensors="pt")
         batch["labels"] = padded["input_ids"].masked_fill(padded["attention_mask"].ne(1), -100)
         return batch
+
+    def model_inputs(self, example: dict):
+        if WAVEFORM_COLUMN not in example:
+            return example[self.input_name]  # computed while preparing the data
+        waveform = np.asarray(example[WAVEFORM_COLUMN], dtype=np.float32)
+        if self.speed_perturbation is not None:
+            waveform = self.speed_perturbation(waveform)
+        sampling_rate = self.feature_extractor.sampling_rate
+        return self.feature_extractor(waveform, sampling_rate=sampling_rate)[self.input_name][0]
 
 
 # ---------------------------------------------------------------------------------------
@@ -770,7 +1048,9 @@ def warn_about_unknown_eval_characters(dataset, tokenizer: Wav2Vec2CTCTokenizer)
 # ---------------------------------------------------------------------------------------
 
 
-def card_hyperparameters(args: TrainingArguments) -> dict:
+def card_hyperparameters(
+    args: SpeechTrainingArguments, speed_perturbation: list[float] | None = None
+) -> dict:
     """The hyperparameter list a model card shows, in the order Trainer-made cards use;
     `ctcforge card` reads it from training_hyperparameters.json."""
     world_size = max(args.world_size, 1)
@@ -784,7 +1064,15 @@ def card_hyperparameters(args: TrainingArguments) -> dict:
         "optimizer": f"{getattr(args.optim, 'value', args.optim)} with betas=({args.adam_beta1},{args.adam_beta2}) and epsilon={args.adam_epsilon}",
         "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
     }
-    if args.warmup_steps:
+    if args.lr_scheduler_type == TRISTAGE:
+        # Its warm-up is the first ratio; --warmup_steps does not apply.
+        values["lr_scheduler_ratios"] = list(args.lr_scheduler_ratios)
+        # Shown only when not fairseq's defaults, which is what a tristage card implies.
+        if args.init_lr_scale != TRISTAGE_INIT_LR_SCALE:
+            values["lr_scheduler_init_lr_scale"] = args.init_lr_scale
+        if args.final_lr_scale != TRISTAGE_FINAL_LR_SCALE:
+            values["lr_scheduler_final_lr_scale"] = args.final_lr_scale
+    elif args.warmup_steps:
         values["lr_scheduler_warmup_steps"] = args.warmup_steps
     if args.max_steps > 0:
         values["training_steps"] = args.max_steps
@@ -792,13 +1080,15 @@ def card_hyperparameters(args: TrainingArguments) -> dict:
         values["num_epochs"] = args.num_train_epochs
     if args.fp16 or args.bf16:
         values["mixed_precision_training"] = "Native AMP" if args.fp16 else "bf16"
+    if speed_perturbation:
+        values["speed_perturbation"] = list(speed_perturbation)
     return values
 
 
 def main() -> None:
     model_args, data_args, training_args = parse_arguments()
     setup_logging(training_args)
-    training_args = apply_legacy_flags(data_args, training_args)
+    training_args = resolve_training_arguments(data_args, training_args)
     logger.info(f"Training/evaluation parameters {training_args}")
     output_dir = Path(training_args.output_dir)
     checkpoint = checkpoint_to_resume(training_args, data_args.overwrite_output_dir)
@@ -813,6 +1103,13 @@ def main() -> None:
     )
     input_name = feature_extractor.model_input_names[0]  # input_values or input_features
     length_column = training_args.length_column_name
+    speed_perturbation = None
+    if data_args.speed_perturbation:
+        try:
+            speed_perturbation = SpeedPerturbation(data_args.speed_perturbation,
+                                                   feature_extractor.sampling_rate)
+        except ValueError as error:
+            raise SystemExit(f"error: {error}")
 
     raw_splits = {}
     if training_args.do_train:
@@ -832,7 +1129,10 @@ def main() -> None:
     vocab = choose_vocabulary(model_args, data_args, training_characters, resuming_in)
     warn_about_unknown_training_characters(vocab, training_characters, data_args)
     with training_args.main_process_first(desc="writing vocab.json"):
-        tokenizer = create_tokenizer(vocab, output_dir, data_args)
+        # One writer per machine (main_process_first lets each machine's first process go
+        # first); the others then read what it wrote.
+        tokenizer = create_tokenizer(vocab, output_dir, data_args,
+                                     write=training_args.local_process_index == 0)
 
     config = AutoConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
     configure_for_ctc(config, model_args, tokenizer)
@@ -847,13 +1147,15 @@ def main() -> None:
     if model_args.freeze_feature_encoder:
         freeze_feature_encoder(model, randomly_initialised)
 
-    preparer = ClipPreparer(feature_extractor, tokenizer, input_name, length_column,
-                            data_args.audio_column_name, data_args)
-    features = prepared_features(feature_extractor, input_name, length_column)
     splits, dropped = {}, {}
     for name, raw in raw_splits.items():
+        # Only training clips are perturbed; they keep their audio for it.
+        perturbed = name == "train" and speed_perturbation is not None
+        preparer = ClipPreparer(feature_extractor, tokenizer, input_name, length_column,
+                                data_args.audio_column_name, data_args, keep_waveform=perturbed)
         splits[name], dropped[name] = prepare_split(
-            raw, name, preparer, model, features, data_args, training_args
+            raw, name, preparer, model, data_args, training_args,
+            fastest_speed=max(speed_perturbation.factors) if perturbed else 1.0,
         )
     log_drop_table(dropped, splits)
     for name, split in splits.items():
@@ -872,10 +1174,11 @@ def main() -> None:
         feature_extractor.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
 
-    trainer = Trainer(
+    trainer = CTCTrainer(
         model=model,
         args=training_args,
-        data_collator=DataCollatorCTCWithPadding(feature_extractor, tokenizer, input_name),
+        data_collator=DataCollatorCTCWithPadding(feature_extractor, tokenizer, input_name,
+                                                 speed_perturbation),
         train_dataset=splits.get("train"),
         eval_dataset=splits.get("eval"),
         # Checkpoints then carry preprocessor_config.json, as upstream's do.
@@ -893,7 +1196,8 @@ def main() -> None:
         trainer.save_state()
         if training_args.should_save:
             (output_dir / "training_hyperparameters.json").write_text(
-                json.dumps(card_hyperparameters(training_args), indent=2) + "\n", encoding="utf-8")
+                json.dumps(card_hyperparameters(training_args, data_args.speed_perturbation), indent=2)
+                + "\n", encoding="utf-8")
 
     if training_args.do_eval:
         metrics = {**trainer.evaluate(), "eval_samples": len(splits["eval"])}

@@ -1,0 +1,410 @@
+"""The repo training script's own additions: the tristage schedule, speed perturbation,
+length grouping by precomputed lengths, resuming (past a corrupted checkpoint) and a
+two-process run. The schedule, perturbation and sampler are checked in process on the
+script imported as a module; the rest runs the script on a tiny hy-AM repo trained from
+scratch on synthesised speech."""
+
+import importlib.util
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Wav2Vec2CTCTokenizer
+
+from ctcforge.render import new_repo
+from ctcforge.synth import synthesize
+
+SCRIPT = "run_speech_recognition_ctc.py"
+SIBLINGS = ("text_normalizer", "speech_data")
+LEARNING_RATE = 2e-3
+STEPS = 30  # the short run; it saves a checkpoint halfway, which the resume tests start from
+
+needs_speech = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("ffmpeg")),
+                                  reason="needs espeak-ng and ffmpeg (./setup.sh installs them)")
+
+
+# ---------------------------------------------------------------------------------------
+# Fixtures
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A tiny hy-AM repo; stamped without a dataset, so it needs no espeak-ng."""
+    return new_repo("hy-AM", tmp_path_factory.mktemp("stamped") / "repo", base_model="tiny")
+
+
+@pytest.fixture(scope="module")
+def script(repo):
+    """The repo's training script imported as a module. It is registered in sys.modules
+    before it runs, as its dataclasses look their module up there; its sibling modules are
+    found on the repo folder."""
+    sys.path.insert(0, str(repo))
+    spec = importlib.util.spec_from_file_location("run_speech_recognition_ctc", repo / SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        for name in (spec.name, *SIBLINGS):
+            sys.modules.pop(name, None)
+        sys.path.remove(str(repo))
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    """A synthesised Common Voice release and a repo whose vocabulary comes from it."""
+    work = tmp_path_factory.mktemp("training")
+    synthesize("hy-AM", work / "cv", 40, seed=1, progress=False)
+    speech_repo = new_repo("hy-AM", work / "repo", base_model="tiny", dataset=str(work / "cv"))
+    return speech_repo, work / "cv"
+
+
+def train(speech, output_dir, *extra, launcher=(sys.executable,), timeout=600):
+    repo, release = speech
+    command = [*launcher, SCRIPT, "--model_name_or_path", "./", "--dataset_name", str(release),
+               "--dataset_config_name", "hy-AM", "--output_dir", str(output_dir), "--do_train",
+               "--per_device_train_batch_size", "8", "--learning_rate", str(LEARNING_RATE),
+               "--use_cpu", "--report_to", "none", "--dataloader_num_workers", "0", "--seed", "1",
+               "--disable_tqdm", "true", *extra]
+    result = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+# The arguments of the short run and of its resumed copy: identical, so that the resumed
+# run must end with the same weights.
+SHORT_RUN = ("--max_steps", str(STEPS), "--save_steps", str(STEPS // 2), "--logging_steps", "1",
+             "--lr_scheduler_type", "tristage", "--lr_scheduler_ratios", "0.1", "0.4", "0.5",
+             "--adam_beta2", "0.98")
+
+
+@pytest.fixture(scope="module")
+def short_run(speech, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("short-run") / "out"
+    train(speech, output_dir, *SHORT_RUN)
+    return output_dir
+
+
+@pytest.fixture(scope="module")
+def resumed_run(speech, short_run, tmp_path_factory):
+    """The short run as if killed while saving its last checkpoint: what was written before
+    training, the halfway checkpoint, and the last checkpoint with its weights cut short."""
+    output_dir = tmp_path_factory.mktemp("resumed-run") / "out"
+    output_dir.mkdir()
+    for name in ("vocab.json", "tokenizer_config.json", "preprocessor_config.json"):
+        shutil.copy(short_run / name, output_dir / name)
+    shutil.copytree(short_run / f"checkpoint-{STEPS // 2}", output_dir / f"checkpoint-{STEPS // 2}")
+    cut = output_dir / f"checkpoint-{STEPS}"
+    shutil.copytree(short_run / f"checkpoint-{STEPS}", cut)
+    weights = cut / "model.safetensors"
+    os.truncate(weights, weights.stat().st_size // 2)
+    result = train(speech, output_dir, *SHORT_RUN)
+    return output_dir, result.stdout + result.stderr
+
+
+def trainer_state(output_dir):
+    return json.loads((output_dir / "trainer_state.json").read_text(encoding="utf-8"))
+
+
+def logged(output_dir, key):
+    return {entry["step"]: entry[key] for entry in trainer_state(output_dir)["log_history"] if key in entry}
+
+
+# ---------------------------------------------------------------------------------------
+# Tristage schedule
+# ---------------------------------------------------------------------------------------
+
+
+def learning_rates(script, steps, ratios, **scales):
+    """The learning rate before each optimizer step 0..steps, as a fraction of the peak."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=LEARNING_RATE)
+    schedule = script.tristage_schedule(optimizer, steps, ratios, **scales)
+    rates = []
+    for _ in range(steps + 1):
+        rates.append(schedule.get_last_lr()[0] / LEARNING_RATE)
+        optimizer.step()
+        schedule.step()
+    return rates
+
+
+@pytest.mark.parametrize(
+    "ratios, scales, step, expected",
+    [
+        # fairseq's defaults over 100 steps: warm up over 0..10, hold over 10..50, decay to 100.
+        ([0.1, 0.4, 0.5], {}, 0, 0.01),
+        ([0.1, 0.4, 0.5], {}, 5, 0.01 + 0.99 * 5 / 10),
+        ([0.1, 0.4, 0.5], {}, 10, 1.0),
+        ([0.1, 0.4, 0.5], {}, 30, 1.0),
+        ([0.1, 0.4, 0.5], {}, 50, 1.0),
+        ([0.1, 0.4, 0.5], {}, 75, math.sqrt(0.05)),  # halfway through an exponential decay
+        ([0.1, 0.4, 0.5], {}, 100, 0.05),
+        # Other shares and scales.
+        ([0.25, 0.25, 0.5], {"init_lr_scale": 0.0, "final_lr_scale": 0.1}, 0, 0.0),
+        ([0.25, 0.25, 0.5], {"init_lr_scale": 0.0, "final_lr_scale": 0.1}, 25, 1.0),
+        ([0.25, 0.25, 0.5], {"init_lr_scale": 0.0, "final_lr_scale": 0.1}, 100, 0.1),
+        # No hold: the decay starts where the warm-up ends.
+        ([0.3, 0.0, 0.7], {}, 30, 1.0),
+        ([0.3, 0.0, 0.7], {}, 31, 0.05 ** (1 / 70)),
+    ],
+)
+def test_tristage_learning_rate_at_step(script, ratios, scales, step, expected):
+    assert learning_rates(script, 100, ratios, **scales)[step] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_tristage_stages_follow_the_ratios(script):
+    rates = learning_rates(script, 100, [0.1, 0.4, 0.5])
+    assert all(a < b for a, b in zip(rates[0:10], rates[1:11])), "warm-up must rise every step"
+    assert rates[10:51] == [1.0] * 41, "the learning rate must hold from step 10 to step 50"
+    assert all(a > b for a, b in zip(rates[50:100], rates[51:101])), "decay must fall every step"
+
+
+def test_tristage_ratios_are_validated(script, tmp_path):
+    for ratios in ([0.5, 0.5, 0.5], [0.5, 0.5], [1.2, -0.2, 0.0]):
+        with pytest.raises(ValueError, match="lr_scheduler_ratios"):
+            script.SpeechTrainingArguments(output_dir=str(tmp_path), lr_scheduler_type="tristage",
+                                           lr_scheduler_ratios=ratios, use_cpu=True, report_to="none")
+
+
+def parsed_arguments(script, monkeypatch, output_dir, *extra):
+    monkeypatch.setattr(sys, "argv", [SCRIPT, "--model_name_or_path", "./", "--dataset_name", "unused",
+                                      "--output_dir", str(output_dir), "--use_cpu", "--report_to", "none",
+                                      *extra])
+    model_args, data_args, training_args = script.parse_arguments()
+    return data_args, script.resolve_training_arguments(data_args, training_args)
+
+
+@pytest.fixture
+def tiny_model(repo):
+    return AutoModelForCTC.from_config(AutoConfig.from_pretrained(repo))
+
+
+def test_tristage_and_adam_betas_reach_the_optimizer_and_the_card(script, monkeypatch, tmp_path, tiny_model):
+    data_args, training_args = parsed_arguments(
+        script, monkeypatch, tmp_path, "--max_steps", "100", "--learning_rate", str(LEARNING_RATE),
+        "--lr_scheduler_type", "tristage", "--lr_scheduler_ratios", "0.1", "0.4", "0.5",
+        "--adam_beta1", "0.85", "--adam_beta2", "0.98",
+    )
+    assert training_args.lr_scheduler_type == "tristage"
+    trainer = script.CTCTrainer(model=tiny_model, args=training_args)
+    trainer.create_optimizer_and_scheduler(num_training_steps=100)
+    assert all(group["betas"] == (0.85, 0.98) for group in trainer.optimizer.param_groups)
+    assert trainer.lr_scheduler.get_last_lr()[0] == pytest.approx(0.01 * LEARNING_RATE)
+
+    card = script.card_hyperparameters(training_args)
+    assert card["lr_scheduler_type"] == "tristage"
+    assert card["lr_scheduler_ratios"] == [0.1, 0.4, 0.5]
+    assert "betas=(0.85,0.98)" in card["optimizer"]
+    assert "lr_scheduler_warmup_steps" not in card
+    # As `ctcforge card` writes each hyperparameter line.
+    lines = [f"- {key}: {value}" for key, value in json.loads(json.dumps(card)).items()]
+    assert "- lr_scheduler_type: tristage" in lines
+    assert "- lr_scheduler_ratios: [0.1, 0.4, 0.5]" in lines
+
+
+# ---------------------------------------------------------------------------------------
+# Speed perturbation
+# ---------------------------------------------------------------------------------------
+
+RATE = 16000
+
+
+def tone(frequency=440.0, seconds=1.0):
+    return np.sin(2 * np.pi * frequency * np.arange(int(RATE * seconds)) / RATE).astype(np.float32)
+
+
+def dominant_frequency(waveform):
+    spectrum = np.abs(np.fft.rfft(waveform))
+    return np.fft.rfftfreq(len(waveform), 1 / RATE)[spectrum.argmax()]
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.0, 1.1])
+def test_speed_changes_length_and_pitch_by_the_factor(script, factor):
+    played = script.change_speed(tone(), factor, RATE)
+    assert abs(len(played) - RATE / factor) <= 1
+    assert dominant_frequency(played) == pytest.approx(440 * factor, abs=2)
+
+
+def test_speed_perturbation_draws_every_factor_reproducibly(script):
+    perturb = script.SpeedPerturbation([0.9, 1.0, 1.1], RATE)
+    clip = tone(seconds=0.5)
+
+    def lengths():
+        random.seed(7)
+        return [len(perturb(clip)) for _ in range(40)]
+
+    torch_state = torch.get_rng_state()
+    first = lengths()
+    assert set(first) == {round(len(clip) / factor) for factor in (0.9, 1.0, 1.1)}
+    assert lengths() == first
+    # Batch order and dropout draw from torch's generator; perturbing must not shift them.
+    assert torch.equal(torch.get_rng_state(), torch_state)
+
+
+def test_collator_plays_kept_audio_at_a_drawn_speed(script, repo):
+    feature_extractor = AutoFeatureExtractor.from_pretrained(repo)
+    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(repo)
+    input_name = feature_extractor.model_input_names[0]
+    clip = tone(seconds=2.0)
+    unperturbed = len(feature_extractor(clip, sampling_rate=RATE)[input_name][0])
+    collator = script.DataCollatorCTCWithPadding(feature_extractor, tokenizer, input_name,
+                                                 script.SpeedPerturbation([1.25], RATE))
+    batch = collator([{script.WAVEFORM_COLUMN: clip.tolist(), "labels": [1, 2, 3], "length": unperturbed}])
+    assert batch[input_name].shape[1] == pytest.approx(unperturbed / 1.25, abs=2)
+    assert batch["labels"].tolist() == [[1, 2, 3]]
+
+
+class FramesAreInputs:
+    """A stand-in model whose every input unit is one output frame."""
+
+    @staticmethod
+    def _get_feat_extract_output_lengths(lengths):
+        return lengths
+
+
+def test_labels_must_fit_the_fastest_speed(script):
+    prepared = datasets.Dataset.from_dict({"labels": [[1, 2, 3, 4, 5]] * 2, "length": [5, 6],
+                                           "drop_reason": ["", ""]})
+    kept, _ = script.drop_unusable_clips(prepared, FramesAreInputs(), "length")
+    assert kept["length"][:] == [5, 6]
+    # At 1.2 times the speed, 5 frames become 4 (too few for 5 labels) and 6 stay 5.
+    kept, dropped = script.drop_unusable_clips(prepared, FramesAreInputs(), "length", fastest_speed=1.2)
+    assert kept["length"][:] == [6]
+    assert dropped[script.TOO_MANY_LABELS] == 1
+
+
+# ---------------------------------------------------------------------------------------
+# group_by_length and checkpoints
+# ---------------------------------------------------------------------------------------
+
+
+def test_group_by_length_sorts_by_the_length_column_without_reading_the_audio(
+    script, monkeypatch, tmp_path, tiny_model
+):
+    _, training_args = parsed_arguments(script, monkeypatch, tmp_path, "--group_by_length",
+                                        "--per_device_train_batch_size", "2")
+    lengths = [40, 7, 300, 12, 95, 5, 61, 250]
+    clips = datasets.Dataset.from_dict({"input_features": [[[0.0] * 4] * n for n in lengths],
+                                        "labels": [[1]] * len(lengths), "length": lengths})
+
+    def audio_was_read(batch):
+        raise AssertionError("the sampler read the clips instead of the length column")
+
+    clips.set_transform(audio_was_read)
+    trainer = script.CTCTrainer(model=tiny_model, args=training_args, train_dataset=clips, eval_dataset=clips,
+                                data_collator=lambda examples: examples)
+    trainer.get_train_dataloader()  # the transform raises if building it reads any clip
+    trainer.get_eval_dataloader()
+    for sampler in (trainer._get_train_sampler(clips), trainer._get_eval_sampler(clips)):
+        assert list(sampler.lengths) == lengths
+        assert sorted(sampler) == list(range(len(lengths)))
+
+
+def make_checkpoint(folder, *, state=True, weights=True):
+    folder.mkdir(parents=True)
+    if state:
+        (folder / "trainer_state.json").write_text("{}", encoding="utf-8")
+    if weights:
+        save_file({"weight": torch.ones(64, 64)}, str(folder / "model.safetensors"))
+    return folder
+
+
+def test_newest_complete_checkpoint_is_chosen_and_broken_ones_named(script, tmp_path, caplog):
+    make_checkpoint(tmp_path / "checkpoint-2")
+    complete = make_checkpoint(tmp_path / "checkpoint-4")
+    make_checkpoint(tmp_path / "checkpoint-6", state=False)
+    cut = make_checkpoint(tmp_path / "checkpoint-8") / "model.safetensors"
+    os.truncate(cut, cut.stat().st_size // 2)
+    make_checkpoint(tmp_path / "checkpoint-10", weights=False)
+    with caplog.at_level("WARNING"):
+        assert script.last_complete_checkpoint(tmp_path) == complete
+    warnings = caplog.text
+    assert "checkpoint-10: no model weights" in warnings
+    assert "checkpoint-8: model.safetensors does not load" in warnings
+    assert "checkpoint-6: no trainer_state.json" in warnings
+    assert "checkpoint-2" not in warnings
+
+
+# ---------------------------------------------------------------------------------------
+# Runs of the script
+# ---------------------------------------------------------------------------------------
+
+
+@needs_speech
+def test_short_run_lowers_the_training_loss(short_run):
+    losses = logged(short_run, "loss")
+    assert sorted(losses) == list(range(1, STEPS + 1))
+    assert losses[STEPS] < 0.6 * losses[1], losses
+
+
+@needs_speech
+def test_short_run_writes_a_loadable_model_and_its_records(short_run):
+    model = AutoModelForCTC.from_pretrained(short_run)
+    vocab = json.loads((short_run / "vocab.json").read_text(encoding="utf-8"))
+    assert model.config.vocab_size == len(vocab)
+    assert trainer_state(short_run)["global_step"] == STEPS
+    results = json.loads((short_run / "all_results.json").read_text(encoding="utf-8"))
+    assert math.isfinite(results["train_loss"]) and results["train_samples"] > 0
+    hyperparameters = json.loads((short_run / "training_hyperparameters.json").read_text(encoding="utf-8"))
+    assert hyperparameters["lr_scheduler_type"] == "tristage"
+    assert hyperparameters["lr_scheduler_ratios"] == [0.1, 0.4, 0.5]
+    assert hyperparameters["training_steps"] == STEPS
+    assert "betas=(0.9,0.98)" in hyperparameters["optimizer"]
+
+
+@needs_speech
+def test_short_run_follows_the_tristage_schedule_with_the_given_betas(script, short_run):
+    # Step s is logged with the learning rate its update used, the schedule's value at s - 1.
+    warmup, hold, decay = (int(STEPS * share) for share in (0.1, 0.4, 0.5))
+    for step, rate in logged(short_run, "learning_rate").items():
+        expected = script.tristage_lr_scale(step - 1, warmup, hold, decay, 0.01, 0.05)
+        assert rate == pytest.approx(LEARNING_RATE * expected), step
+    optimizer = torch.load(short_run / f"checkpoint-{STEPS}" / "optimizer.pt", weights_only=True)
+    assert all(tuple(group["betas"]) == (0.9, 0.98) for group in optimizer["param_groups"])
+
+
+@needs_speech
+def test_resumed_run_ends_where_the_uninterrupted_one_did(short_run, resumed_run):
+    output_dir, output = resumed_run
+    assert f"Resuming from {output_dir / f'checkpoint-{STEPS // 2}'}" in output
+    assert trainer_state(output_dir)["global_step"] == STEPS
+    uninterrupted = load_file(str(short_run / "model.safetensors"))
+    resumed = load_file(str(output_dir / "model.safetensors"))
+    assert resumed.keys() == uninterrupted.keys()
+    for name, tensor in uninterrupted.items():
+        assert torch.allclose(resumed[name], tensor, atol=1e-5), name
+
+
+@needs_speech
+def test_resuming_skips_a_checkpoint_cut_short_with_a_warning(script, resumed_run):
+    output_dir, output = resumed_run
+    assert f"Skipping {output_dir / f'checkpoint-{STEPS}'}: model.safetensors does not load" in output
+    # The run saved that checkpoint again, whole this time.
+    assert script.checkpoint_problem(output_dir / f"checkpoint-{STEPS}") is None
+
+
+@needs_speech
+@pytest.mark.timeout(600)
+def test_two_process_run_on_cpu(speech, tmp_path):
+    output_dir = tmp_path / "out"
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")
+    train(speech, output_dir, "--max_steps", "4", "--save_steps", "2", "--logging_steps", "1",
+          "--do_eval", "--eval_split_name", "dev", "--group_by_length",
+          "--speed_perturbation", "0.9", "1.0", "1.1", launcher=torchrun)
+    assert trainer_state(output_dir)["global_step"] == 4
+    hyperparameters = json.loads((output_dir / "training_hyperparameters.json").read_text(encoding="utf-8"))
+    assert hyperparameters["total_train_batch_size"] == 2 * 8, "both processes must have trained"
+    assert hyperparameters["speed_perturbation"] == [0.9, 1.0, 1.1]
+    assert (output_dir / "checkpoint-4" / "trainer_state.json").is_file()
+    assert "eval_wer" in json.loads((output_dir / "eval_results.json").read_text(encoding="utf-8"))
+    AutoModelForCTC.from_pretrained(output_dir)
