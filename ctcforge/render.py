@@ -44,6 +44,9 @@ def new_repo(language: str | None, output_dir: Path, *, base_model: str | None =
         raise CtcforgeError("name a language (e.g. `ctcforge new hy-AM`) or give --spec")
     profile = load_profile(spec.language if spec else language)
     base = resolve_base_model(base_model or (spec.base_model if spec else DEFAULT_BASE_MODEL))
+    if dataset and Path(dataset).expanduser().is_dir():
+        # Recorded absolute, so the answers still find it from inside the repo.
+        dataset = str(Path(dataset).expanduser().resolve())
     answers = Answers(language=profile.code, base_model=base.id,
                       model_name=spec.model_name if spec else default_model_name(base.id, profile.code),
                       dataset=dataset, dataset_config=dataset_config or (profile.code if dataset else None),
