@@ -4,7 +4,6 @@ two-process run. The schedule, perturbation and sampler are checked in process o
 script imported as a module; the rest runs the script on a tiny hy-AM repo trained from
 scratch on synthesised speech."""
 
-import importlib.util
 import json
 import math
 import os
@@ -22,9 +21,8 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Wav2
 
 from ctcforge.render import new_repo
 from ctcforge.synth import synthesize
+from repo_script import SCRIPT, imported_script
 
-SCRIPT = "run_speech_recognition_ctc.py"
-SIBLINGS = ("text_normalizer", "speech_data")
 LEARNING_RATE = 2e-3
 STEPS = 30  # the short run; it saves a checkpoint halfway, which the resume tests start from
 
@@ -45,20 +43,9 @@ def repo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def script(repo):
-    """The repo's training script imported as a module. It is registered in sys.modules
-    before it runs, as its dataclasses look their module up there; its sibling modules are
-    found on the repo folder."""
-    sys.path.insert(0, str(repo))
-    spec = importlib.util.spec_from_file_location("run_speech_recognition_ctc", repo / SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
+    """The repo's training script imported as a module."""
+    with imported_script(repo) as module:
         yield module
-    finally:
-        for name in (spec.name, *SIBLINGS):
-            sys.modules.pop(name, None)
-        sys.path.remove(str(repo))
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ wav2vec2 base and the log-mel `tiny` base both train and load back through the A
 classes; and `accelerate launch` runs the script as it is."""
 
 import csv
-import importlib.util
 import json
 import random
 import re
@@ -19,11 +18,11 @@ from transformers import (AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Wav
 
 from ctcforge.render import new_repo
 from ctcforge.synth import synthesize
+from repo_script import SCRIPT, imported_script
 
 pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("ffmpeg")),
                                 reason="needs espeak-ng and ffmpeg (./setup.sh installs them)")
 
-SCRIPT = "run_speech_recognition_ctc.py"
 LOCALE = "hy-AM"
 OOV_SENTENCE = "hello world"
 OOV_LETTERS = "dehlorw"
@@ -175,12 +174,7 @@ def test_stereo_44k_clip_is_downmixed_and_resampled(dirty_run, dirty_release):
     release, _ = dirty_release
     clips = release / LOCALE / "clips"
     _, rows = read_rows(release / LOCALE / "train.tsv")
-    sys.path.insert(0, str(repo))
-    spec = importlib.util.spec_from_file_location("run_speech_recognition_ctc_inputs", repo / SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = script
-    try:
-        spec.loader.exec_module(script)
+    with imported_script(repo, "run_speech_recognition_ctc_inputs") as script:
         feature_extractor = AutoFeatureExtractor.from_pretrained(repo)
         preparer = script.ClipPreparer(
             feature_extractor, Wav2Vec2CTCTokenizer.from_pretrained(repo / "out"),
@@ -190,11 +184,6 @@ def test_stereo_44k_clip_is_downmixed_and_resampled(dirty_run, dirty_release):
         source = preparer.read_waveform({"path": str(clips / rows[0]["path"]), "bytes": None})
         prepared = preparer({"audio": {"path": str(clips / "stereo_44k.mp3"), "bytes": None},
                              "target_text": "աբ"})
-    finally:
-        sys.modules.pop(spec.name, None)
-        for name in ("text_normalizer", "speech_data"):
-            sys.modules.pop(name, None)
-        sys.path.remove(str(repo))
     assert stereo.ndim == 1 and source.ndim == 1
     # mp3 encoding pads a few ms; a missed downmix would double the length, a missed
     # resample would scale it by 44.1/16.
