@@ -15,6 +15,7 @@ case $VENV in /*) ;; *) VENV=$ROOT/$VENV ;; esac
 REQ=ctcforge/templates/repo/requirements.txt
 REQ_NODEPS=ctcforge/templates/repo/requirements-nodeps.txt
 REQ_DEV=requirements-dev.txt
+REQ_TOOL=requirements-tool.txt
 KENLM_VERSION=0.3.0
 KENLM_CACHE=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/ctcforge/kenlm-$KENLM_VERSION
 APT_PACKAGES=(ffmpeg espeak-ng cmake build-essential
@@ -92,9 +93,9 @@ pip_quiet() {
 # The stamp covers every file that decides what gets installed, plus a recipe tag to
 # bump when the install commands below change.
 deps_hash() {
-    { echo "recipe 1"; cat "$REQ" "$REQ_NODEPS" "$REQ_DEV" pyproject.toml; } | sha256sum | cut -d' ' -f1
+    { echo "recipe 1"; cat "$REQ" "$REQ_NODEPS" "$REQ_DEV" "$REQ_TOOL" pyproject.toml; } | sha256sum | cut -d' ' -f1
 }
-for f in "$REQ" "$REQ_NODEPS" "$REQ_DEV" pyproject.toml; do
+for f in "$REQ" "$REQ_NODEPS" "$REQ_DEV" "$REQ_TOOL" pyproject.toml; do
     [ -f "$f" ] || die "missing $f"
 done
 STAMP=$VENV/.ctcforge-deps.sha256
@@ -104,7 +105,7 @@ if [ "$want" != "$have" ]; then
     say "installing Python dependencies (first time about 3 minutes, about 6 GB)..."
     # Dev tools go in with the first batch: installed after pyctcdecode, pip's resolver
     # would print an ERROR about pyctcdecode's numpy<2 pin, which is deliberate here.
-    pip_quiet install -q -r "$REQ" -r "$REQ_DEV" || die "pip install -r $REQ -r $REQ_DEV failed"
+    pip_quiet install -q -r "$REQ" -r "$REQ_DEV" -r "$REQ_TOOL" || die "pip install -r $REQ -r $REQ_DEV -r $REQ_TOOL failed"
     # --no-deps: these declare pins (numpy<2, their own torch) that would undo requirements.txt.
     pip_quiet install -q --no-deps -r "$REQ_NODEPS" || die "pip install -r $REQ_NODEPS failed"
     pip_quiet install -q --no-deps -e . || die "pip install -e . failed"
