@@ -16,6 +16,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ctcforge import plots
 from ctcforge.answers import ANSWERS_FILE, Answers
 from ctcforge.errors import CtcforgeError
 from ctcforge.profiles import Profile, load_profile
@@ -23,6 +24,7 @@ from ctcforge.spec import Spec, check_metric_value, spec_from_dict
 
 TASK_TYPE = "automatic-speech-recognition"
 RESULTS_SUFFIX = "_eval_results.txt"
+SUMMARY_SUFFIX = "_eval_summary.json"
 # Where `ctcforge card` looks for eval.py outputs: the repo root (decoder unknown) and
 # eval/greedy, eval/lm, the folders ctcforge's own runs write to.
 DECODER_FOLDERS = {"greedy": "without_lm", "lm": "with_lm"}
@@ -52,6 +54,10 @@ class CardFacts(Spec):
     repo) plus the language profile they are about."""
 
     profile: Profile | None = None
+    # Files the card shows, relative to the repo: the training curve PNG, and what
+    # `ctcforge lm --tune-*` measured (lm_tuning/best.json) with its heatmap.
+    training_curve: str | None = None
+    lm_tuning: dict | None = None
 
     @classmethod
     def from_spec(cls, spec: Spec, profile: Profile) -> "CardFacts":
@@ -102,6 +108,7 @@ def body_sections(facts: CardFacts) -> dict[str, str]:
         "usage": _usage(facts),
         "evaluation": _evaluation_table(facts),
         "corrections": _corrections(facts),
+        "language-model": _language_model(facts),
         "training": _training(facts),
         "framework": _framework(facts),
     }
@@ -182,8 +189,35 @@ def _corrections(facts: CardFacts) -> str:
                      [f"- {note.strip()}" for note in facts.corrections])
 
 
+def _language_model(facts: CardFacts) -> str:
+    """The n-gram LM's weights and what tuning them on the dev split measured."""
+    tuning = facts.lm_tuning
+    if not tuning:
+        return ""
+    lines = ["## Language model", "",
+             "An n-gram LM (KenLM) in `language_model/`, applied by pyctcdecode's beam search. "
+             f"Its weights were tuned on {tuning.get('dev_clips', '?')} dev clips "
+             f"({tuning.get('dataset', 'the dev split')}); the best are in `language_model/attrs.json`.", "",
+             "| decoder | alpha | beta | beam width | dev WER | dev CER |",
+             "|:---|:---:|:---:|:---:|:---:|:---:|"]
+    if tuning.get("greedy_wer") is not None:
+        lines.append(f"| greedy (no LM) | | | | {_fmt(tuning['greedy_wer'])} | {_fmt(tuning.get('greedy_cer'))} |")
+    if tuning.get("default_wer") is not None:
+        default = tuning.get("default", {})
+        lines.append(f"| LM, default weights | {default.get('alpha', '')} | {default.get('beta', '')} | "
+                     f"{default.get('beam_width', '')} | {_fmt(tuning['default_wer'])} | "
+                     f"{_fmt(tuning.get('default_cer'))} |")
+    lines.append(f"| LM, tuned | {tuning.get('alpha', '')} | {tuning.get('beta', '')} | "
+                 f"{tuning.get('beam_width', '')} | {_fmt(tuning.get('wer'))} | {_fmt(tuning.get('cer'))} |")
+    if tuning.get("heatmap"):
+        lines += ["", f"![Dev WER over the alpha/beta grid]({tuning['heatmap']})"]
+    return "\n".join(lines)
+
+
 def _training(facts: CardFacts) -> str:
     lines = ["## Training procedure", ""]
+    if facts.training_curve:
+        lines += [f"![Training curve]({facts.training_curve})", ""]
     if facts.hyperparameters:
         lines += ["### Training hyperparameters", "",
                   "The following hyperparameters were used during training:"]
@@ -291,8 +325,20 @@ def read_eval_results(repo: Path) -> list[EvalFigures]:
             parts = dataset_id.rsplit("_", 2)
             if len(parts) != 3:
                 raise CtcforgeError(f"{path}: name is not <dataset>_<config>_<split>{RESULTS_SUFFIX}")
+            decoder = _decoder_from_summary(folder / f"{dataset_id}{SUMMARY_SUFFIX}") or decoder
             figures.append(EvalFigures(*parts, decoder=decoder, metrics=_parse_results(path)))
     return figures
+
+
+def _decoder_from_summary(path: Path) -> str | None:
+    """eval.py records its decoder ("greedy" or "lm") beside the results; older runs did not."""
+    if not path.is_file():
+        return None
+    try:
+        decoder = json.loads(path.read_text(encoding="utf-8")).get("decoder")
+    except (json.JSONDecodeError, AttributeError):
+        raise CtcforgeError(f"{path}: not eval.py's summary JSON; delete it or rerun eval.py") from None
+    return {"greedy": "without_lm", "lm": "with_lm"}.get(decoder)
 
 
 def _parse_results(path: Path) -> dict[str, float]:
@@ -381,4 +427,39 @@ def rebuild_card(repo: Path) -> Path:
         facts = replace(facts, hyperparameters=hyperparameters)
     if table:
         facts = replace(facts, training_results=table)
+    curve = draw_training_curve(repo, profile)
+    if curve:
+        facts = replace(facts, training_curve=curve)
+    tuning = read_lm_tuning(repo)
+    if tuning:
+        facts = replace(facts, lm_tuning=tuning)
     return write_card(facts, repo)
+
+
+TRAINING_CURVE = "training_curve.png"
+LM_TUNING_DIR = "lm_tuning"
+
+
+def draw_training_curve(repo: Path, profile: Profile) -> str | None:
+    """training_curve.png from trainer_state.json; its path relative to the repo, or None."""
+    state_file = repo / "trainer_state.json"
+    if not state_file.is_file():
+        return None
+    history = json.loads(state_file.read_text(encoding="utf-8")).get("log_history", [])
+    drawn = plots.training_curve(history, repo / TRAINING_CURVE, list(profile.metrics))
+    return TRAINING_CURVE if drawn else None
+
+
+def read_lm_tuning(repo: Path) -> dict | None:
+    """What `ctcforge lm --tune-*` wrote to lm_tuning/best.json, plus its heatmap's path."""
+    best = repo / LM_TUNING_DIR / "best.json"
+    if not best.is_file():
+        return None
+    try:
+        tuning = json.loads(best.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CtcforgeError(f"{best}: not JSON ({exc}); rerun `ctcforge lm` with --tune-*") from None
+    heatmap = repo / LM_TUNING_DIR / "wer_heatmap.png"
+    if heatmap.is_file():
+        tuning["heatmap"] = f"{LM_TUNING_DIR}/{heatmap.name}"
+    return tuning

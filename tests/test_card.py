@@ -118,3 +118,51 @@ def test_malformed_eval_results_file_is_an_error_naming_it(tmp_path):
     (repo / "x_hy-AM_test_eval_results.txt").write_text("WER: lots\nCER: 0.1")
     with pytest.raises(CtcforgeError, match="x_hy-AM_test_eval_results.txt"):
         rebuild_card(repo)
+
+
+def test_card_draws_the_training_curve_and_links_it(tmp_path):
+    repo = new_repo("hy-AM", tmp_path / "repo", base_model="tiny")
+    history = [{"loss": 4.0 - step / 100, "step": step} for step in (10, 20, 30)]
+    history.append({"eval_loss": 3.0, "eval_cer": 0.5, "step": 30})
+    (repo / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    rebuild_card(repo)
+    png = repo / "training_curve.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    training = ModelCard((repo / "README.md").read_text(encoding="utf-8")).text
+    assert "![Training curve](training_curve.png)" in training
+    assert not list(repo.glob(".*.tmp"))
+
+
+def test_no_curve_without_history(tmp_path):
+    repo = new_repo("hy-AM", tmp_path / "repo", base_model="tiny")
+    (repo / "trainer_state.json").write_text(json.dumps({"log_history": [{"loss": 3.0, "step": 1}]}))
+    rebuild_card(repo)
+    assert not (repo / "training_curve.png").exists()
+    assert "training_curve.png" not in (repo / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("decoder, name", [("greedy", "Test WER"), ("lm", "Test WER (with LM)")])
+def test_root_results_take_their_decoder_from_eval_summary(tmp_path, decoder, name):
+    # An LM folder is present, so without the summary the root result would count as "with LM".
+    repo = new_repo("hy-AM", tmp_path / "repo", base_model="tiny")
+    (repo / "language_model" / "lm.binary").write_bytes(b"x")
+    (repo / "cv_hy-AM_test_eval_results.txt").write_text("WER: 0.4\nCER: 0.1")
+    (repo / "cv_hy-AM_test_eval_summary.json").write_text(json.dumps({"decoder": decoder}))
+    rebuild_card(repo)
+    card = ModelCard((repo / "README.md").read_text(encoding="utf-8"))
+    assert {r.metric_name for r in card.data.eval_results} == {name, name.replace("WER", "CER")}
+
+
+def test_lm_tuning_section_shows_the_chosen_weights_and_heatmap(tmp_path):
+    repo = new_repo("hy-AM", tmp_path / "repo", base_model="tiny")
+    (repo / "lm_tuning").mkdir()
+    (repo / "lm_tuning" / "best.json").write_text(json.dumps(
+        {"alpha": 0.7, "beta": 1.5, "beam_width": 64, "wer": 0.31, "cer": 0.08, "greedy_wer": 0.5,
+         "greedy_cer": 0.12, "default_wer": 0.35, "default_cer": 0.09, "dev_clips": 40}))
+    (repo / "lm_tuning" / "wer_heatmap.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    rebuild_card(repo)
+    text = (repo / "README.md").read_text(encoding="utf-8")
+    assert "| LM, tuned | 0.7 | 1.5 | 64 | 0.3100 | 0.0800 |" in text
+    assert "| greedy (no LM) | | | | 0.5000 | 0.1200 |" in text
+    assert "![Dev WER over the alpha/beta grid](lm_tuning/wer_heatmap.png)" in text
+    assert text.index("ctcforge:begin language-model") < text.index("ctcforge:begin framework")
