@@ -163,6 +163,38 @@ def test_tristage_ratios_are_validated(script, tmp_path):
                                            lr_scheduler_ratios=ratios, use_cpu=True, report_to="none")
 
 
+class FakeClock:
+    """Stands in for TrainingClock: the share of the budget used is set by the test."""
+
+    def __init__(self, used):
+        self.share = used
+
+    def used(self):
+        return self.share
+
+
+@pytest.mark.parametrize("step, used, expected_step", [
+    (0, 0.0, 0),      # before the clock starts, steps rule
+    (5, 0.0, 5),
+    (5, 0.5, 50),     # half the time gone: the schedule is half-way through a 100-step run
+    (80, 0.5, 80),    # more steps taken than the clock says: steps rule
+    (3, 1.0, 100),    # time is up: the end of the schedule
+])
+def test_schedule_follows_the_clock_or_the_steps_whichever_is_further(script, step, used, expected_step):
+    seen = []
+    scale = script.follow_clock(lambda s: seen.append(s) or 0.5, FakeClock(used), 100)
+    assert scale(step) == 0.5 and seen == [expected_step]
+
+
+def test_time_budget_needs_a_warmup_fraction(script, tmp_path):
+    common = dict(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_train_minutes=5)
+    with pytest.raises(ValueError, match="fraction of the run"):
+        script.SpeechTrainingArguments(warmup_steps=100, **common)
+    with pytest.raises(ValueError, match="more than 0"):
+        script.SpeechTrainingArguments(**{**common, "max_train_minutes": 0})
+    assert script.SpeechTrainingArguments(warmup_steps=0.1, **common).max_train_minutes == 5
+
+
 def parsed_arguments(script, monkeypatch, output_dir, *extra):
     monkeypatch.setattr(sys, "argv", [SCRIPT, "--model_name_or_path", "./", "--dataset_name", "unused",
                                       "--output_dir", str(output_dir), "--use_cpu", "--report_to", "none",
@@ -382,6 +414,22 @@ def test_resuming_skips_a_checkpoint_cut_short_with_a_warning(script, resumed_ru
 
 @needs_speech
 @pytest.mark.timeout(600)
+@needs_speech
+def test_time_budget_stops_training_and_decays_the_learning_rate(speech, tmp_path):
+    # 2,000 steps would take minutes; a 12-second budget must stop the run and save the model.
+    train(speech, tmp_path, "--max_steps", "2000", "--max_train_minutes", "0.2", "--logging_steps", "1",
+          "--warmup_steps", "0.1")
+    hyperparameters = json.loads((tmp_path / "training_hyperparameters.json").read_text())
+    steps = hyperparameters["training_steps"]
+    assert hyperparameters["training_time_budget_minutes"] == 0.2 and 2 <= steps < 2000
+    assert (tmp_path / "model.safetensors").is_file()
+    rates = [e["learning_rate"] for e in json.loads((tmp_path / "trainer_state.json").read_text())["log_history"]
+             if "learning_rate" in e]
+    # Linear schedule over the budget: up during the first tenth of the time, then down to near 0,
+    # which a 2,000-step schedule would never reach in so few steps.
+    assert max(rates) > 10 * rates[-1] and rates[-1] < 0.2 * LEARNING_RATE
+
+
 def test_two_process_run_on_cpu(speech, tmp_path):
     output_dir = tmp_path / "out"
     torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")

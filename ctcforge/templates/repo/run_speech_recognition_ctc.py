@@ -23,6 +23,9 @@ differs, and why:
   each time it is batched.
 - `--group_by_length` sorts by the lengths measured while preparing the data, instead of
   reading every clip again when training starts.
+- `--max_train_minutes` trains for a wall-clock budget: the learning-rate schedule runs
+  on the share of the budget used (or of --max_steps, whichever is further along), and
+  training stops, saving the model, when the time is up.
 
 Example:
     python run_speech_recognition_ctc.py --model_name_or_path ./ \
@@ -41,6 +44,7 @@ import os
 import random
 import re
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +65,7 @@ from transformers import (
     HfArgumentParser,
     SchedulerType,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
     Wav2Vec2CTCTokenizer,
     set_seed,
@@ -245,6 +250,15 @@ class SpeechTrainingArguments(TrainingArguments):
         default=TRISTAGE_FINAL_LR_SCALE,
         metadata={"help": "tristage only: the learning rate at the end, as a fraction of --learning_rate."},
     )
+    max_train_minutes: float | None = field(
+        default=None,
+        metadata={
+            "help": "Stop training after this many minutes of wall-clock time (evaluations included) "
+            "and save the model. The learning-rate schedule then follows the share of this budget "
+            "used, so it warms up and decays within it; --max_steps (or the epochs) stays an upper "
+            "bound. Give --warmup_steps as a fraction of the run (e.g. 0.1) with it."
+        },
+    )
 
     def __post_init__(self):
         tristage = self.lr_scheduler_type == TRISTAGE
@@ -253,6 +267,14 @@ class SpeechTrainingArguments(TrainingArguments):
             # checks everything else against a stand-in, and gets the real name back after.
             self.lr_scheduler_type = SchedulerType.CONSTANT.value
         super().__post_init__()
+        if self.max_train_minutes is not None:
+            if self.max_train_minutes <= 0:
+                raise ValueError("--max_train_minutes must be more than 0")
+            if not tristage and self.warmup_steps >= 1:
+                # A warm-up counted in steps cannot follow a clock: the number of steps the
+                # budget allows is unknown until the run ends.
+                raise ValueError("--max_train_minutes schedules by time: give --warmup_steps as a "
+                                 f"fraction of the run (e.g. 0.1), not {self.warmup_steps} steps")
         if not tristage:
             return
         self.lr_scheduler_type = TRISTAGE
@@ -653,6 +675,40 @@ def column_values(dataset: datasets.Dataset, column: str) -> list:
     return dataset.with_format(None)[column][:]
 
 
+class TrainingClock(TrainerCallback):
+    """The wall-clock budget of one run (--max_train_minutes): it tells the schedule how much
+    of the budget is used, and stops training when all of it is."""
+
+    def __init__(self, minutes: float):
+        self.budget_s = minutes * 60
+        self.started: float | None = None
+
+    def used(self) -> float:
+        """The share of the budget used so far, from 0 to 1 (0 before training starts)."""
+        if self.started is None:
+            return 0.0
+        return min(1.0, (time.monotonic() - self.started) / self.budget_s)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.used() >= 1.0 and not control.should_training_stop:
+            logger.info(f"--max_train_minutes {self.budget_s / 60:g} reached after {state.global_step} steps")
+            control.should_training_stop = True
+        return control
+
+
+def follow_clock(lr_lambda, clock: TrainingClock, num_training_steps: int):
+    """`lr_lambda` driven by whichever is further along: the optimizer steps taken, or the
+    share of the time budget used, counted in steps of a `num_training_steps` run."""
+
+    def scale(step: int) -> float:
+        return lr_lambda(max(step, int(clock.used() * num_training_steps)))
+
+    return scale
+
+
 class CTCTrainer(Trainer):
     """The Trainer with two additions: the tristage schedule, and batches grouped by the
     lengths measured while preparing the data.
@@ -677,7 +733,18 @@ class CTCTrainer(Trainer):
             # As the base class marks the schedules it makes: a second train() call then
             # builds a new one for its own number of steps.
             self._created_lr_scheduler = True
-        return super().create_scheduler(num_training_steps, optimizer)
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        clock = self.training_clock()
+        if clock is not None and not getattr(scheduler, "follows_clock", False):
+            if not isinstance(scheduler, LambdaLR):
+                raise SystemExit(f"error: --max_train_minutes needs a step-based schedule, not "
+                                 f"{self.args.lr_scheduler_type}")
+            scheduler.lr_lambdas = [follow_clock(f, clock, num_training_steps) for f in scheduler.lr_lambdas]
+            scheduler.follows_clock = True
+        return scheduler
+
+    def training_clock(self) -> TrainingClock | None:
+        return next((c for c in self.callback_handler.callbacks if isinstance(c, TrainingClock)), None)
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -1049,7 +1116,7 @@ def warn_about_unknown_eval_characters(dataset, tokenizer: Wav2Vec2CTCTokenizer)
 
 
 def card_hyperparameters(
-    args: SpeechTrainingArguments, speed_perturbation: list[float] | None = None
+    args: SpeechTrainingArguments, speed_perturbation: list[float] | None = None, steps_trained: int | None = None
 ) -> dict:
     """The hyperparameter list a model card shows, in the order Trainer-made cards use;
     `ctcforge card` reads it from training_hyperparameters.json."""
@@ -1074,7 +1141,10 @@ def card_hyperparameters(
             values["lr_scheduler_final_lr_scale"] = args.final_lr_scale
     elif args.warmup_steps:
         values["lr_scheduler_warmup_steps"] = args.warmup_steps
-    if args.max_steps > 0:
+    if args.max_train_minutes is not None:
+        values["training_time_budget_minutes"] = args.max_train_minutes
+        values["training_steps"] = steps_trained
+    elif args.max_steps > 0:
         values["training_steps"] = args.max_steps
     else:
         values["num_epochs"] = args.num_train_epochs
@@ -1185,6 +1255,7 @@ def main() -> None:
         processing_class=feature_extractor,
         compute_metrics=metrics_computer(tokenizer, normalizer, metric_names),
         preprocess_logits_for_metrics=greedy_ids,
+        callbacks=[TrainingClock(training_args.max_train_minutes)] if training_args.max_train_minutes else None,
     )
 
     if training_args.do_train:
@@ -1196,7 +1267,8 @@ def main() -> None:
         trainer.save_state()
         if training_args.should_save:
             (output_dir / "training_hyperparameters.json").write_text(
-                json.dumps(card_hyperparameters(training_args, data_args.speed_perturbation), indent=2)
+                json.dumps(card_hyperparameters(training_args, data_args.speed_perturbation,
+                                                trainer.state.global_step), indent=2)
                 + "\n", encoding="utf-8")
 
     if training_args.do_eval:
