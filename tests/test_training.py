@@ -195,6 +195,21 @@ def test_time_budget_needs_a_warmup_fraction(script, tmp_path):
     assert script.SpeechTrainingArguments(warmup_steps=0.1, **common).max_train_minutes == 5
 
 
+def test_evaluation_blanks_the_frames_computed_from_padding(script, repo, tiny_model, tmp_path):
+    trainer = script.CTCTrainer(model=tiny_model.eval(), args=script.SpeechTrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, report_to="none"))
+    extractor = AutoFeatureExtractor.from_pretrained(repo)
+    rng = np.random.default_rng(0)
+    clips = [rng.standard_normal(16000).astype(np.float32), rng.standard_normal(4000).astype(np.float32)]
+    batch = extractor(clips, sampling_rate=16000, padding=True, return_tensors="pt")
+    _, ids, _ = trainer.prediction_step(tiny_model, dict(batch), prediction_loss_only=False)
+    # The short clip's own frames: what its attention mask covers when it is extracted alone.
+    short_frames = int(extractor(clips[1:], sampling_rate=16000, return_tensors="pt")["attention_mask"].sum())
+    assert ids.shape[1] > short_frames
+    assert (ids[1, short_frames:] == -100).all(), "padding frames of the short clip must be blank"
+    assert (ids[0] != -100).all() and (ids[1, :short_frames] != -100).all()
+
+
 def parsed_arguments(script, monkeypatch, output_dir, *extra):
     monkeypatch.setattr(sys, "argv", [SCRIPT, "--model_name_or_path", "./", "--dataset_name", "unused",
                                       "--output_dir", str(output_dir), "--use_cpu", "--report_to", "none",

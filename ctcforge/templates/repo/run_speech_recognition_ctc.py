@@ -763,6 +763,26 @@ class CTCTrainer(Trainer):
         return LengthGroupedSampler(self.args.eval_batch_size, lengths=lengths,
                                     generator=torch.Generator().manual_seed(seed))
 
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """The Trainer's prediction step, with each clip's best label per frame instead of
+        its logits, and the frames computed from padding marked -100 (blank).
+
+        Padding is masked inside the encoder, but the frames it produces still get a label:
+        left in, they would add letters after the end of every shorter clip in a batch, as
+        if the model had heard them (eval.py cuts them off the same way)."""
+        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        if logits is None:
+            return loss, logits, labels
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        ids = logits.argmax(dim=-1)
+        attention_mask = inputs.get("attention_mask")
+        if attention_mask is not None:
+            frames = self.accelerator.unwrap_model(model)._get_feat_extract_output_lengths(attention_mask.sum(-1))
+            positions = torch.arange(ids.shape[1], device=ids.device)
+            ids = ids.masked_fill(positions[None, :] >= frames.to(ids.device)[:, None], -100)
+        return loss, ids, labels
+
     def precomputed_lengths(self, dataset) -> list[int] | None:
         """The length column as a list when batches are grouped by length; None otherwise,
         or when there is no such column (the Trainer then measures the clips itself)."""
@@ -1071,14 +1091,6 @@ def character_error_rate(references: list[str], predictions: list[str], normaliz
 METRIC_FUNCTIONS = {"wer": word_error_rate, "cer": character_error_rate}
 
 
-def greedy_ids(logits, labels) -> torch.Tensor:
-    """The best label of each frame: evaluation then gathers one id per frame for the whole
-    eval set instead of a score for every label."""
-    if isinstance(logits, tuple):
-        logits = logits[0]
-    return logits.argmax(dim=-1)
-
-
 def metrics_computer(tokenizer: Wav2Vec2CTCTokenizer, normalizer, metric_names: list[str]):
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
         # -100 marks padding (labels) and the Trainer's padding across batches (predictions).
@@ -1254,7 +1266,6 @@ def main() -> None:
         # Checkpoints then carry preprocessor_config.json, as upstream's do.
         processing_class=feature_extractor,
         compute_metrics=metrics_computer(tokenizer, normalizer, metric_names),
-        preprocess_logits_for_metrics=greedy_ids,
         callbacks=[TrainingClock(training_args.max_train_minutes)] if training_args.max_train_minutes else None,
     )
 
