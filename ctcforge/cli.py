@@ -28,6 +28,13 @@ def cmd_card(args: argparse.Namespace) -> None:
     print(f"wrote {rebuild_card(args.repo_dir)}")
 
 
+def cmd_push(args: argparse.Namespace) -> None:
+    from ctcforge.hub import push
+
+    push(args.repo_dir, args.repo_id, private=args.private, dry_run=args.dry_run,
+         include_checkpoints=args.include_checkpoints)
+
+
 def cmd_synth(args: argparse.Namespace) -> None:
     from ctcforge.synth import synthesize
 
@@ -85,6 +92,31 @@ def build_parser() -> argparse.ArgumentParser:
                     "generated sections is kept.")
     card.add_argument("repo_dir", type=Path, help="a repo made by `ctcforge new`")
     card.set_defaults(run=cmd_card)
+
+    push = commands.add_parser(
+        "push", help="upload a repo's allowlisted files to the Hugging Face Hub in one commit",
+        description="Create ORG/NAME on the Hub if needed and upload, as one commit, only an "
+                    "allowlist: *.safetensors weights, configs, tokenizer files and vocab.json, "
+                    "language_model/ (KenLM *.bin, *.arpa, unigrams.txt, attrs.json), alphabet.json, "
+                    "README.md and the images it shows, the root *.py scripts, language_profile.json, "
+                    "requirements*.txt, tests/**/*.py, eval.py outputs (root and eval/), lm_tuning/, "
+                    "trainer and results JSON files, .gitattributes, .gitignore, .ctcforge-answers.yml. "
+                    "Never uploaded: .env, token files, .huggingface/, .cache/, *.pt/*.pth/*.pkl and "
+                    "*.bin pickles, training_args.bin, optimizer/scheduler/RNG states, caches, runs/, "
+                    "wandb/, and checkpoint-*/ folders unless --include-checkpoints. The push is refused "
+                    "if a file to upload holds a Hub token or README.md's YAML does not parse or lacks "
+                    "language/license. Log in first with `hf auth login` or set HF_TOKEN.")
+    push.add_argument("repo_dir", type=Path, help="a repo made by `ctcforge new`")
+    push.add_argument("--repo-id", required=True, help="ORG/NAME of the model repo on the Hub")
+    push.add_argument("--private", action="store_true",
+                      help="create the repo private (an existing repo keeps its visibility)")
+    push.add_argument("--dry-run", action="store_true",
+                      help="run every check, list the files that would go with their sizes and what was "
+                           "left out by reason; contacts nothing, so it works offline")
+    push.add_argument("--include-checkpoints", action="store_true",
+                      help="also upload checkpoint-*/ folders: their safetensors, configs, tokenizer files "
+                           "and trainer_state.json only, never optimizer, scheduler or RNG states")
+    push.set_defaults(run=cmd_push)
 
     synth = commands.add_parser(
         "synth", help="write a synthetic Common Voice release spoken by espeak-ng (test and demo data)",
