@@ -194,18 +194,19 @@ def _language_model(facts: CardFacts) -> str:
     tuning = facts.lm_tuning
     if not tuning:
         return ""
+    dev = " ".join(str(part) for part in (Path(str(tuning.get("dataset", ""))).name, tuning.get("config"))
+                   if part)
+    dev = f"{dev} ({tuning.get('split', 'dev')})" if dev else "the dev split"
     lines = ["## Language model", "",
              "An n-gram LM (KenLM) in `language_model/`, applied by pyctcdecode's beam search. "
-             f"Its weights were tuned on {tuning.get('dev_clips', '?')} dev clips "
-             f"({tuning.get('dataset', 'the dev split')}); the best are in `language_model/attrs.json`.", "",
+             f"Its weights were tuned on {tuning.get('dev_clips', '?')} clips of {dev}; the best are in "
+             "`language_model/attrs.json`.", "",
              "| decoder | alpha | beta | beam width | dev WER | dev CER |",
              "|:---|:---:|:---:|:---:|:---:|:---:|"]
     if tuning.get("greedy_wer") is not None:
         lines.append(f"| greedy (no LM) | | | | {_fmt(tuning['greedy_wer'])} | {_fmt(tuning.get('greedy_cer'))} |")
     if tuning.get("default_wer") is not None:
-        default = tuning.get("default", {})
-        lines.append(f"| LM, default weights | {default.get('alpha', '')} | {default.get('beta', '')} | "
-                     f"{default.get('beam_width', '')} | {_fmt(tuning['default_wer'])} | "
+        lines.append(f"| LM, pyctcdecode's default weights | | | | {_fmt(tuning['default_wer'])} | "
                      f"{_fmt(tuning.get('default_cer'))} |")
     lines.append(f"| LM, tuned | {tuning.get('alpha', '')} | {tuning.get('beta', '')} | "
                  f"{tuning.get('beam_width', '')} | {_fmt(tuning.get('wer'))} | {_fmt(tuning.get('cer'))} |")

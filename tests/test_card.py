@@ -158,11 +158,14 @@ def test_lm_tuning_section_shows_the_chosen_weights_and_heatmap(tmp_path):
     (repo / "lm_tuning").mkdir()
     (repo / "lm_tuning" / "best.json").write_text(json.dumps(
         {"alpha": 0.7, "beta": 1.5, "beam_width": 64, "wer": 0.31, "cer": 0.08, "greedy_wer": 0.5,
-         "greedy_cer": 0.12, "default_wer": 0.35, "default_cer": 0.09, "dev_clips": 40}))
+         "greedy_cer": 0.12, "default_wer": 0.35, "default_cer": 0.09, "dev_clips": 40,
+         "dataset": "/data/cv-corpus", "config": "hy-AM", "split": "dev"}))
     (repo / "lm_tuning" / "wer_heatmap.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     rebuild_card(repo)
     text = (repo / "README.md").read_text(encoding="utf-8")
     assert "| LM, tuned | 0.7 | 1.5 | 64 | 0.3100 | 0.0800 |" in text
     assert "| greedy (no LM) | | | | 0.5000 | 0.1200 |" in text
+    assert "| LM, pyctcdecode's default weights | | | | 0.3500 | 0.0900 |" in text
+    assert "tuned on 40 clips of cv-corpus hy-AM (dev)" in text
     assert "![Dev WER over the alpha/beta grid](lm_tuning/wer_heatmap.png)" in text
     assert text.index("ctcforge:begin language-model") < text.index("ctcforge:begin framework")
