@@ -28,6 +28,12 @@ def cmd_card(args: argparse.Namespace) -> None:
     print(f"wrote {rebuild_card(args.repo_dir)}")
 
 
+def cmd_demo(args: argparse.Namespace) -> None:
+    from ctcforge.demo import run_demo
+
+    run_demo(args.language, args.minutes, args.output_dir, num_clips=args.num_clips)
+
+
 def cmd_push(args: argparse.Namespace) -> None:
     from ctcforge.hub import push
 
@@ -92,6 +98,25 @@ def build_parser() -> argparse.ArgumentParser:
                     "generated sections is kept.")
     card.add_argument("repo_dir", type=Path, help="a repo made by `ctcforge new`")
     card.set_defaults(run=cmd_card)
+
+    demo = commands.add_parser(
+        "demo", help="the whole life of a repo, offline on the CPU: data, training, LM, eval, card",
+        description="Synthesise a Common Voice-format release with espeak-ng (OUTPUT_DIR/cv), stamp a "
+                    "repo on the `tiny` base model (OUTPUT_DIR/repo), train it from scratch with the "
+                    "repo's run_speech_recognition_ctc.py, build and tune its n-gram LM (`ctcforge lm`), "
+                    "run the repo's eval.py on the held-out test clips greedily and with the LM, rebuild "
+                    "the card, load the repo with pipeline() and print the error rates. A rerun skips "
+                    "every stage already done; an interrupted training run resumes from its checkpoint.")
+    demo.add_argument("--language", default="hy-AM",
+                      help="a profile with a sentences file and an espeak-ng voice (default hy-AM)")
+    demo.add_argument("--minutes", type=float, default=15.0,
+                      help="budget for the whole demo; training gets what the other stages leave "
+                           "(default 15)")
+    demo.add_argument("--output-dir", type=Path, default=Path("demo-output"),
+                      help="where the data and the repo go (default ./demo-output)")
+    demo.add_argument("--num-clips", type=int, default=1600,
+                      help="synthetic clips, 80/10/10 over train/dev/test (default 1600)")
+    demo.set_defaults(run=cmd_demo)
 
     push = commands.add_parser(
         "push", help="upload a repo's allowlisted files to the Hugging Face Hub in one commit",
