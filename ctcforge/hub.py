@@ -35,7 +35,8 @@ LOGIN_FIX = "log in with `hf auth login` or set HF_TOKEN to a token with write a
 WEIGHT_GLOBS = ("*.safetensors", "*.safetensors.index.json")
 CONFIG_FILES = {"config.json", "preprocessor_config.json", "generation_config.json"}
 TOKENIZER_FILES = {"tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json"}
-EVAL_OUTPUT_GLOBS = ("*_eval_results.txt", "log_*_predictions.txt", "log_*_targets.txt")
+EVAL_OUTPUT_GLOBS = ("*_eval_results.txt", "*_eval_summary.json", "log_*_predictions.txt",
+                     "log_*_targets.txt")
 ROOT_FILES = CONFIG_FILES | TOKENIZER_FILES | {
     "alphabet.json", CARD, "language_profile.json",
     "trainer_state.json", "training_hyperparameters.json",
@@ -57,8 +58,9 @@ class FolderRule:
 
 
 FOLDER_RULES = {
-    # pyctcdecode's layout; `*.bin` here is a KenLM binary, not a pickle.
-    "language_model": FolderRule(("*.bin", "*.arpa", "unigrams.txt", "attrs.json"), any_depth=False),
+    # pyctcdecode's layout (`ctcforge lm` writes lm.binary); `*.bin` here is a KenLM
+    # binary too, not a pickle.
+    "language_model": FolderRule(("*.binary", "*.bin", "*.arpa", "unigrams.txt", "attrs.json"), any_depth=False),
     "tests": FolderRule(("*.py",), any_depth=True),
     "eval": FolderRule(EVAL_OUTPUT_GLOBS, any_depth=True),  # eval/greedy, eval/lm
     "lm_tuning": FolderRule(("*",), any_depth=True),  # wer_grid.csv, wer_heatmap.png, best.json

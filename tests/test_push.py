@@ -49,22 +49,26 @@ SALT = {
     "language_model/lm.pkl": b"\x80\x04pickle",
     "model.safetensors": b"\x08\x00\x00\x00\x00\x00\x00\x00{}      weights",
     "language_model/5gram.bin": b"kenlm binary",
+    "language_model/lm.binary": b"kenlm binary, as ctcforge lm names it",
     "language_model/unigrams.txt": "բարեւ\n",
     "language_model/attrs.json": "{}",
     "alphabet.json": "{}",
     "trainer_state.json": "{}",
     "all_results.json": "{}",
     "eval/greedy/cv_hy-AM_test_eval_results.txt": "WER: 0.5\nCER: 0.2\n",
+    "eval/greedy/cv_hy-AM_test_eval_summary.json": "{}",
+    ".ctcforge-cache/dev_logits-abc.npz": b"PK cached logits",
+    "train.log": "{'loss': 1.0}\n",
     "eval/lm/log_cv_hy-AM_test_predictions.txt": "բարեւ\n",
     "lm_tuning/best.json": "{}",
     "lm_tuning/wer_heatmap.png": b"\x89PNG heatmap",
     "training_curve.png": b"\x89PNG linked from the card",
 }
 SALT_UPLOADED = {
-    "model.safetensors", "language_model/5gram.bin", "language_model/unigrams.txt",
+    "model.safetensors", "language_model/5gram.bin", "language_model/lm.binary", "language_model/unigrams.txt",
     "language_model/attrs.json", "alphabet.json", "trainer_state.json", "all_results.json",
-    "eval/greedy/cv_hy-AM_test_eval_results.txt", "eval/lm/log_cv_hy-AM_test_predictions.txt",
-    "lm_tuning/best.json", "lm_tuning/wer_heatmap.png", "training_curve.png",
+    "eval/greedy/cv_hy-AM_test_eval_results.txt", "eval/greedy/cv_hy-AM_test_eval_summary.json",
+    "eval/lm/log_cv_hy-AM_test_predictions.txt", "lm_tuning/best.json", "lm_tuning/wer_heatmap.png", "training_curve.png",
 }
 CHECKPOINT_UPLOADED = {"checkpoint-100/model.safetensors", "checkpoint-100/trainer_state.json"}
 CARD_IMAGE_LINES = "\n![training curve](training_curve.png)\n![badge](https://img.shields.io/badge/x.svg)\n"
