@@ -28,6 +28,33 @@ def cmd_card(args: argparse.Namespace) -> None:
     print(f"wrote {rebuild_card(args.repo_dir)}")
 
 
+def cmd_lm(args: argparse.Namespace) -> None:
+    from ctcforge.lm import TextSources, build_language_model
+    from ctcforge.lm_tuning import TuningGrid, tune_language_model
+
+    builds = bool(args.text or args.dataset)
+    if not (builds or args.tune_dataset):
+        raise CtcforgeError("give LM text (--text FILE, --dataset D) to build, and/or --tune-dataset to tune")
+    if builds:
+        sources = TextSources(files=args.text or [], dataset=args.dataset, config=args.config, split=args.split,
+                              text_column=args.text_column)
+        build_language_model(args.repo_dir, sources, allow_test_sentences=args.allow_test_sentences,
+                             progress=not args.quiet, **given(order=args.order, memory=args.memory,
+                                                          prune=args.prune and tuple(args.prune)))
+    if args.tune_dataset:
+        grid = TuningGrid(**given(alphas=args.tune_alphas and tuple(args.tune_alphas),
+                                  betas=args.tune_betas and tuple(args.tune_betas),
+                                  beam_widths=args.tune_beam_widths and tuple(args.tune_beam_widths)))
+        tune_language_model(args.repo_dir, args.tune_dataset, args.tune_config, args.tune_split,
+                            text_column=args.text_column, grid=grid, max_clips=args.tune_max_clips,
+                            progress=not args.quiet)
+
+
+def given(**options) -> dict:
+    """The options the user gave; the library's defaults stand for the rest."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from ctcforge.demo import run_demo
 
@@ -98,6 +125,41 @@ def build_parser() -> argparse.ArgumentParser:
                     "generated sections is kept.")
     card.add_argument("repo_dir", type=Path, help="a repo made by `ctcforge new`")
     card.set_defaults(run=cmd_card)
+
+    lm = commands.add_parser(
+        "lm", help="build the repo's n-gram LM (KenLM) and tune its weights on dev data",
+        description="Build language_model/ (lm.binary, unigrams.txt, attrs.json) and alphabet.json, the layout "
+                    "pyctcdecode, eval.py and transformers' pipeline() load, from text passed through the repo's "
+                    "normaliser; test-split sentences are left out. With --tune-dataset, choose alpha, beta and "
+                    "the beam width on a dev split and write lm_tuning/ (wer_grid.csv, wer_heatmap.png, "
+                    "best.json). Tuning alone (no text) re-tunes the LM already built.")
+    lm.add_argument("repo_dir", type=Path, help="a repo made by `ctcforge new`")
+    lm.add_argument("--text", type=Path, nargs="+", action="extend", metavar="FILE",
+                    help="UTF-8 text files, one sentence a line")
+    lm.add_argument("--dataset", help="a dataset (as for eval.py) whose text column joins the LM text")
+    lm.add_argument("--config", help="dataset config (Common Voice locale); default: the repo's language")
+    lm.add_argument("--split", default="train", help="dataset split for LM text (default train)")
+    lm.add_argument("--text-column", default="sentence", help="transcript column (default sentence)")
+    lm.add_argument("--order", type=int, help="n-gram order (default 5)")
+    lm.add_argument("--prune", type=int, nargs="+", metavar="N",
+                    help="lmplz --prune: count thresholds per order, e.g. 0 0 1 drops singleton 3-grams and up")
+    lm.add_argument("--memory", help="lmplz sorting memory (-S), e.g. 10%% or 2G; default 10%%, where lmplz's "
+                                     "own default of 80%% would starve a shared machine")
+    lm.add_argument("--allow-test-sentences", action="store_true",
+                    help="keep sentences of the repo's test split in the LM text (they are left out by default)")
+    lm.add_argument("--tune-dataset", help="dataset whose dev split the LM weights are tuned on")
+    lm.add_argument("--tune-config", help="its config (Common Voice locale)")
+    lm.add_argument("--tune-split", default="dev", help="split to tune on (default dev)")
+    lm.add_argument("--tune-max-clips", type=int, help="tune on the first N clips only")
+    lm.add_argument("--tune-alphas", type=float, nargs="+", metavar="A",
+                    help="LM weights to try (default: 7 from 0 to 2)")
+    lm.add_argument("--tune-betas", type=float, nargs="+", metavar="B",
+                    help="word insertion bonuses to try (default: 6 from 0 to 3)")
+    lm.add_argument("--tune-beam-widths", type=int, nargs="+", metavar="W",
+                    help="beam widths to try (default: 25 50 100); pyctcdecode's defaults (alpha 0.5, beta 1.5, "
+                         "width 100) are always tried")
+    lm.add_argument("--quiet", action="store_true", help="no progress bars")
+    lm.set_defaults(run=cmd_lm)
 
     demo = commands.add_parser(
         "demo", help="the whole life of a repo, offline on the CPU: data, training, LM, eval, card",

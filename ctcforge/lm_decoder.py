@@ -1,0 +1,199 @@
+"""The decoder side of a repo's LM: the alphabet, the LM folder pyctcdecode loads, and the
+preprocessor entry that makes transformers' ASR pipeline load them.
+
+pyctcdecode (`BeamSearchDecoderCTC.load_from_dir(repo)`) wants `alphabet.json` in the repo
+root (`{"labels": [...], "is_bpe": false}`, one label per model output id) and a
+`language_model/` folder of exactly three files: `attrs.json` (alpha, beta,
+unk_score_offset, score_boundary), `unigrams.txt` (one word a line) and one KenLM file
+(.arpa, .bin or .binary); hidden files are ignored, any other file is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ctcforge.errors import CtcforgeError
+from ctcforge.text_normalizer import Normalizer
+
+ALPHABET_FILE = "alphabet.json"
+LM_DIR = "language_model"
+KENLM_FILE = "lm.binary"
+ATTRS_FILE = "attrs.json"
+UNIGRAMS_FILE = "unigrams.txt"
+KENLM_EXTENSIONS = (".arpa", ".bin", ".binary")
+PREPROCESSOR_FILE = "preprocessor_config.json"
+# transformers 5's Wav2Vec2ProcessorWithLM.save_pretrained writes this file, and with it
+# the ASR pipeline no longer finds the processor class and silently decodes greedily.
+NESTED_PROCESSOR_FILE = "processor_config.json"
+LM_PROCESSOR_CLASS = "Wav2Vec2ProcessorWithLM"
+
+
+# ---------------------------------------------------------------------------- the alphabet
+
+
+def decoder_labels(repo: Path, normalize: Normalizer) -> list[str]:
+    """pyctcdecode's labels for the repo's model, after checking that the tokenizer, the
+    model's vocab_size and the decoder alphabet agree; one CtcforgeError names every
+    mismatched token."""
+    from pyctcdecode.alphabet import Alphabet
+    from transformers import AutoTokenizer
+
+    vocab_size = model_vocab_size(repo)
+    tokenizer = AutoTokenizer.from_pretrained(str(repo))
+    token_of_id = {index: token for token, index in tokenizer.get_vocab().items()}
+    problems = vocabulary_problems(token_of_id, vocab_size, tokenizer.pad_token, tokenizer.word_delimiter_token)
+    labels = ctc_labels(token_of_id, vocab_size, tokenizer.pad_token, tokenizer.word_delimiter_token)
+    problems += case_problems(labels, normalize)
+    if problems:
+        raise CtcforgeError(f"{repo}: the tokenizer, config.json (vocab_size {vocab_size}) and the LM decoder "
+                            f"alphabet disagree: {'; '.join(problems)}")
+    # pyctcdecode's own spelling of the labels ([UNK] becomes "⁇"); transformers checks
+    # the tokenizer against exactly these when it loads Wav2Vec2ProcessorWithLM.
+    normalized = Alphabet.build_alphabet(labels).labels
+    if len(normalized) != vocab_size:
+        raise CtcforgeError(f"{repo}: pyctcdecode made {len(normalized)} labels of the {vocab_size} model outputs "
+                            f"(it adds a blank when none of {labels!r} is one)")
+    return normalized
+
+
+def model_vocab_size(repo: Path) -> int:
+    config_path = repo / "config.json"
+    try:
+        return int(json.loads(config_path.read_text(encoding="utf-8"))["vocab_size"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise CtcforgeError(f"{config_path}: no readable vocab_size ({exc})") from exc
+
+
+def vocabulary_problems(token_of_id: dict[int, str], vocab_size: int, pad: str | None,
+                        delimiter: str | None) -> list[str]:
+    """Tokens the model cannot write, output ids without a token, and a missing blank or
+    word delimiter."""
+    problems = []
+    unwritable = sorted((i, t) for i, t in token_of_id.items() if i >= vocab_size)
+    if unwritable:
+        problems.append(f"the tokenizer has {len(token_of_id)} tokens, and the model never writes "
+                        f"{', '.join(f'{t!r} (id {i})' for i, t in unwritable)}; transformers 5 adds <s> and "
+                        "</s> to a Wav2Vec2CTCTokenizer unless tokenizer_config.json sets bos_token and "
+                        "eos_token to null")
+    unnamed = [i for i in range(vocab_size) if i not in token_of_id]
+    if unnamed:
+        problems.append(f"output ids {', '.join(map(str, unnamed[:10]))} have no token in vocab.json")
+    if pad is None or pad not in token_of_id.values():
+        problems.append(f"the pad token {pad!r}, the CTC blank, is not in the vocabulary")
+    if delimiter is None or delimiter not in token_of_id.values():
+        problems.append(f"the word delimiter {delimiter!r} is not in the vocabulary")
+    return problems
+
+
+def ctc_labels(token_of_id: dict[int, str], vocab_size: int, pad: str | None, delimiter: str | None) -> list[str]:
+    """The labels in output-id order: the pad token as the blank "", the word delimiter as
+    a space (the same mapping as eval.py's `ctc_labels`)."""
+    labels = [token_of_id.get(index, "") for index in range(vocab_size)]
+    return ["" if t == pad else " " if t == delimiter else t for t in labels]
+
+
+def case_problems(labels: list[str], normalize: Normalizer) -> list[str]:
+    """Single letters the normaliser changes (an upper-case letter under a lower-casing
+    profile): the LM text never holds them, so words spelt with them never score."""
+    changed = [label for label in labels if len(label) == 1 and not label.isspace() and normalize(label) != label]
+    if not changed:
+        return []
+    return [f"the vocabulary holds {', '.join(repr(c) for c in changed)}, which the repo normaliser rewrites "
+            f"({', '.join(repr(normalize(c)) for c in changed)}), so no LM word can contain them"]
+
+
+def write_alphabet(labels: list[str], repo: Path) -> Path:
+    path = repo / ALPHABET_FILE
+    path.write_text(json.dumps({"labels": labels, "is_bpe": False}, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------------- language_model/
+
+
+def write_attrs(lm_dir: Path, alpha: float, beta: float) -> None:
+    """attrs.json with the LM weights and pyctcdecode's defaults for the rest."""
+    from pyctcdecode.constants import DEFAULT_SCORE_LM_BOUNDARY, DEFAULT_UNK_LOGP_OFFSET
+
+    attrs = {"alpha": float(alpha), "beta": float(beta), "unk_score_offset": DEFAULT_UNK_LOGP_OFFSET,
+             "score_boundary": DEFAULT_SCORE_LM_BOUNDARY}
+    (lm_dir / ATTRS_FILE).write_text(json.dumps(attrs, indent=1) + "\n", encoding="utf-8")
+
+
+def read_attrs(lm_dir: Path) -> dict:
+    return json.loads((lm_dir / ATTRS_FILE).read_text(encoding="utf-8"))
+
+
+def update_attrs(lm_dir: Path, alpha: float, beta: float) -> None:
+    """New weights in an existing attrs.json, its other settings kept."""
+    attrs = {**read_attrs(lm_dir), "alpha": float(alpha), "beta": float(beta)}
+    temporary = lm_dir.parent / f".{ATTRS_FILE}.tmp"  # outside the folder: it must hold 3 files
+    temporary.write_text(json.dumps(attrs, indent=1) + "\n", encoding="utf-8")
+    os.replace(temporary, lm_dir / ATTRS_FILE)
+
+
+def visible_files(folder: Path) -> list[str]:
+    """The names pyctcdecode counts: not hidden, not starting with "__"."""
+    return sorted(name for name in os.listdir(folder) if not name.startswith((".", "__")))
+
+
+def check_language_model_dir(repo: Path) -> None:
+    """Raises a CtcforgeError naming what is missing or extra in the layout pyctcdecode
+    loads: alphabet.json beside language_model/{attrs.json, unigrams.txt, one KenLM file}."""
+    repo = Path(repo)
+    lm_dir = repo / LM_DIR
+    problems = []
+    if not (repo / ALPHABET_FILE).is_file():
+        problems.append(f"{ALPHABET_FILE} is missing from {repo}")
+    if not lm_dir.is_dir():
+        problems.append(f"{lm_dir} is missing")
+    else:
+        problems += lm_dir_problems(lm_dir)
+    if problems:
+        raise CtcforgeError("; ".join(problems))
+
+
+def lm_dir_problems(lm_dir: Path) -> list[str]:
+    found = visible_files(lm_dir)
+    kenlm_files = [name for name in found if os.path.splitext(name)[1] in KENLM_EXTENSIONS]
+    missing = [name for name in (ATTRS_FILE, UNIGRAMS_FILE) if name not in found]
+    if not kenlm_files:
+        missing.append(f"a KenLM file ({', '.join(KENLM_EXTENSIONS)})")
+    # One KenLM file belongs; a second one is as extra as any other file.
+    kept = {ATTRS_FILE, UNIGRAMS_FILE, *kenlm_files[:1]}
+    extra = [name for name in found if name not in kept]
+    if not missing and not extra:
+        return []
+    message = (f"{lm_dir}: expected 3 files ({ATTRS_FILE}, {UNIGRAMS_FILE}, one KenLM file), "
+               f"found {len(found)}: {', '.join(found) or 'none'}")
+    if missing:
+        message += f"; missing: {', '.join(missing)}"
+    if extra:
+        message += f"; extra: {', '.join(extra)}"
+    return [message]
+
+
+# ---------------------------------------------------------------------------- transformers
+
+
+def declare_lm_processor(repo: Path) -> list[str]:
+    """Makes `pipeline("automatic-speech-recognition", model=repo)` decode with the LM on
+    transformers 5: preprocessor_config.json names Wav2Vec2ProcessorWithLM, and no
+    processor_config.json stands beside it. Written by hand, since
+    Wav2Vec2ProcessorWithLM.save_pretrained writes the nested file that turns the LM off.
+    Returns notes on what was changed."""
+    notes = []
+    path = repo / PREPROCESSOR_FILE
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.get("processor_class") != LM_PROCESSOR_CLASS:
+        config["processor_class"] = LM_PROCESSOR_CLASS
+        path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        notes.append(f"{PREPROCESSOR_FILE}: processor_class set to {LM_PROCESSOR_CLASS}")
+    nested = repo / NESTED_PROCESSOR_FILE
+    if nested.exists():
+        nested.unlink()
+        notes.append(f"removed {NESTED_PROCESSOR_FILE}: with it, transformers 5's ASR pipeline ignores the "
+                     "LM and decodes greedily")
+    return notes

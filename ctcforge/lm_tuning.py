@@ -1,0 +1,367 @@
+"""LM weight tuning: the alpha, beta and beam width that decode a dev split best.
+
+The acoustic model runs once over the dev split (batched, without gradients) and its
+log-probabilities are cached in `.ctcforge-cache/dev_logits-<key>.npz`, keyed by the model
+weights and the dataset, so a rebuilt LM is tuned again without running the model. Every
+cell of the grid decodes the cached log-probs with the repo's LM, loaded as eval.py and
+transformers load it and searched as they search it (the best beam of pyctcdecode's
+`decode_beams`), in a pool of forked processes; WER and CER come from the repo's own
+eval.py (`error_rates`) with the repo's normaliser. The grid always holds pyctcdecode's
+defaults (alpha 0.5, beta 1.5, beam width 100), so the chosen weights are never worse
+than them on the dev split.
+
+Written into the repo: the best alpha and beta in `language_model/attrs.json`, and in
+`lm_tuning/`: `wer_grid.csv` (alpha,beta,beam_width,wer,cer), `wer_heatmap.png` (WER over
+alpha x beta at the best beam width) and `best.json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+
+from ctcforge.errors import CtcforgeError
+from ctcforge.lm import CACHE_DIR, TUNING_DIR, default_weights
+from ctcforge.lm_decoder import LM_DIR, PREPROCESSOR_FILE, check_language_model_dir, update_attrs
+from ctcforge.lm_text import repo_normalizer
+from ctcforge.repo_modules import repo_script_module
+
+DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+DEFAULT_BETAS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+DEFAULT_BEAM_WIDTHS = (25, 50, 100)
+CACHE_VERSION = 1
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+MIN_SECONDS = 0.1  # shorter dev clips hold no speech worth tuning on, and can give no frames
+
+
+@dataclass(frozen=True)
+class TuningGrid:
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    betas: tuple[float, ...] = DEFAULT_BETAS
+    beam_widths: tuple[int, ...] = DEFAULT_BEAM_WIDTHS
+
+    def with_defaults(self) -> "TuningGrid":
+        """The grid with pyctcdecode's defaults added, so they are always compared."""
+        alpha, beta = default_weights()
+        return TuningGrid(tuple(sorted({*map(float, self.alphas), alpha})),
+                          tuple(sorted({*map(float, self.betas), beta})),
+                          tuple(sorted({*map(int, self.beam_widths), default_beam_width()})))
+
+    def cells(self) -> list[tuple[float, float, int]]:
+        return list(product(self.alphas, self.betas, self.beam_widths))
+
+
+@dataclass(frozen=True)
+class Score:
+    alpha: float
+    beta: float
+    beam_width: int
+    wer: float
+    cer: float
+
+
+@dataclass
+class DevSet:
+    """The dev split as tuning needs it: one (frames, labels) log-prob array per clip, its
+    normalised reference, and its greedy text as eval.py and the pipeline make it."""
+
+    log_probs: list[np.ndarray]
+    references: list[str]
+    greedy: list[str]
+
+
+def default_beam_width() -> int:
+    from pyctcdecode.constants import DEFAULT_BEAM_WIDTH
+
+    return DEFAULT_BEAM_WIDTH
+
+
+def tune_language_model(repo: Path, dataset: str, config: str | None, split: str = "dev", *,
+                        text_column: str = "sentence", grid: TuningGrid = TuningGrid(),
+                        max_clips: int | None = None, batch_size: int = 8, progress: bool = True,
+                        log=print) -> dict:
+    """Tunes the repo's LM weights on a dev split; returns what best.json holds."""
+    repo = Path(repo)
+    try:
+        check_language_model_dir(repo)
+    except CtcforgeError as exc:
+        raise CtcforgeError(f"{exc}; build the LM first: ctcforge lm {repo} --text FILE") from exc
+    grid = grid.with_defaults()
+    normalizer = repo_normalizer(repo)
+    config = config or normalizer.profile.get("code")  # as for `ctcforge new --dataset`
+    dev = cached_dev_set(repo, dataset, config, split, text_column, normalizer, max_clips, batch_size, log)
+    with repo_script_module(repo, "eval.py") as evaluation:
+        error_rates = evaluation.error_rates  # WER and CER exactly as the repo's eval.py scores them
+    scores = score_grid(repo, dev, grid, normalizer, error_rates, progress)
+    greedy_wer, greedy_cer = error_rates(dev.references, dev.greedy, normalizer)
+    best = best_score(scores)
+    default = next(s for s in scores if (s.alpha, s.beta, s.beam_width) == (*default_weights(),
+                                                                            default_beam_width()))
+    update_attrs(repo / LM_DIR, best.alpha, best.beta)
+    summary = {**asdict(best), "greedy_wer": greedy_wer, "greedy_cer": greedy_cer, "default_wer": default.wer,
+               "default_cer": default.cer, "dev_clips": len(dev.references), "dataset": dataset,
+               "config": config, "split": split}
+    write_tuning_files(repo / TUNING_DIR, scores, best, summary)
+    log(f"tuned on {len(dev.references)} {split} clips: alpha {best.alpha}, beta {best.beta}, beam width "
+        f"{best.beam_width}: WER {best.wer:.4f} (defaults {default.wer:.4f}, greedy {greedy_wer:.4f}); "
+        f"wrote {repo / LM_DIR / 'attrs.json'} and {repo / TUNING_DIR}/")
+    return summary
+
+
+# ---------------------------------------------------------------------------- dev log-probs
+
+
+def cached_dev_set(repo: Path, dataset: str, config: str | None, split: str, text_column: str, normalizer,
+                   max_clips: int | None, batch_size: int, log) -> DevSet:
+    from ctcforge.speech_data import DatasetError, load_speech_dataset
+
+    sampling_rate = json.loads((repo / PREPROCESSOR_FILE).read_text(encoding="utf-8"))["sampling_rate"]
+    try:
+        rows = load_speech_dataset(dataset, config, split, text_column=text_column, sampling_rate=sampling_rate)
+    except DatasetError as exc:
+        raise CtcforgeError(str(exc)) from exc
+    if max_clips is not None:
+        rows = rows.select(range(min(max_clips, len(rows))))
+    path = repo / CACHE_DIR / f"dev_logits-{cache_key(repo, dataset, config, split, rows[text_column])}.npz"
+    if path.is_file():
+        log(f"{split} log-probs from {path}")
+        return load_dev_set(path)
+    dev = compute_dev_set(repo, rows, text_column, normalizer, batch_size, log)
+    if not dev.references:
+        raise CtcforgeError(f"no clip of {dataset} ({split}) could be decoded; see the skipped clips above")
+    save_dev_set(dev, path)
+    log(f"{split} log-probs of {len(dev.references)} clips cached in {path}")
+    return dev
+
+
+def cache_key(repo: Path, dataset: str, config: str | None, split: str, texts: list[str]) -> str:
+    """What the log-probs depend on: the weights (by size and modification time: hashing
+    gigabytes of weights would cost more than it saves), the model and feature extractor
+    settings, and the dataset's name, split and text."""
+    digest = hashlib.sha256(f"v{CACHE_VERSION}\n".encode())
+    for path in sorted(repo.iterdir()):
+        if path.suffix in WEIGHT_SUFFIXES and path.is_file():
+            stat = path.stat()
+            digest.update(f"{path.name} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+    digest.update((repo / "config.json").read_bytes())
+    features = json.loads((repo / PREPROCESSOR_FILE).read_text(encoding="utf-8"))
+    features.pop("processor_class", None)  # set by `ctcforge lm`; the log-probs do not depend on it
+    digest.update(json.dumps(features, sort_keys=True).encode())
+    local = Path(dataset).expanduser()
+    digest.update(json.dumps([str(local.resolve()) if local.is_dir() else dataset, config, split]).encode())
+    for text in texts:
+        digest.update((text or "").encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def compute_dev_set(repo: Path, rows, text_column: str, normalizer, batch_size: int, log) -> DevSet:
+    """Each usable clip's log-probs (one batched forward pass per batch, no gradients),
+    normalised reference and greedy text. Clips with no words in their normalised
+    reference, or with audio that cannot be read or is too short, are skipped and counted."""
+    import torch
+    from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
+
+    features = AutoFeatureExtractor.from_pretrained(str(repo))
+    tokenizer = AutoTokenizer.from_pretrained(str(repo))
+    model = AutoModelForCTC.from_pretrained(str(repo)).eval()
+    clips, skipped = readable_clips(rows, text_column, normalizer, features.sampling_rate)
+    if skipped:
+        log(f"skipped {sum(skipped.values())} clips: "
+            + ", ".join(f"{count} {reason}" for reason, count in skipped.most_common()))
+    # Without attention masks, padding changes what a model hears (group-norm wav2vec2):
+    # those models see one clip a pass. Length-sorted batches pad little.
+    per_pass = batch_size if getattr(features, "return_attention_mask", False) else 1
+    order = sorted(range(len(clips)), key=lambda i: len(clips[i][1]))
+    log_probs: list[np.ndarray] = [None] * len(clips)
+    with torch.inference_mode():
+        for start in range(0, len(order), per_pass):
+            batch = order[start:start + per_pass]
+            inputs = features([clips[i][1] for i in batch], sampling_rate=features.sampling_rate, padding=True,
+                              return_attention_mask=True, return_tensors="pt")
+            logits = model(**inputs).logits.float()
+            frames = model._get_feat_extract_output_lengths(inputs["attention_mask"].sum(-1)).tolist()
+            for index, clip_log_probs, length in zip(batch, torch.log_softmax(logits, -1).numpy(), frames):
+                log_probs[index] = clip_log_probs[:length]
+    # Greedy text as eval.py and the pipeline make it: the CTC tokenizer merges repeats,
+    # drops blanks and turns the word delimiter into a space.
+    greedy = [normalizer(tokenizer.decode(lp.argmax(-1).tolist())) for lp in log_probs]
+    return DevSet(log_probs=log_probs, references=[reference for reference, _ in clips], greedy=greedy)
+
+
+def readable_clips(rows, text_column: str, normalizer, sampling_rate: int):
+    """(normalised reference, audio) of each usable row, and a count of the others by reason."""
+    clips, skipped = [], Counter()
+    for row, text in enumerate(rows[text_column]):
+        reference = normalizer(text or "")
+        if not normalizer.split_words(reference):
+            skipped["with no words after normalisation"] += 1
+            continue
+        try:
+            audio = rows[row]["audio"]["array"]
+        except Exception:  # torchcodec raises several types for broken files
+            skipped["with unreadable audio"] += 1
+            continue
+        if len(audio) < MIN_SECONDS * sampling_rate:
+            skipped[f"shorter than {MIN_SECONDS} s"] += 1
+            continue
+        clips.append((reference, np.asarray(audio, dtype=np.float32)))
+    return clips, skipped
+
+
+def save_dev_set(dev: DevSet, path: Path) -> None:
+    path.parent.mkdir(exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(temporary, frames=np.concatenate(dev.log_probs),
+             lengths=np.array([len(lp) for lp in dev.log_probs]),
+             references=np.array(dev.references, dtype=str), greedy=np.array(dev.greedy, dtype=str))
+    os.replace(temporary, path)
+
+
+def load_dev_set(path: Path) -> DevSet:
+    with np.load(path, allow_pickle=False) as saved:
+        ends = np.cumsum(saved["lengths"])
+        log_probs = np.split(saved["frames"], ends[:-1])
+        return DevSet(log_probs=log_probs, references=saved["references"].tolist(),
+                      greedy=saved["greedy"].tolist())
+
+
+# ---------------------------------------------------------------------------- the grid
+
+
+def score_grid(repo: Path, dev: DevSet, grid: TuningGrid, normalizer, error_rates, progress: bool) -> list[Score]:
+    """WER and CER of every grid cell, decoded in a fork pool, one cell a task."""
+    from tqdm.auto import tqdm
+
+    decoder = load_decoder(repo)
+    cells = grid.cells()
+    scores = []
+    with decoding_pool(decoder, dev.log_probs, len(cells)) as decode_cell, \
+            tqdm(total=len(cells), desc="LM grid", disable=not progress, leave=False) as bar:
+        for (alpha, beta, beam_width), predictions in decode_cell(cells):
+            wer, cer = error_rates(dev.references, [normalizer(p) for p in predictions], normalizer)
+            scores.append(Score(alpha, beta, beam_width, wer, cer))
+            bar.update(1)
+    return sorted(scores, key=lambda s: (s.beam_width, s.alpha, s.beta))
+
+
+def load_decoder(repo: Path):
+    """The decoder exactly as eval.py and transformers load it, without pyctcdecode's
+    warnings about small vocabularies."""
+    from pyctcdecode import BeamSearchDecoderCTC
+
+    pyctcdecode_log = logging.getLogger("pyctcdecode")
+    level = pyctcdecode_log.level
+    pyctcdecode_log.setLevel(logging.ERROR)
+    try:
+        return BeamSearchDecoderCTC.load_from_dir(str(repo))
+    finally:
+        pyctcdecode_log.setLevel(level)
+
+
+# The decoder and log-probs a pool worker decodes; inherited through fork, never pickled.
+_worker_decoder = None
+_worker_log_probs: list = []
+
+
+def _set_worker_state(decoder, log_probs) -> None:
+    global _worker_decoder, _worker_log_probs
+    _worker_decoder, _worker_log_probs = decoder, log_probs
+
+
+def _decode_cell(cell: tuple[float, float, int]):
+    alpha, beta, beam_width = cell
+    _worker_decoder.reset_params(alpha=float(alpha), beta=float(beta))
+    # The best beam of decode_beams, as transformers' pipeline and eval.py decode (decode()
+    # prunes beam histories and can end on another beam).
+    return cell, [_worker_decoder.decode_beams(lp, beam_width=beam_width)[0][0] for lp in _worker_log_probs]
+
+
+@contextlib.contextmanager
+def decoding_pool(decoder, log_probs: list[np.ndarray], tasks: int):
+    """A function mapping grid cells to (cell, predictions), in completion order.
+
+    The workers are forked: pyctcdecode keeps the KenLM model in a class-level registry,
+    which fork shares and pickling would not; and weights set in the parent after the
+    fork would not reach a worker, so each task sets its own cell's weights. One
+    process per core, at most one per task; with one, no pool at all.
+    """
+    processes = min(os.cpu_count() or 1, tasks)
+    _set_worker_state(decoder, log_probs)
+    if processes == 1:
+        yield lambda cells: map(_decode_cell, cells)
+        return
+    pool = multiprocessing.get_context("fork").Pool(processes, _set_worker_state, (decoder, log_probs))
+    try:
+        yield lambda cells: pool.imap_unordered(_decode_cell, cells)
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def best_score(scores: list[Score]) -> Score:
+    """Lowest WER, then CER; ties go to the smaller beam (faster), then to the weights
+    nearest pyctcdecode's defaults."""
+    alpha, beta = default_weights()
+    return min(scores, key=lambda s: (s.wer, s.cer, s.beam_width, abs(s.alpha - alpha) + abs(s.beta - beta)))
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+def write_tuning_files(folder: Path, scores: list[Score], best: Score, summary: dict) -> None:
+    folder.mkdir(exist_ok=True)
+    with open(folder / "wer_grid.csv", "w", encoding="utf-8", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["alpha", "beta", "beam_width", "wer", "cer"])
+        writer.writerows([s.alpha, s.beta, s.beam_width, s.wer, s.cer] for s in scores)
+    draw_heatmap([s for s in scores if s.beam_width == best.beam_width], best, folder / "wer_heatmap.png")
+    (folder / "best.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def draw_heatmap(scores: list[Score], best: Score, path: Path) -> None:
+    """WER over alpha (rows) x beta (columns), each cell labelled, the best one outlined.
+    A bare Figure renders with Agg and leaves pyplot's global backend alone."""
+    from matplotlib.figure import Figure
+
+    alphas = sorted({s.alpha for s in scores})
+    betas = sorted({s.beta for s in scores})
+    wer = np.full((len(alphas), len(betas)), np.nan)
+    for s in scores:
+        wer[alphas.index(s.alpha), betas.index(s.beta)] = s.wer
+    figure = Figure(figsize=(1.5 + 0.8 * len(betas), 1.2 + 0.6 * len(alphas)), layout="constrained")
+    axes = figure.subplots()
+    image = axes.imshow(wer, cmap="viridis_r", aspect="auto", origin="lower")
+    for (row, column), value in np.ndenumerate(wer):
+        # viridis_r is light at low WER: dark text there, light text on the dark cells
+        dark_cell = image.norm(value) > 0.5
+        axes.text(column, row, f"{value:.3f}", ha="center", va="center", fontsize=7,
+                  color="white" if dark_cell else "black")
+    default_alpha, default_beta = default_weights()
+    if default_alpha in alphas and default_beta in betas:
+        outline_cell(axes, alphas.index(default_alpha), betas.index(default_beta), "grey", "--")
+    outline_cell(axes, alphas.index(best.alpha), betas.index(best.beta), "red", "-")
+    axes.set_xticks(range(len(betas)), [f"{b:g}" for b in betas])
+    axes.set_yticks(range(len(alphas)), [f"{a:g}" for a in alphas])
+    axes.set_xlabel("beta (word insertion bonus)")
+    axes.set_ylabel("alpha (LM weight)")
+    axes.set_title(f"dev WER at beam width {best.beam_width}\nbest: red; pyctcdecode defaults: dashed", fontsize=9)
+    figure.colorbar(image, ax=axes, label="WER")
+    figure.savefig(path, dpi=100)
+
+
+def outline_cell(axes, row: int, column: int, colour: str, style: str) -> None:
+    from matplotlib.patches import Rectangle
+
+    axes.add_patch(Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, edgecolor=colour, linestyle=style,
+                             linewidth=2.5))
