@@ -8,32 +8,53 @@ numbers in model cards of that time and of this repo compare like for like:
 
 - `{dataset_id}_eval_results.txt` holds "WER: {wer}\\nCER: {cer}" (fractions);
 - with --log_outputs, `log_{dataset_id}_predictions.txt` and `log_{dataset_id}_targets.txt`
-  hold, for each clip, its row number in the split on one line and its text on the next.
+  hold, for each evaluated clip, its row number in the split on one line and its text on
+  the next.
+
+It also writes `{dataset_id}_eval_summary.json`: the decoder used ("greedy" or "lm", with
+the LM's alpha, beta and beam width), the word split WER used, how many clips there were,
+how many were evaluated, every skipped row with its reason, the seconds of audio
+evaluated and the seconds the evaluation took. Every file is written atomically.
 
 What changed since 2022, and why:
 
 - targets *and* predictions pass the repo's own normaliser (`text_normalizer.py`), the
   one training used; WER counts the words that normaliser defines (fugashi morphemes
   for Japanese, characters for languages written without spaces);
-- clips with an empty reference after normalisation, or with audio that cannot be
-  decoded, are skipped with a reason and counted instead of stopping the run;
-- clips are batched when the feature extractor returns attention masks (padding then
-  changes nothing); models without them see one clip at a time;
+- a clip whose reference is empty, or whose audio is missing, empty, undecodable,
+  truncated or too short for the model, is skipped with its reason and counted instead
+  of stopping the run; stereo is averaged to mono and other sampling rates are resampled;
+- --num_workers processes decode the audio and run the feature extractor while the
+  model runs;
+- clips are read in windows of a few hundred, sorted by length inside the window and
+  batched, so padding stays small and memory stays bounded however long the split is.
+  Models whose feature extractor returns no attention mask (group-norm wav2vec2) change
+  their output when a clip is padded: for them only clips of equal length share a batch.
+  Either way each prediction is the one the clip gets alone, the one `pipeline()` gives;
 - the n-gram LM is applied by calling pyctcdecode directly, because transformers
-  deprecated its LM support (to be removed in v6);
+  deprecated its LM support (to be removed in v6), in a pool of --num_workers forked
+  processes; the search is the pipeline's (`decode_beams`, best beam);
 - --chunk_length_s cuts long clips the way transformers' ASR pipeline does, here in
-  this file so that the LM decoder gets the joined log-probabilities too.
+  this file so that chunks are batched like clips and the LM decoder gets the joined
+  logits too.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
+import time
+import warnings
 from collections import Counter
+from typing import NamedTuple
 
+import datasets
 import jiwer
 import numpy as np
 import torch
@@ -44,6 +65,21 @@ from speech_data import DatasetError, dataset_id, load_speech_dataset
 
 LANGUAGE_MODEL_DIR = "language_model"
 KENLM_EXTENSIONS = (".bin", ".binary", ".arpa")
+# Clips read ahead, sorted by length and batched together: this many batches' worth.
+WINDOW_BATCHES = 32
+# A clip decoding to less than this share of the duration its header declares (and at
+# least TRUNCATION_MIN_SECONDS less) is taken for a file cut short.
+TRUNCATION_SHARE = 0.9
+TRUNCATION_MIN_SECONDS = 0.1
+
+# Why a clip is skipped; the summary counts clips by these.
+EMPTY_REFERENCE = "empty reference"
+REFERENCE_EMPTY_AFTER_NORMALISATION = "reference empty after normalisation"
+MISSING_AUDIO = "missing audio file"
+EMPTY_AUDIO_FILE = "empty audio file"
+UNREADABLE_AUDIO = "unreadable audio"
+TRUNCATED_AUDIO = "truncated audio"
+TOO_SHORT = "audio too short for the model"
 
 
 def parse_args() -> argparse.Namespace:
@@ -77,42 +113,110 @@ def parse_args() -> argparse.Namespace:
         default="auto",
         help="auto: the n-gram LM when the model folder has a non-empty language_model/, else greedy.",
     )
+    parser.add_argument(
+        "--num_workers",
+        type=int,
+        default=default_num_workers(),
+        help="Processes decoding audio, and processes running the LM beam search"
+        " (default: the CPUs this process may use, at most 16; 0 decodes in this process).",
+    )
     parser.add_argument("--max_samples", type=int, default=None, help="Evaluate only the first N rows.")
     parser.add_argument("--output_dir", type=str, default=".", help="Where the result and log files go.")
     args = parser.parse_args()
     if args.stride_length_s is not None and args.chunk_length_s is None:
         parser.error("--stride_length_s needs --chunk_length_s")
+    if args.batch_size < 1:
+        parser.error("--batch_size must be at least 1")
+    if args.num_workers < 0:
+        parser.error("--num_workers must be 0 or more")
     return args
 
 
-class Transcriber:
-    """Turns 1-D float arrays at the model's sampling rate into text with a CTC model."""
+def default_num_workers() -> int:
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(usable or 1, 16)
 
-    def __init__(self, model_id: str, device: torch.device, batch_size: int):
-        self.feature_extractor = AutoFeatureExtractor.from_pretrained(model_id)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_id)
-        self.model = AutoModelForCTC.from_pretrained(model_id).to(device).eval()
-        self.device = device
-        self.batch_size = batch_size
-        # Without attention masks, padding a clip changes what the model hears
-        # (group-norm wav2vec2 models); such models get one clip per forward pass.
-        self.pads_safely = bool(getattr(self.feature_extractor, "return_attention_mask", False))
-        self.beam_decoder = None
+
+# ---------------------------------------------------------------------------------------
+# Reading audio
+# ---------------------------------------------------------------------------------------
+
+
+class UnusableAudio(Exception):
+    """A clip that cannot be evaluated; `reason` is one of the skip reasons above."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason} ({detail})" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def read_audio(value: dict, audio: datasets.Audio) -> np.ndarray:
+    """The samples of one undecoded `audio` cell, mono float32 at `audio.sampling_rate`.
+
+    Decoding goes through `datasets` (torchcodec), which resamples. Channels are kept
+    there and averaged here: torchcodec's own down-mix to one channel adds the channels
+    and scales by 1/sqrt(2) rather than averaging them.
+    """
+    path, data = value.get("path"), value.get("bytes")
+    if data is None and path and "://" not in path:
+        if not os.path.exists(path):
+            raise UnusableAudio(MISSING_AUDIO, path)
+        if os.path.getsize(path) == 0:
+            raise UnusableAudio(EMPTY_AUDIO_FILE, path)
+    try:
+        decoder = audio.decode_example(value)
+        samples = decoder.get_all_samples().data.numpy()
+    except Exception as error:  # torchcodec raises several types for broken files
+        raise UnusableAudio(UNREADABLE_AUDIO, first_line(error)) from None
+    seconds = samples.shape[-1] / audio.sampling_rate
+    declared = decoder.metadata.duration_seconds_from_header
+    if declared and seconds < TRUNCATION_SHARE * declared and declared - seconds > TRUNCATION_MIN_SECONDS:
+        raise UnusableAudio(TRUNCATED_AUDIO, f"decoded {seconds:.2f} s of the {declared:.2f} s its header declares")
+    return samples.mean(axis=0, dtype=np.float32) if samples.ndim == 2 else samples.astype(np.float32)
+
+
+def first_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}".splitlines()[0]
+
+
+class Piece(NamedTuple):
+    """One forward-pass input: a clip, or a chunk of one, through the feature extractor."""
+
+    features: dict[str, np.ndarray]  # unbatched, as the feature extractor made it alone
+    length: int  # its length in model input steps (samples, or feature frames)
+    stride: tuple[int, int, int] | None  # a chunk's (samples, left, right) stride; None: a whole clip
+
+
+class ReadClip(NamedTuple):
+    row: int
+    samples: int
+    pieces: list[Piece]  # empty when skipped
+    reason: str | None = None  # why it is skipped
+    detail: str = ""
+
+
+class Preprocessor:
+    """Turns a clip into what the model sees of it, as transformers' ASR pipeline does:
+    the clip, or with chunking on its overlapping chunks, each through the feature
+    extractor on its own. Padding to a batch comes later and is undone by each piece's
+    own length, so every clip gets the frames it gets alone. Holds no model, so it is
+    cheap to hand to the audio-reading workers, where it runs."""
+
+    def __init__(self, feature_extractor, samples_per_frame: int):
+        self.feature_extractor = feature_extractor
+        self.samples_per_frame = samples_per_frame
+        self.min_samples = 1
         self.chunk_samples = self.stride_samples = None
 
     @property
     def sampling_rate(self) -> int:
         return self.feature_extractor.sampling_rate
 
-    @property
-    def samples_per_frame(self) -> int:
-        """Input samples per output frame (320 for wav2vec2), the unit chunks are aligned to."""
-        return getattr(self.model.config, "inputs_to_logits_ratio", 1)
-
     def use_chunks(self, chunk_length_s: float, stride_length_s: float | None) -> None:
         """Cut clips longer than `chunk_length_s` into overlapping chunks, with the
-        arithmetic of transformers' ASR pipeline (stride defaults to a sixth of the chunk,
-        both rounded to whole output frames)."""
+        arithmetic of the pipeline (stride defaults to a sixth of the chunk, both rounded
+        to whole output frames)."""
         if stride_length_s is None:
             stride_length_s = chunk_length_s / 6
         self.chunk_samples = self.whole_frames(chunk_length_s)
@@ -124,87 +228,212 @@ class Transcriber:
         frames = round(seconds * self.sampling_rate / self.samples_per_frame)
         return int(frames * self.samples_per_frame)
 
-    def use_language_model(self, beam_decoder) -> None:
-        alphabet_size = len(beam_decoder._alphabet.labels)  # pyctcdecode 0.5 keeps it private
-        if alphabet_size != self.model.config.vocab_size:
-            raise ValueError(
-                f"the LM decoder's alphabet has {alphabet_size} labels but the model writes "
-                f"{self.model.config.vocab_size}; rebuild alphabet.json from vocab.json"
-            )
-        self.beam_decoder = beam_decoder
-
-    def too_short(self, array: np.ndarray) -> bool:
-        """True for audio too short to give the model a single output frame."""
-        if len(array) == 0:
-            return True
-        if self.model.main_input_name != "input_values":
-            return False  # feature-based models: the feature extractor decides
-        frames = self.model._get_feat_extract_output_lengths(torch.tensor(len(array)))
-        return int(frames) < 1
-
-    def transcribe(self, arrays: list[np.ndarray]) -> list[str]:
-        return [self.decode(log_probs) for log_probs in self.log_probs(arrays)]
-
-    def decode(self, log_probs: np.ndarray) -> str:
-        if self.beam_decoder is not None:
-            return self.beam_decoder.decode(log_probs)
-        # The CTC tokenizer merges repeats, drops blanks and turns "|" into spaces.
-        return self.tokenizer.decode(log_probs.argmax(axis=-1).tolist())
-
-    def log_probs(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """Per clip, a (frames, vocab) array of log-probabilities, in the order given.
-        Clips up to one chunk long are batched together; longer ones are chunked."""
-        is_long = [self.chunk_samples is not None and len(a) > self.chunk_samples for a in arrays]
-        short_clips = iter(self.forward([a for a, long in zip(arrays, is_long) if not long]))
-        return [self.chunked_log_probs(a) if long else next(short_clips) for a, long in zip(arrays, is_long)]
-
-    def forward(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """Log-probabilities of each array, in batches, cut to the array's own length."""
-        per_pass = self.batch_size if self.pads_safely else 1
-        results: list[np.ndarray] = []
-        for start in range(0, len(arrays), per_pass):
-            results += self.forward_batch(arrays[start : start + per_pass])
-        return results
-
-    @torch.inference_mode()
-    def forward_batch(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        inputs = self.feature_extractor(
-            arrays, sampling_rate=self.sampling_rate, padding=True, return_tensors="pt"
-        )
-        logits = self.model(**inputs.to(self.device)).logits
-        log_probs = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
-        if "attention_mask" not in inputs:
-            return list(log_probs)
-        # Frames computed from padding are no part of the clip.
-        frames = self.model._get_feat_extract_output_lengths(inputs["attention_mask"].sum(-1).cpu())
-        return [clip[:n] for clip, n in zip(log_probs, frames.tolist())]
-
-    def chunked_log_probs(self, array: np.ndarray) -> np.ndarray:
-        """A long clip's log-probabilities from overlapping chunks.
-
-        Each chunk but the first drops the frames of its left stride and each but the last
-        those of its right stride, so every kept frame saw context on both sides; the kept
-        frames are joined in order. Same cuts as transformers' ASR pipeline.
-        """
+    def pieces(self, array: np.ndarray) -> list[Piece]:
+        """The clip whole, or with chunking on the pieces the pipeline's `chunk_iter`
+        cuts (a clip up to a chunk long being one chunk)."""
+        if self.chunk_samples is None:
+            return [self.piece(array, None)]
         step = self.chunk_samples - 2 * self.stride_samples
-        chunks, strides = [], []
+        pieces = []
         for start in range(0, len(array), step):
             chunk = array[start : start + self.chunk_samples]
             is_last = start + self.chunk_samples >= len(array)
             left = 0 if start == 0 else self.stride_samples
             right = 0 if is_last else self.stride_samples
             if len(chunk) > left:
-                chunks.append(chunk)
-                strides.append((len(chunk), left, right))
+                pieces.append(self.piece(chunk, (len(chunk), left, right)))
             if is_last:
                 break
+        return pieces
+
+    def piece(self, array: np.ndarray, stride: tuple[int, int, int] | None) -> Piece:
+        # An attention mask whatever the model, as the pipeline asks for one.
+        batch = self.feature_extractor(array, sampling_rate=self.sampling_rate, return_attention_mask=True)
+        features = {name: values[0] for name, values in batch.items()}
+        return Piece(features, len(features[self.feature_extractor.model_input_names[0]]), stride)
+
+
+class ClipReader(torch.utils.data.Dataset):
+    """The listed rows of a dataset, decoded and preprocessed where a DataLoader worker
+    runs it. A clip that cannot be used comes back with the reason instead of raising,
+    so one broken file never ends the run."""
+
+    def __init__(self, dataset: datasets.Dataset, rows: list[int], preprocessor: Preprocessor):
+        # Undecoded cells: the worker decodes, and needs the path to tell a missing
+        # file from a broken one.
+        self.cells = dataset.select_columns(["audio"]).cast_column("audio", datasets.Audio(decode=False))
+        self.audio = datasets.Audio(sampling_rate=preprocessor.sampling_rate)
+        self.rows = rows
+        self.preprocessor = preprocessor
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple:
+        """A ReadClip as plain tuples, which pickle back from a worker whatever name this
+        script runs under."""
+        row = self.rows[index]
+        try:
+            array = read_audio(self.cells[row]["audio"], self.audio)
+        except UnusableAudio as unusable:
+            return row, 0, [], unusable.reason, unusable.detail
+        if len(array) < self.preprocessor.min_samples:
+            detail = f"{len(array)} samples, the model needs {self.preprocessor.min_samples}"
+            return row, len(array), [], TOO_SHORT, detail
+        return row, len(array), [tuple(piece) for piece in self.preprocessor.pieces(array)]
+
+
+def as_read(item: tuple) -> tuple:
+    """The DataLoader's collate function: clips come one at a time, arrays untouched."""
+    return item
+
+
+def read_clips(reader: ClipReader, num_workers: int, read_ahead: int):
+    """The reader's clips in row order, prepared by `num_workers` processes that keep up
+    to `read_ahead` clips ready while the model works."""
+    per_worker = -(-read_ahead // num_workers) if num_workers else None
+    loader = torch.utils.data.DataLoader(
+        reader, batch_size=None, collate_fn=as_read, num_workers=num_workers, prefetch_factor=per_worker
+    )
+    for row, samples, pieces, *skipped in loader:
+        yield ReadClip(row, samples, [Piece(*piece) for piece in pieces], *skipped)
+
+
+# ---------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------
+
+
+class Transcriber:
+    """Turns clips into text with a CTC model, giving each clip the text
+    `pipeline("automatic-speech-recognition")` gives it."""
+
+    def __init__(self, model_id: str, device: torch.device, batch_size: int):
+        feature_extractor = AutoFeatureExtractor.from_pretrained(model_id)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_id)
+        self.model = AutoModelForCTC.from_pretrained(model_id).to(device).eval()
+        self.device = device
+        self.batch_size = batch_size
+        # Without attention masks, padding a clip changes what the model hears
+        # (group-norm wav2vec2 models): such models only batch clips of equal length.
+        self.pads_safely = bool(getattr(feature_extractor, "return_attention_mask", False))
+        self.beam_search: BeamSearch | None = None
+        # Input samples per output frame (320 for wav2vec2), the unit chunks align to.
+        samples_per_frame = getattr(self.model.config, "inputs_to_logits_ratio", 1)
+        self.preprocessor = Preprocessor(feature_extractor, samples_per_frame)
+        self.preprocessor.min_samples = self.shortest_transcribable_length()
+
+    @property
+    def feature_extractor(self):
+        return self.preprocessor.feature_extractor
+
+    @property
+    def sampling_rate(self) -> int:
+        return self.preprocessor.sampling_rate
+
+    def check_alphabet(self, decoder) -> None:
+        """pyctcdecode needs one label per model output; it would fail on the first clip."""
+        alphabet_size = len(decoder._alphabet.labels)  # pyctcdecode 0.5 keeps it private
+        if alphabet_size != self.model.config.vocab_size:
+            raise ValueError(
+                f"the LM decoder's alphabet has {alphabet_size} labels but the model writes "
+                f"{self.model.config.vocab_size}; rebuild alphabet.json from vocab.json"
+            )
+
+    def shortest_transcribable_length(self) -> int:
+        """The fewest samples that give the model one unmasked output frame, found once by
+        bisection: the feature extractor's window and the model's strides decide it."""
+        low, high = 1, self.sampling_rate  # a second of audio always gives frames
+        while low < high:
+            middle = (low + high) // 2
+            if self.output_frames(middle) >= 1:
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
+    def output_frames(self, samples: int) -> int:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")  # silence on zeros, e.g. the variance of one frame
+            try:
+                inputs = self.feature_extractor(
+                    np.zeros(samples, dtype=np.float32),
+                    sampling_rate=self.sampling_rate,
+                    return_attention_mask=True,
+                    return_tensors="pt",
+                )
+            except ValueError:  # too short to make a single feature frame
+                return 0
+        return int(self.model._get_feat_extract_output_lengths(inputs["attention_mask"].sum(-1)))
+
+    def transcribe(self, arrays: list[np.ndarray]) -> list[str]:
+        """The text of each 1-D float array at the model's sampling rate, in order."""
+        return self.transcribe_pieces([self.preprocessor.pieces(array) for array in arrays])
+
+    def transcribe_pieces(self, clips: list[list[Piece]]) -> list[str]:
+        """The text of each clip, given as its pieces, in order."""
+        pieces = [piece for clip in clips for piece in clip]
+        outputs = iter(self.run_model(pieces))
+        per_clip = [self.join([(next(outputs), piece.stride) for piece in clip]) for clip in clips]
+        if self.beam_search is not None:
+            return self.beam_search.decode(per_clip)
+        # The pipeline's greedy decoding: the CTC tokenizer merges repeats, drops blanks
+        # and turns the word delimiter into spaces.
+        return [self.tokenizer.decode(ids, skip_special_tokens=False) for ids in per_clip]
+
+    def join(self, outputs: list[tuple[np.ndarray, tuple[int, int, int] | None]]) -> np.ndarray:
+        """A clip's frames from its pieces' outputs: every chunk loses the frames of its
+        strides, so each kept frame saw context on both sides, as in the pipeline."""
+        if outputs[0][1] is None:
+            return outputs[0][0]
         kept = []
-        for log_probs, (samples, left, right) in zip(self.forward(chunks), strides):
-            frames = round(samples / self.samples_per_frame)
-            left_frames = round(left / samples * frames)
-            right_frames = round(right / samples * frames)
-            kept.append(log_probs[left_frames : frames - right_frames])
+        for output, (samples, left, right) in outputs:
+            # The pipeline's `rescale_stride`, to the same floating-point operations,
+            # so that a frame count on a rounding edge comes out the same.
+            frames = int(round(samples * (1 / self.preprocessor.samples_per_frame)))
+            left_frames = int(round(left / samples * frames))
+            right_frames = int(round(right / samples * frames))
+            kept.append(output[left_frames : frames - right_frames])
         return np.concatenate(kept)
+
+    def run_model(self, pieces: list[Piece]) -> list[np.ndarray]:
+        """Per piece, its frames: token ids for greedy decoding, logits for the LM."""
+        outputs: list[np.ndarray] = [None] * len(pieces)
+        for batch in self.batches([piece.length for piece in pieces]):
+            for index, output in zip(batch, self.forward([pieces[i] for i in batch])):
+                outputs[index] = output
+        return outputs
+
+    def batches(self, lengths: list[int]) -> list[list[int]]:
+        """Indices of the pieces that share a forward pass. Sorted by length, so that a
+        batch pads little; without attention masks, only equal lengths share a batch, so
+        that nothing is padded at all."""
+        longest_first = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
+        groups = [longest_first]
+        if not self.pads_safely:
+            groups = [list(group) for _, group in itertools.groupby(longest_first, key=lengths.__getitem__)]
+        return [group[i : i + self.batch_size] for group in groups for i in range(0, len(group), self.batch_size)]
+
+    @torch.inference_mode()
+    def forward(self, pieces: list[Piece]) -> list[np.ndarray]:
+        inputs = self.feature_extractor.pad(
+            [piece.features for piece in pieces], padding=True, return_attention_mask=True, return_tensors="pt"
+        ).to(self.device)
+        logits = self.model(**inputs).logits
+        # Each piece keeps the frames it has alone. (Its attention mask can be shorter: a
+        # log-mel extractor that stacks frame pairs masks an incomplete last pair, yet
+        # the pipeline keeps that pair's frame.)
+        frames = self.model._get_feat_extract_output_lengths(torch.tensor([piece.length for piece in pieces]))
+        if self.beam_search is None:
+            outputs = logits.argmax(dim=-1).cpu().numpy()  # greedy, on the logits as the pipeline does
+        else:
+            outputs = logits.float().cpu().numpy()
+        return [output[:n] for output, n in zip(outputs, frames.tolist())]
+
+
+# ---------------------------------------------------------------------------------------
+# The n-gram LM
+# ---------------------------------------------------------------------------------------
 
 
 def has_language_model(model_dir: str) -> bool:
@@ -259,44 +488,105 @@ def ctc_labels(tokenizer, vocab_size: int) -> list[str]:
     return ["" if t == tokenizer.pad_token else " " if t == delimiter else t for t in labels]
 
 
-def evaluate(dataset, text_column: str, transcriber: Transcriber, normalizer, batch_size: int):
-    """(row, reference, prediction) for every clip that can be evaluated, and a count of
-    the others by reason. Rows are read one at a time because `datasets` decodes audio
-    on access: a broken file then costs one clip, not the run."""
+def best_beam_text(decoder, logits: np.ndarray) -> str:
+    """What the pipeline's LM decoding returns: the text of `decode_beams`' best beam.
+    (pyctcdecode's `decode`/`decode_batch` prune beam histories instead, which can end
+    on another beam.) Module-level so that a process pool can run it."""
+    return decoder.decode_beams(logits)[0][0]
+
+
+class BeamSearch:
+    """pyctcdecode's beam search over a pool of processes created once.
+
+    The pool forks after the LM is loaded: pyctcdecode keeps the KenLM model in a class
+    attribute that pickling skips, so the workers must inherit it rather than receive it.
+    """
+
+    def __init__(self, decoder, processes: int):
+        from pyctcdecode.constants import DEFAULT_BEAM_WIDTH
+
+        self.decoder = decoder
+        self.beam_width = DEFAULT_BEAM_WIDTH  # the pipeline's, as decode_beams is called without one
+        can_fork = "fork" in multiprocessing.get_all_start_methods()
+        self.pool = multiprocessing.get_context("fork").Pool(processes) if processes > 1 and can_fork else None
+
+    @property
+    def settings(self) -> dict:
+        language_model = self.decoder._language_model
+        return {"alpha": language_model.alpha, "beta": language_model.beta, "beam_width": self.beam_width}
+
+    def decode(self, logits_list: list[np.ndarray]) -> list[str]:
+        if self.pool is None:
+            return [best_beam_text(self.decoder, logits) for logits in logits_list]
+        return self.pool.map(functools.partial(best_beam_text, self.decoder), logits_list)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool = None
+
+
+# ---------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------
+
+
+class Evaluation(NamedTuple):
+    results: list[tuple[int, str, str]]  # (row, reference, prediction), in row order
+    skipped: list[tuple[int, str]]  # (row, reason), in row order
+    audio_seconds: float
+
+
+def evaluate(
+    dataset: datasets.Dataset, text_column: str, transcriber: Transcriber, normalizer, num_workers: int
+) -> Evaluation:
+    """Every clip of `dataset` transcribed, or skipped with a reason.
+
+    Transcripts are read first, so that clips with an empty reference are never decoded.
+    The others are decoded and preprocessed by worker processes and gathered in windows;
+    each window is transcribed (in length-sorted batches) while the workers prepare the
+    next, so memory holds about two windows of clips whatever the length of the split.
+    """
     results: list[tuple[int, str, str]] = []
-    skipped: Counter[str] = Counter()
-    pending: list[tuple[int, str, np.ndarray]] = []
+    skipped: list[tuple[int, str]] = []
+    references: dict[int, str] = {}
 
     def skip(row: int, reason: str, detail: str = "") -> None:
-        skipped[reason] += 1
+        skipped.append((row, reason))
         print(f"skipping row {row}: {reason}{f' ({detail})' if detail else ''}", file=sys.stderr)
 
-    def transcribe_pending() -> None:
-        predictions = transcriber.transcribe([array for _, _, array in pending])
-        for (row, reference, _), prediction in zip(pending, predictions):
-            results.append((row, reference, normalizer(prediction)))
-        pending.clear()
-
-    # Transcripts first, so that clips with an empty reference are never decoded.
     for row, text in enumerate(dataset[text_column]):
         reference = normalizer(text or "")
-        if not normalizer.split_words(reference):
-            skip(row, "empty reference after normalisation")
+        if not (text or "").strip():
+            skip(row, EMPTY_REFERENCE)
+        elif not normalizer.split_words(reference):
+            skip(row, REFERENCE_EMPTY_AFTER_NORMALISATION)
+        else:
+            references[row] = reference
+
+    window_size = WINDOW_BATCHES * transcriber.batch_size
+    reader = ClipReader(dataset, list(references), transcriber.preprocessor)
+    audio_samples = 0
+    window: list[ReadClip] = []
+
+    def transcribe_window() -> None:
+        predictions = transcriber.transcribe_pieces([clip.pieces for clip in window])
+        for clip, prediction in zip(window, predictions):
+            results.append((clip.row, references[clip.row], normalizer(prediction)))
+        print(f"transcribed {len(results)} of {len(references)} clips", file=sys.stderr)
+        window.clear()
+
+    for clip in read_clips(reader, num_workers, read_ahead=window_size):
+        if clip.reason is not None:
+            skip(clip.row, clip.reason, clip.detail)
             continue
-        try:
-            array = dataset[row]["audio"]["array"]
-        except Exception as error:  # torchcodec raises several types for broken files
-            skip(row, "unreadable audio", f"{type(error).__name__}: {error}".splitlines()[0])
-            continue
-        if transcriber.too_short(array):
-            skip(row, "audio too short for the model")
-            continue
-        pending.append((row, reference, array))
-        if len(pending) == batch_size:
-            transcribe_pending()
-    if pending:
-        transcribe_pending()
-    return results, skipped
+        audio_samples += clip.samples
+        window.append(clip)
+        if len(window) == window_size:
+            transcribe_window()
+    if window:
+        transcribe_window()
+    return Evaluation(results, sorted(skipped), audio_samples / transcriber.sampling_rate)
 
 
 def error_rates(references: list[str], predictions: list[str], normalizer) -> tuple[float, float]:
@@ -309,6 +599,36 @@ def error_rates(references: list[str], predictions: list[str], normalizer) -> tu
         references = [t.replace(" ", "") for t in references]
         predictions = [t.replace(" ", "") for t in predictions]
     return wer, jiwer.cer(references, predictions)
+
+
+def summarise(evaluation: Evaluation, beam_search: BeamSearch | None, normalizer, seconds: float) -> dict:
+    """The run in numbers, as `{dataset_id}_eval_summary.json` records it."""
+    return {
+        "decoder": "lm" if beam_search else "greedy",
+        "lm": beam_search.settings if beam_search else None,
+        "word_split": normalizer.word_split,
+        "clips": len(evaluation.results) + len(evaluation.skipped),
+        "evaluated": len(evaluation.results),
+        "skipped": dict(Counter(reason for _, reason in evaluation.skipped).most_common()),
+        "skipped_rows": [[row, reason] for row, reason in evaluation.skipped],
+        "audio_seconds": round(evaluation.audio_seconds, 3),
+        "seconds": round(seconds, 3),
+    }
+
+
+def summary_line(summary: dict) -> str:
+    line = (
+        f"evaluated {summary['evaluated']} of {summary['clips']} clips"
+        f" ({summary['audio_seconds']:.1f} s of audio in {summary['seconds']:.1f} s)"
+    )
+    skipped = sum(summary["skipped"].values())
+    reasons = ", ".join(f"{count} {reason}" for reason, count in summary["skipped"].items())
+    return f"{line}, skipped {skipped}" + (f": {reasons}" if reasons else "")
+
+
+# ---------------------------------------------------------------------------------------
+# Output files
+# ---------------------------------------------------------------------------------------
 
 
 def write_atomically(path: str, text: str) -> None:
@@ -331,17 +651,28 @@ def current_umask() -> int:
     return umask
 
 
-def log_results(results, wer: float, cer: float, args: argparse.Namespace) -> None:
-    name = dataset_id(args.dataset, args.config, args.split)
+def write_summary(summary: dict, name: str, output_dir: str) -> None:
+    os.makedirs(output_dir, exist_ok=True)
+    text = json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
+    write_atomically(os.path.join(output_dir, f"{name}_eval_summary.json"), text)
+
+
+def log_results(results, wer: float, cer: float, name: str, args: argparse.Namespace) -> None:
+    """The logs first and the results file last, so that a results file on disk always
+    comes with the logs of the same run."""
     result_str = f"WER: {wer}\nCER: {cer}"
     print(result_str)
-    os.makedirs(args.output_dir, exist_ok=True)
-    write_atomically(os.path.join(args.output_dir, f"{name}_eval_results.txt"), result_str)
     if args.log_outputs:
         predictions = "".join(f"{row}\n{prediction}\n" for row, _, prediction in results)
         targets = "".join(f"{row}\n{reference}\n" for row, reference, _ in results)
         write_atomically(os.path.join(args.output_dir, f"log_{name}_predictions.txt"), predictions)
         write_atomically(os.path.join(args.output_dir, f"log_{name}_targets.txt"), targets)
+    write_atomically(os.path.join(args.output_dir, f"{name}_eval_results.txt"), result_str)
+
+
+# ---------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------
 
 
 def choose_device(index: int | None) -> torch.device:
@@ -360,16 +691,21 @@ def wants_language_model(decoder: str, model_id: str) -> bool:
 
 def main() -> None:
     args = parse_args()
+    use_language_model = wants_language_model(args.decoder, args.model_id)
     transcriber = Transcriber(args.model_id, choose_device(args.device), args.batch_size)
     if args.chunk_length_s is not None:
         try:
-            transcriber.use_chunks(args.chunk_length_s, args.stride_length_s)
+            transcriber.preprocessor.use_chunks(args.chunk_length_s, args.stride_length_s)
         except ValueError as error:
             sys.exit(f"error: {error}")
-    if wants_language_model(args.decoder, args.model_id):
-        vocab_size = transcriber.model.config.vocab_size
-        transcriber.use_language_model(load_beam_decoder(args.model_id, transcriber.tokenizer, vocab_size))
-    print(f"decoder: {'n-gram LM (pyctcdecode)' if transcriber.beam_decoder else 'greedy'}")
+    if use_language_model:
+        try:
+            decoder = load_beam_decoder(args.model_id, transcriber.tokenizer, transcriber.model.config.vocab_size)
+            transcriber.check_alphabet(decoder)
+        except ValueError as error:
+            sys.exit(f"error: {error}")
+        transcriber.beam_search = BeamSearch(decoder, args.num_workers)
+    print(f"decoder: {'n-gram LM (pyctcdecode)' if transcriber.beam_search else 'greedy'}")
 
     # The repo's own normaliser: the one training used on its transcripts.
     normalizer = text_normalizer.load()
@@ -385,18 +721,24 @@ def main() -> None:
         sys.exit(f"error: {error}")
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
+    name = dataset_id(args.dataset, args.config, args.split)
 
-    results, skipped = evaluate(dataset, args.text_column_name, transcriber, normalizer, args.batch_size)
-    reasons = ", ".join(f"{count} {reason}" for reason, count in skipped.most_common())
-    summary = f"evaluated {len(results)} clips, skipped {sum(skipped.values())}"
-    print(f"{summary} ({reasons})" if reasons else summary)
-    if not results:
+    started = time.perf_counter()
+    try:
+        evaluation = evaluate(dataset, args.text_column_name, transcriber, normalizer, args.num_workers)
+    finally:
+        if transcriber.beam_search:
+            transcriber.beam_search.close()
+    summary = summarise(evaluation, transcriber.beam_search, normalizer, time.perf_counter() - started)
+    print(summary_line(summary))
+    write_summary(summary, name, args.output_dir)
+    if not evaluation.results:
         sys.exit("error: no clip could be evaluated")
 
-    references = [reference for _, reference, _ in results]
-    predictions = [prediction for _, _, prediction in results]
+    references = [reference for _, reference, _ in evaluation.results]
+    predictions = [prediction for _, _, prediction in evaluation.results]
     wer, cer = error_rates(references, predictions, normalizer)
-    log_results(results, wer, cer, args)
+    log_results(evaluation.results, wer, cer, name, args)
 
 
 if __name__ == "__main__":

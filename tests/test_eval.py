@@ -1,0 +1,487 @@
+"""A stamped repo's eval.py: the robust-speech-event files, predictions equal to `pipeline()`
+however clips are batched or chunked (for a log-mel model with attention masks and for a
+group-norm wav2vec2 without them), the LM really used, every bad input skipped with its
+reason and counted, Common Voice and OpenSLR folders, and results written atomically.
+
+Contract tests run eval.py as a subprocess from the repo folder; the others import it.
+Models have random weights (seeded), their output layer scaled so that every frame is
+confidently some letter: predictions are long non-trivial strings, so two equal lists of
+them say something."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import datasets
+import numpy as np
+import pytest
+import soundfile
+import torch
+from transformers import (AutoConfig, AutoModelForCTC, Wav2Vec2Config, Wav2Vec2FeatureExtractor, pipeline)
+
+from ctcforge.lm import TextSources, build_language_model
+from ctcforge.render import new_repo
+from ctcforge.repo_modules import repo_script_module
+from ctcforge.synth import synthesize
+
+pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("ffmpeg")),
+                                reason="needs espeak-ng and ffmpeg (./setup.sh installs them)")
+
+LOCALE = "hy-AM"
+RATE = 16000
+LM_CLIPS = 6  # beam search is the slow part of these tests
+
+
+def ffmpeg(*args):
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *map(str, args)], check=True, timeout=120)
+
+
+def save_random_weights(repo, seed=0, output_scale=8.0):
+    """Random weights; the CTC head is scaled up so frames are peaked, as a trained
+    model's are (flat outputs would make beam search slow and greedy text arbitrary)."""
+    torch.manual_seed(seed)
+    model = AutoModelForCTC.from_config(AutoConfig.from_pretrained(repo))
+    with torch.no_grad():
+        model.lm_head.weight.mul_(output_scale)
+    model.save_pretrained(repo)
+
+
+def run_eval(repo, *args, expect_success=True):
+    result = subprocess.run([sys.executable, "eval.py", "--model_id", "./", *map(str, args)], cwd=repo,
+                            capture_output=True, text=True, timeout=600)
+    if expect_success:
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
+
+
+def read_log(path):
+    """{row: text} from a log file of alternating index and text lines."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    assert lines[-1] == "" and len(lines) % 2 == 1, "each entry is two lines, each ending in a newline"
+    return {int(index): text for index, text in zip(lines[0:-1:2], lines[1:-1:2])}
+
+
+# ---------------------------------------------------------------------------------------
+# Fixtures
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("eval")
+
+
+@pytest.fixture(scope="module")
+def release(work):
+    synthesize(LOCALE, work / "cv", 24, seed=2, progress=False)
+    return work / "cv"
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(work, release):
+    """The `tiny` log-mel model (Wav2Vec2BertForCTC), whose feature extractor returns
+    attention masks."""
+    repo = new_repo(LOCALE, work / "tiny", base_model="tiny", dataset=str(release))
+    save_random_weights(repo)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def group_norm_repo(work, release):
+    """A raw-waveform wav2vec2 with group norm and no attention masks, as wav2vec2-base."""
+    architecture = work / "group-norm-architecture"
+    Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                   conv_dim=(32,) * 7, feat_extract_norm="group", num_conv_pos_embeddings=16,
+                   num_conv_pos_embedding_groups=4).save_pretrained(architecture)
+    Wav2Vec2FeatureExtractor(return_attention_mask=False, do_normalize=True).save_pretrained(architecture)
+    repo = new_repo(LOCALE, work / "group-norm", base_model=str(architecture), dataset=str(release))
+    save_random_weights(repo, output_scale=30.0)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def lm_repo(work, tiny_repo, release):
+    """The tiny repo with a 3-gram from its training text, built by `ctcforge lm`."""
+    repo = work / "tiny-lm"
+    shutil.copytree(tiny_repo, repo)
+    build_language_model(repo, TextSources(dataset=str(release), config=LOCALE, split="train"), order=3,
+                         progress=False, log=lambda message: None)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def evaluation(tiny_repo):
+    """The repo's eval.py as a module (any repo's: they share the file and the profile)."""
+    with repo_script_module(tiny_repo, "eval.py") as module:
+        yield module
+
+
+@pytest.fixture(scope="module")
+def clips(evaluation, release):
+    """Clips as eval.py reads them, and lengths that make batching interesting: twelve
+    clips, one cut to another's length and a duplicate (equal lengths)."""
+    dataset = evaluation.load_speech_dataset(str(release), LOCALE, "validated", sampling_rate=RATE)
+    cells = dataset.select(range(12)).cast_column("audio", datasets.Audio(decode=False))["audio"]
+    arrays = [evaluation.read_audio(cell, datasets.Audio(sampling_rate=RATE)) for cell in cells]
+    return arrays + [arrays[1][: len(arrays[0])], arrays[2]]
+
+
+def transcriber(evaluation, repo, batch_size):
+    return evaluation.Transcriber(str(repo), torch.device("cpu"), batch_size)
+
+
+def pipeline_texts(repo, arrays, **options):
+    asr = pipeline("automatic-speech-recognition", model=str(repo), device=-1)
+    return [asr(array, **options)["text"] for array in arrays]
+
+
+def non_trivial(texts):
+    """Predictions that can tell two decoders apart: long, varied strings."""
+    return len(set(texts)) > len(texts) // 2 and min(len(t) for t in texts) >= 5
+
+
+# ---------------------------------------------------------------------------------------
+# Greedy predictions: batched == one at a time == pipeline()
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["tiny_repo", "group_norm_repo"])
+def test_batched_equals_unbatched_equals_pipeline(evaluation, clips, model, request):
+    repo = request.getfixturevalue(model)
+    expected = pipeline_texts(repo, clips)
+    assert non_trivial(expected), expected
+    assert transcriber(evaluation, repo, batch_size=1).transcribe(clips) == expected
+    assert transcriber(evaluation, repo, batch_size=8).transcribe(clips) == expected
+
+
+def test_padding_would_change_the_group_norm_model(evaluation, clips, group_norm_repo):
+    """Why such models batch only equal lengths: padded, their output changes."""
+    padded = transcriber(evaluation, group_norm_repo, batch_size=8)
+    assert not padded.pads_safely
+    padded.pads_safely = True
+    assert padded.transcribe(clips) != pipeline_texts(group_norm_repo, clips)
+
+
+@pytest.mark.parametrize("pads_safely, lengths, expected", [
+    (True, [3, 9, 5, 9, 1], [[1, 3, 2], [0, 4]]),
+    (False, [3, 9, 5, 9, 1], [[1, 3], [2], [0], [4]]),
+    (False, [4, 4, 4, 4, 2], [[0, 1, 2], [3], [4]]),
+    (True, [], []),
+])
+def test_batches_are_length_sorted_and_equal_lengths_without_masks(evaluation, tiny_repo, pads_safely,
+                                                                  lengths, expected):
+    model = transcriber(evaluation, tiny_repo, batch_size=3)
+    model.pads_safely = pads_safely
+    assert model.batches(lengths) == expected
+
+
+@pytest.mark.parametrize("model, chunk_length_s, stride_length_s", [
+    ("tiny_repo", 2.0, 0.5),
+    ("group_norm_repo", 3.0, None),  # the stride defaults to a sixth of the chunk
+])
+def test_chunked_long_clips_equal_the_pipelines_chunking(evaluation, clips, model, chunk_length_s,
+                                                         stride_length_s, request):
+    repo = request.getfixturevalue(model)
+    long_clips = [np.concatenate(clips[0:3]), np.concatenate(clips[3:6]), clips[6]]
+    expected = pipeline_texts(repo, long_clips, chunk_length_s=chunk_length_s, stride_length_s=stride_length_s)
+    assert non_trivial(expected)
+    chunked = transcriber(evaluation, repo, batch_size=4)
+    chunked.preprocessor.use_chunks(chunk_length_s, stride_length_s)
+    assert max(map(len, long_clips)) > 3 * chunked.preprocessor.chunk_samples
+    assert chunked.transcribe(long_clips) == expected
+
+
+def test_windows_are_bounded_and_results_come_in_row_order(evaluation, release, tiny_repo, monkeypatch):
+    dataset = evaluation.load_speech_dataset(str(release), LOCALE, "validated", sampling_rate=RATE).select(range(10))
+    model = transcriber(evaluation, tiny_repo, batch_size=2)
+    monkeypatch.setattr(evaluation, "WINDOW_BATCHES", 2)
+    seen = []
+    transcribe = model.transcribe_pieces
+    monkeypatch.setattr(model, "transcribe_pieces", lambda clips: seen.append(len(clips)) or transcribe(clips))
+    normalizer = evaluation.text_normalizer.load()
+    result = evaluation.evaluate(dataset, "sentence", model, normalizer, num_workers=2)
+    assert seen == [4, 4, 2]
+    assert [row for row, _, _ in result.results] == list(range(len(dataset)))
+    unbatched = transcriber(evaluation, tiny_repo, batch_size=1)
+    arrays = [dataset[row]["audio"]["array"] for row in range(len(dataset))]
+    assert [p for _, _, p in result.results] == [normalizer(t) for t in unbatched.transcribe(arrays)]
+
+
+# ---------------------------------------------------------------------------------------
+# The contract files
+# ---------------------------------------------------------------------------------------
+
+
+def test_local_common_voice_folder_writes_the_contract_files(tiny_repo, release):
+    """Default --output_dir is the working directory, as in 2022."""
+    result = run_eval(tiny_repo, "--dataset", release, "--config", LOCALE, "--split", "validated",
+                      "--log_outputs", "--decoder", "greedy", "--batch_size", "4")
+    written = {p.name for p in tiny_repo.iterdir() if re.search(r"eval_|^log_|^\.tmp", p.name)}
+    name = "cv_hy-AM_validated"
+    assert written == {f"{name}_eval_results.txt", f"{name}_eval_summary.json", f"log_{name}_predictions.txt",
+                       f"log_{name}_targets.txt"}
+    results = (tiny_repo / f"{name}_eval_results.txt").read_text(encoding="utf-8")
+    assert re.fullmatch(r"WER: \d+(\.\d+)?(e-?\d+)?\nCER: \d+(\.\d+)?(e-?\d+)?", results)
+    assert results in result.stdout
+    predictions = read_log(tiny_repo / f"log_{name}_predictions.txt")
+    targets = read_log(tiny_repo / f"log_{name}_targets.txt")
+    summary = json.loads((tiny_repo / f"{name}_eval_summary.json").read_text(encoding="utf-8"))
+    assert list(predictions) == list(targets) == list(range(summary["clips"]))
+    assert non_trivial(list(predictions.values()))
+    assert summary["decoder"] == "greedy" and summary["lm"] is None and summary["word_split"] == "space"
+    assert summary["evaluated"] == summary["clips"] == 24 and summary["skipped"] == {}
+    assert summary["skipped_rows"] == [] and summary["audio_seconds"] > 24 and summary["seconds"] > 0
+    assert f"evaluated 24 of 24 clips ({summary['audio_seconds']:.1f} s of audio" in result.stdout
+    for written_file in written:
+        (tiny_repo / written_file).unlink()
+
+
+@pytest.fixture(scope="module")
+def openslr(work, release):
+    """An OpenSLR folder: line_index.tsv beside wavs/, made from the release's clips."""
+    folder = work / "openslr"
+    (folder / "wavs").mkdir(parents=True)
+    lines = (release / LOCALE / "validated.tsv").read_text(encoding="utf-8").splitlines()
+    header = lines[0].split("\t")
+    index = []
+    for number, line in enumerate(lines[1:]):
+        fields = dict(zip(header, line.split("\t")))
+        ffmpeg("-i", release / LOCALE / "clips" / fields["path"], "-ar", 22050, folder / "wavs" / f"c{number}.wav")
+        index.append(f"c{number}\t{fields['sentence']}\n")
+    (folder / "line_index.tsv").write_text("".join(index), encoding="utf-8")
+    return folder
+
+
+def test_openslr_folder_evaluates_and_logs_only_with_log_outputs(work, tiny_repo, openslr, evaluation):
+    output = work / "openslr-out"
+    run_eval(tiny_repo, "--dataset", openslr, "--split", "test", "--output_dir", output, "--decoder", "greedy")
+    # No config: the dataset id is the folder's name and the split.
+    assert sorted(p.name for p in output.iterdir()) == ["openslr_test_eval_results.txt",
+                                                        "openslr_test_eval_summary.json"]
+    summary = json.loads((output / "openslr_test_eval_summary.json").read_text(encoding="utf-8"))
+    test_size = len(evaluation.load_speech_dataset(str(openslr), None, "test"))
+    assert summary["evaluated"] == summary["clips"] == test_size == 3
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------------------
+
+# (file name in clips/, reference, how eval.py should take it)
+DIRTY_ROWS = [
+    ("good.mp3", None, "evaluated"),
+    ("corrupt.mp3", None, "unreadable audio"),
+    ("zero_bytes.mp3", None, "empty audio file"),
+    ("truncated.mp3", None, "truncated audio"),
+    ("missing.mp3", None, "missing audio file"),
+    ("stereo.wav", None, "evaluated"),
+    ("rate_8k.wav", None, "evaluated"),
+    ("rate_44k.wav", None, "evaluated"),
+    ("good.mp3", "", "empty reference"),
+    ("good.mp3", "«…» ։ ?!", "reference empty after normalisation"),
+    ("too_short.wav", None, "audio too short for the model"),
+    ("mono.wav", None, "evaluated"),
+]
+
+
+@pytest.fixture(scope="module")
+def dirty_release(work, release):
+    """The release with a split `dirty` whose rows are DIRTY_ROWS."""
+    dirty = work / "dirty-cv"
+    shutil.copytree(release, dirty)
+    folder = dirty / LOCALE
+    clips = folder / "clips"
+    lines = (folder / "validated.tsv").read_text(encoding="utf-8").splitlines()
+    header = lines[0].split("\t")
+    first = dict(zip(header, lines[1].split("\t")))
+    shutil.copy(clips / first["path"], clips / "good.mp3")
+    (clips / "corrupt.mp3").write_bytes(np.random.default_rng(7).bytes(4096))
+    (clips / "zero_bytes.mp3").write_bytes(b"")
+    good = (clips / "good.mp3").read_bytes()
+    (clips / "truncated.mp3").write_bytes(good[: len(good) // 2])
+    ffmpeg("-i", clips / "good.mp3", "-ar", RATE, "-ac", 1, clips / "mono.wav")
+    mono, rate = soundfile.read(clips / "mono.wav", dtype="int16")
+    soundfile.write(clips / "stereo.wav", np.stack([mono, mono], axis=1), rate)  # both channels the mono clip
+    ffmpeg("-i", clips / "good.mp3", "-ar", 8000, clips / "rate_8k.wav")
+    ffmpeg("-i", clips / "good.mp3", "-ar", 44100, clips / "rate_44k.wav")
+    soundfile.write(clips / "too_short.wav", np.zeros(200, dtype=np.float32), RATE)
+    rows = ["\t".join(header)]
+    for path, reference, _ in DIRTY_ROWS:
+        row = {**first, "path": path, "sentence": first["sentence"] if reference is None else reference}
+        rows.append("\t".join(row[column] for column in header))
+    (folder / "dirty.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return dirty
+
+
+@pytest.fixture(scope="module")
+def dirty_run(work, tiny_repo, dirty_release):
+    output = work / "dirty-out"
+    result = run_eval(tiny_repo, "--dataset", dirty_release, "--config", LOCALE, "--split", "dirty",
+                      "--output_dir", output, "--log_outputs", "--decoder", "greedy", "--num_workers", "2")
+    summary = json.loads((output / "dirty-cv_hy-AM_dirty_eval_summary.json").read_text(encoding="utf-8"))
+    return result, summary, read_log(output / "log_dirty-cv_hy-AM_dirty_predictions.txt")
+
+
+@pytest.mark.parametrize("row", range(len(DIRTY_ROWS)), ids=[f"{p}-{how}" for p, _, how in DIRTY_ROWS])
+def test_each_bad_input_is_skipped_with_its_reason_or_evaluated(dirty_run, row):
+    _, summary, predictions = dirty_run
+    how = DIRTY_ROWS[row][2]
+    skipped = dict(summary["skipped_rows"])
+    if how == "evaluated":
+        assert row in predictions and row not in skipped
+    else:
+        assert skipped.get(row) == how and row not in predictions
+
+
+def test_skips_are_counted_in_the_summary_json_and_line(dirty_run):
+    result, summary, _ = dirty_run
+    expected = {}
+    for _, _, how in DIRTY_ROWS:
+        if how != "evaluated":
+            expected[how] = expected.get(how, 0) + 1
+    assert summary["skipped"] == expected
+    assert summary["clips"] == len(DIRTY_ROWS) and summary["evaluated"] == len(DIRTY_ROWS) - sum(expected.values())
+    assert [row for row, _ in summary["skipped_rows"]] == sorted(row for row, _ in summary["skipped_rows"])
+    summary_line = result.stdout.splitlines()[-3]
+    assert summary_line.startswith(f"evaluated {summary['evaluated']} of {len(DIRTY_ROWS)} clips")
+    for reason, count in expected.items():
+        assert f"{count} {reason}" in summary_line
+
+
+def test_stereo_and_other_rates_transcribe_like_the_mono_16k_clip(dirty_run, dirty_release):
+    _, summary, predictions = dirty_run
+    rows = {path: row for row, (path, _, how) in enumerate(DIRTY_ROWS) if how == "evaluated"}
+    # Both channels hold the mono clip: their average is that clip, sample for sample.
+    assert predictions[rows["stereo.wav"]] == predictions[rows["mono.wav"]]
+    # Every evaluated row is the same speech, resampled to 16 kHz where it was 8 or 44.1 kHz.
+    duration = soundfile.info(str(dirty_release / LOCALE / "clips" / "mono.wav")).duration
+    assert summary["audio_seconds"] == pytest.approx(len(rows) * duration, rel=0.02)
+
+
+def test_stereo_is_averaged_and_other_rates_resampled(evaluation, tmp_path):
+    seconds = np.arange(RATE) / RATE
+    left, right = 0.5 * np.sin(2 * np.pi * 440 * seconds), 0.2 * np.sin(2 * np.pi * 300 * seconds)
+    soundfile.write(tmp_path / "stereo.wav", np.stack([left, right], axis=1), RATE)
+    audio = datasets.Audio(sampling_rate=RATE)
+    mono = evaluation.read_audio({"path": str(tmp_path / "stereo.wav"), "bytes": None}, audio)
+    assert mono.dtype == np.float32 and mono.shape == (RATE,)
+    np.testing.assert_allclose(mono, (left + right) / 2, atol=1e-4)
+    for rate in (8000, 44100):
+        soundfile.write(tmp_path / f"{rate}.wav", np.sin(2 * np.pi * 440 * np.arange(rate) / rate), rate)
+        resampled = evaluation.read_audio({"path": str(tmp_path / f"{rate}.wav"), "bytes": None}, audio)
+        assert abs(len(resampled) - RATE) <= 2
+
+
+def test_too_short_is_the_first_length_with_no_output_frame(evaluation, tiny_repo, group_norm_repo):
+    for repo, expected in ((tiny_repo, 560), (group_norm_repo, 400)):
+        model = transcriber(evaluation, repo, batch_size=1)
+        assert model.preprocessor.min_samples == expected
+        assert model.output_frames(expected) == 1 and model.output_frames(expected - 1) == 0
+        assert len(model.transcribe([np.zeros(expected, dtype=np.float32)])) == 1  # runs at the limit
+
+
+# ---------------------------------------------------------------------------------------
+# The n-gram LM
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lm_runs(work, lm_repo, release):
+    """eval.py on the LM repo, once with --decoder auto (which finds the LM) and once greedy."""
+    runs = {}
+    for decoder in ("auto", "greedy"):
+        output = work / f"lm-{decoder}"
+        run_eval(lm_repo, "--dataset", release, "--config", LOCALE, "--split", "validated", "--output_dir", output,
+                 "--log_outputs", "--decoder", decoder, "--num_workers", "2", "--max_samples", LM_CLIPS)
+        summary = json.loads((output / "cv_hy-AM_validated_eval_summary.json").read_text(encoding="utf-8"))
+        runs[decoder] = summary, read_log(output / "log_cv_hy-AM_validated_predictions.txt")
+    return runs
+
+
+def test_auto_decodes_with_the_lm_and_records_its_settings(lm_runs, lm_repo):
+    (lm_summary, _), (greedy_summary, _) = lm_runs["auto"], lm_runs["greedy"]
+    attrs = json.loads((lm_repo / "language_model" / "attrs.json").read_text(encoding="utf-8"))
+    assert lm_summary["decoder"] == "lm" and greedy_summary["decoder"] == "greedy"
+    assert lm_summary["lm"] == {"alpha": attrs["alpha"], "beta": attrs["beta"], "beam_width": 100}
+    assert greedy_summary["lm"] is None
+
+
+def test_lm_predictions_equal_the_pipeline_with_the_lm(lm_runs, lm_repo, evaluation, release):
+    """The pipeline decodes with the LM (pipe.type says so) and differs from greedy, so
+    equal predictions mean eval.py searched with the LM, as the pipeline does."""
+    dataset = evaluation.load_speech_dataset(str(release), LOCALE, "validated", sampling_rate=RATE)
+    arrays = [dataset[row]["audio"]["array"] for row in range(LM_CLIPS)]
+    asr = pipeline("automatic-speech-recognition", model=str(lm_repo), device=-1)
+    assert asr.type == "ctc_with_lm"
+    normalizer = evaluation.text_normalizer.load()
+    with_lm = [normalizer(asr(array)["text"]) for array in arrays]
+    (_, lm_predictions), (_, greedy_predictions) = lm_runs["auto"], lm_runs["greedy"]
+    assert list(lm_predictions.values()) == with_lm
+    assert list(greedy_predictions.values()) != with_lm
+
+
+def test_pool_and_in_process_beam_search_agree(evaluation, lm_repo, clips):
+    model = transcriber(evaluation, lm_repo, batch_size=8)
+    decoder = evaluation.load_beam_decoder(str(lm_repo), model.tokenizer, model.model.config.vocab_size)
+    texts = {}
+    for processes in (0, 2):
+        model.beam_search = evaluation.BeamSearch(decoder, processes)
+        assert (model.beam_search.pool is None) == (processes == 0)
+        try:
+            texts[processes] = model.transcribe(clips[:LM_CLIPS])
+        finally:
+            model.beam_search.close()
+    assert texts[0] == texts[2] and non_trivial(texts[0])
+
+
+def test_decoder_lm_without_an_lm_is_an_error(tiny_repo, release):
+    result = run_eval(tiny_repo, "--dataset", release, "--config", LOCALE, "--split", "test", "--decoder", "lm",
+                      expect_success=False)
+    assert result.returncode != 0 and "--decoder lm, but" in result.stderr
+    assert not list(tiny_repo.glob("*eval_*"))
+
+
+# ---------------------------------------------------------------------------------------
+# Atomic writes
+# ---------------------------------------------------------------------------------------
+
+
+class FailingFile:
+    """Writes half of what it is given, then fails as a full disk or a Ctrl-C would."""
+
+    def __init__(self, file, error):
+        self.file, self.error = file, error
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+    def write(self, text):
+        self.file.write(text[: len(text) // 2])
+        self.file.flush()
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_failed_write_leaves_the_previous_file_and_no_temporary(evaluation, tmp_path, monkeypatch, error):
+    path = tmp_path / "cv_hy-AM_test_eval_results.txt"
+    path.write_text("WER: 0.5\nCER: 0.25", encoding="utf-8")
+    fdopen = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda *args, **kwargs: FailingFile(fdopen(*args, **kwargs), error))
+    with pytest.raises(type(error)):
+        evaluation.write_atomically(str(path), "WER: 0.125\nCER: 0.0625")
+    assert path.read_text(encoding="utf-8") == "WER: 0.5\nCER: 0.25"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_write_replaces_whole_and_keeps_ordinary_permissions(evaluation, tmp_path):
+    path = tmp_path / "results.txt"
+    path.write_text("old", encoding="utf-8")
+    evaluation.write_atomically(str(path), "new")
+    assert path.read_text(encoding="utf-8") == "new" and [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert path.stat().st_mode & 0o777 == 0o666 & ~evaluation.current_umask()
