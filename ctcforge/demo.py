@@ -114,9 +114,7 @@ def train(demo: Demo) -> None:
     if (demo.repo / "train_results.json").is_file() and (demo.repo / "model.safetensors").is_file():
         demo.log("skipped: the model is trained (delete train_results.json to train again)")
         return
-    budget = demo.minutes - demo.elapsed_minutes() - AFTER_TRAINING_MINUTES
-    if budget < MIN_TRAINING_MINUTES:
-        raise CtcforgeError(f"only {budget:.1f} minutes left to train; give a larger --minutes")
+    budget = training_budget(demo)
     command = [sys.executable, "run_speech_recognition_ctc.py", "--model_name_or_path", "./",
                "--dataset_name", str(demo.release), "--dataset_config_name", demo.language,
                "--train_split_name", "train", "--eval_split_name", "dev", "--output_dir", "./",
@@ -128,6 +126,15 @@ def train(demo: Demo) -> None:
         show_training_progress(process, log_file, budget)
     if process.returncode != 0:
         raise CtcforgeError(f"training failed (exit {process.returncode}); see {log_file}")
+
+
+def training_budget(demo: Demo) -> float:
+    """Minutes for training: what the demo's budget leaves after the stages before it and
+    the ones after it."""
+    budget = demo.minutes - demo.elapsed_minutes() - AFTER_TRAINING_MINUTES
+    if budget < MIN_TRAINING_MINUTES:
+        raise CtcforgeError(f"only {budget:.1f} minutes left to train; give a larger --minutes")
+    return budget
 
 
 def show_training_progress(process: subprocess.Popen, log_file: Path, budget_minutes: float) -> None:

@@ -449,6 +449,14 @@ def test_decoder_lm_without_an_lm_is_an_error(tiny_repo, release):
 # ---------------------------------------------------------------------------------------
 
 
+def test_importing_eval_changes_no_environment(tiny_repo, monkeypatch):
+    """eval.py limits BLAS threads only when run as a script."""
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    before = dict(os.environ)
+    with repo_script_module(tiny_repo, "eval.py"):
+        assert dict(os.environ) == before
+
+
 class FailingFile:
     """Writes half of what it is given, then fails as a full disk or a Ctrl-C would."""
 

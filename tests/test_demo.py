@@ -1,0 +1,76 @@
+"""`ctcforge demo` end to end on a small budget: every stage leaves its files, the card and
+the table report the measured rates, and a rerun skips every stage."""
+
+import json
+import shutil
+
+import pytest
+from huggingface_hub import ModelCard
+
+from ctcforge import demo as demo_module
+from ctcforge.cli import main
+from ctcforge.errors import CtcforgeError
+
+pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("ffmpeg")),
+                                reason="needs espeak-ng and ffmpeg (./setup.sh installs them)")
+
+
+@pytest.fixture(scope="module")
+def finished_demo(tmp_path_factory):
+    """A demo with 21 seconds of training: enough to run every stage, not to learn much."""
+    out = tmp_path_factory.mktemp("demo")
+    patch = pytest.MonkeyPatch()
+    patch.setattr(demo_module, "training_budget", lambda demo: 0.35)
+    patch.setattr(demo_module, "DEMO_TUNING_GRID", {"alphas": (0.0, 1.0), "betas": (0.0,), "beam_widths": (8,)})
+    # Logged often enough that 21 seconds of training still draws a curve of several points.
+    arguments = list(demo_module.TRAINING_ARGS)
+    arguments[arguments.index("--logging_steps") + 1] = "2"
+    patch.setattr(demo_module, "TRAINING_ARGS", tuple(arguments))
+    lines = []
+    try:
+        results = demo_module.run_demo("hy-AM", minutes=5, output_dir=out, num_clips=60, log=lines.append)
+        rerun_lines = []
+        rerun = demo_module.run_demo("hy-AM", minutes=5, output_dir=out, num_clips=60, log=rerun_lines.append)
+    finally:
+        patch.undo()
+    return out, results, lines, rerun, rerun_lines
+
+
+def test_every_stage_leaves_its_files(finished_demo):
+    out, _, _, _, _ = finished_demo
+    repo = out / "repo"
+    for path in ("model.safetensors", "alphabet.json", "language_model/lm.binary", "lm_tuning/best.json",
+                 "lm_tuning/wer_heatmap.png", "training_curve.png", "train.log"):
+        assert (repo / path).is_file(), path
+    hyper = json.loads((repo / "training_hyperparameters.json").read_text())
+    assert hyper["training_time_budget_minutes"] > 0 and hyper["training_steps"] >= 1
+
+
+def test_table_and_card_report_the_measured_rates(finished_demo):
+    out, results, lines, _, _ = finished_demo
+    repo = out / "repo"
+    for decoder in ("greedy", "lm"):
+        measured = next((repo / "eval" / decoder).glob("*_eval_results.txt")).read_text().splitlines()
+        assert results[decoder] == {"wer": float(measured[0][5:]), "cer": float(measured[1][5:])}
+    table = "\n".join(lines)
+    assert f"{results['greedy']['wer']:>8.3f}{results['greedy']['cer']:>8.3f}" in table
+    assert "[ctc_with_lm]" in table  # pipeline() loaded the repo with its LM
+    card = ModelCard((repo / "README.md").read_text(encoding="utf-8"))
+    names = {r.metric_name for r in card.data.eval_results}
+    assert {"Test WER", "Test CER", "Test WER (with LM)", "Test CER (with LM)"} <= names
+    assert "![Training curve](training_curve.png)" in card.text and "## Language model" in card.text
+
+
+def test_rerun_skips_every_stage_and_gives_the_same_table(finished_demo):
+    _, results, _, rerun, rerun_lines = finished_demo
+    assert rerun == results
+    skipped = [line for line in rerun_lines if line.startswith("skipped:")]
+    assert len(skipped) == 6, rerun_lines  # synthesis, stamp, training, LM, two eval runs
+
+
+def test_too_small_a_budget_is_one_line_naming_the_fix(tmp_path, capsys):
+    assert main(["demo", "--minutes", "2", "--output-dir", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("ctcforge: error: --minutes 2 leaves no time to train") and "\n" not in error
+    with pytest.raises(CtcforgeError, match="at least 4"):
+        demo_module.run_demo(minutes=3, output_dir=tmp_path)
