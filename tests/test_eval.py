@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from transformers import (AutoConfig, AutoModelForCTC, Wav2Vec2Config, Wav2Vec2FeatureExtractor, pipeline)
+from transformers import (AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Wav2Vec2Config, Wav2Vec2FeatureExtractor, pipeline)
 
 from ctcforge.lm import TextSources, build_language_model
 from ctcforge.render import new_repo
@@ -155,6 +155,24 @@ def test_batched_equals_unbatched_equals_pipeline(evaluation, clips, model, requ
     assert non_trivial(expected), expected
     assert transcriber(evaluation, repo, batch_size=1).transcribe(clips) == expected
     assert transcriber(evaluation, repo, batch_size=8).transcribe(clips) == expected
+
+
+def test_vectorised_log_mel_gives_the_extractors_exact_features(evaluation, clips, tiny_repo):
+    fast = transcriber(evaluation, tiny_repo, batch_size=1).feature_extractor
+    own = AutoFeatureExtractor.from_pretrained(str(tiny_repo))
+    assert "_extract_fbank_features" in vars(fast)  # the vectorised filterbank is in use
+    for array in clips + [np.zeros(RATE, dtype=np.float32), clips[0][:400]]:
+        assert np.array_equal(fast._extract_fbank_features(array), own._extract_fbank_features(array), equal_nan=True)
+        assert np.array_equal(fast(array, sampling_rate=RATE)["input_features"],
+                              own(array, sampling_rate=RATE)["input_features"], equal_nan=True)
+
+
+def test_vectorised_log_mel_is_not_installed_where_it_would_differ(evaluation, tiny_repo):
+    extractor = AutoFeatureExtractor.from_pretrained(str(tiny_repo))
+    # An extractor whose own filterbank the vectorised one does not reproduce.
+    extractor._extract_fbank_features = lambda waveform: np.zeros((1, 80), dtype=np.float32)
+    assert not evaluation.install_fast_log_mel(extractor)
+    assert evaluation.install_fast_log_mel(AutoFeatureExtractor.from_pretrained(str(tiny_repo)))
 
 
 def test_padding_would_change_the_group_norm_model(evaluation, clips, group_norm_repo):
