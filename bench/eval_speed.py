@@ -30,13 +30,10 @@ import sys
 import time
 from pathlib import Path
 
+from common import LANGUAGE, load_average, train_tiny
+
 ROOT = Path(__file__).resolve().parents[1]
-LANGUAGE = "hy-AM"
 CASES = ("tiny", "base", "lm")
-# What the training script is given for the tiny model (the demo's settings).
-TRAINING_ARGS = ["--per_device_train_batch_size", "16", "--learning_rate", "2e-3", "--warmup_steps", "0.1",
-                 "--do_train", "--use_cpu", "--report_to", "none", "--disable_tqdm", "true",
-                 "--save_strategy", "no", "--dataloader_num_workers", "0", "--seed", "0"]
 
 
 # ---------------------------------------------------------------------------- the 2022 logic
@@ -149,7 +146,8 @@ def prepare(work: Path, clips: int, train_steps: int, log, from_demo: Path | Non
         synthesize(LANGUAGE, release, clips, seed=0, progress=False)
     repos = {"tiny": work / "tiny", "base": work / "base", "lm": work / "tiny-lm"}
     if not (repos["tiny"] / "model.safetensors").is_file():
-        train_tiny(repos["tiny"], release, train_steps, log)
+        log(f"training the tiny model for {train_steps} steps")
+        train_tiny(repos["tiny"], release, train_steps)
     if not (repos["lm"] / "alphabet.json").is_file():
         add_language_model(repos["tiny"], repos["lm"], release, log)
     if not (repos["base"] / "model.safetensors").is_file():
@@ -175,19 +173,6 @@ def take_from_demo(demo: Path, work: Path, log) -> None:
     config.pop("processor_class", None)
     preprocessor.write_text(json.dumps(config, indent=2), encoding="utf-8")
     log(f"took the release and the trained tiny repo from {demo}")
-
-
-def train_tiny(repo: Path, release: Path, steps: int, log) -> None:
-    from ctcforge.render import new_repo
-
-    shutil.rmtree(repo, ignore_errors=True)
-    new_repo(LANGUAGE, repo, base_model="tiny", dataset=str(release))
-    log(f"training the tiny model for {steps} steps")
-    command = [sys.executable, "run_speech_recognition_ctc.py", "--model_name_or_path", "./",
-               "--dataset_name", str(release), "--dataset_config_name", LANGUAGE, "--output_dir", "./",
-               "--max_steps", str(steps), *TRAINING_ARGS]
-    with open(repo / "train.log", "w") as output:
-        subprocess.run(command, cwd=repo, stdout=output, stderr=subprocess.STDOUT, check=True)
 
 
 def add_language_model(tiny: Path, repo: Path, release: Path, log) -> None:
@@ -221,10 +206,6 @@ def make_base(work: Path, repo: Path, release: Path, log) -> None:
 
 
 # ---------------------------------------------------------------------------- measuring
-
-
-def load_average() -> str:
-    return " / ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def run_baseline(repo: Path, release: Path, split: str, out: Path, blas_threads: int | None) -> dict:

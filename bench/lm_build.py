@@ -38,12 +38,12 @@ import random
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-LANGUAGE = "hy-AM"
+from common import LANGUAGE, load_average, train_tiny
+
 SEED = 0
 
 
@@ -66,16 +66,12 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def load() -> str:
-    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def timed(label: str, action):
-    before = load()
+    before = load_average()
     start = time.perf_counter()
     result = action()
     seconds = time.perf_counter() - start
-    print(f"{label:<28} {seconds:8.2f} s   load before {before}, after {load()}", flush=True)
+    print(f"{label:<28} {seconds:8.2f} s   load before {before}, after {load_average()}", flush=True)
     return seconds, result
 
 
@@ -158,22 +154,14 @@ def trained_repo(args, work: Path) -> tuple[Path, str]:
         shutil.rmtree(copy, ignore_errors=True)
         shutil.copytree(args.repo, copy, ignore=shutil.ignore_patterns("checkpoint-*", ".ctcforge-cache"))
         return copy, args.dataset
-    from ctcforge.render import new_repo
     from ctcforge.synth import synthesize
 
     release, repo = work / "cv", work / "decode-repo"
     if not release.is_dir():
         synthesize(LANGUAGE, release, args.clips, seed=SEED, progress=False)
     if not (repo / "model.safetensors").is_file():
-        shutil.rmtree(repo, ignore_errors=True)
-        new_repo(LANGUAGE, repo, base_model="tiny", dataset=str(release))
-        command = [sys.executable, "run_speech_recognition_ctc.py", "--model_name_or_path", "./",
-                   "--dataset_name", str(release), "--dataset_config_name", LANGUAGE, "--output_dir", "./",
-                   "--max_steps", str(args.train_steps), "--per_device_train_batch_size", "16",
-                   "--learning_rate", "2e-3", "--warmup_steps", "30", "--do_train", "--use_cpu",
-                   "--report_to", "none", "--save_strategy", "no", "--logging_steps", "50"]
-        timed(f"training {args.train_steps} steps", lambda: subprocess.run(
-            command, cwd=repo, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        timed(f"training {args.train_steps} steps",
+              lambda: train_tiny(repo, release, args.train_steps, log_name=None))
     return repo, str(release)
 
 
@@ -224,7 +212,7 @@ def bench_decode(args, work: Path) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    print(f"machine: {os.cpu_count()} CPUs, load {load()}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    print(f"machine: {os.cpu_count()} CPUs, load {load_average()}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     with tempfile.TemporaryDirectory(prefix="ctcforge-bench-lm-") as temporary:
         work = args.workdir or Path(temporary)
         work.mkdir(parents=True, exist_ok=True)
