@@ -7,7 +7,7 @@ tokenizer files are written offline; weights come later, at training time.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -17,6 +17,10 @@ from ctcforge.errors import CtcforgeError
 from ctcforge.vocab import PAD, UNK, WORD_DELIMITER, write_vocab
 
 CATALOGUE_FILE = Path(str(resources.files("ctcforge") / "catalogue.yaml"))
+# Written into every repo: the base model its training script starts from.
+BASE_MODEL_FILE = "base_model.json"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
 
 # family -> (config class, feature extractor class, CTC model class), by transformers name
 FAMILIES = {
@@ -33,11 +37,28 @@ class BaseModel:
     feature_extractor: dict
     description: str = ""
     local_path: Path | None = None
+    license: str | None = None  # of the released weights; None when unknown (a local folder)
+    training: dict = field(default_factory=dict)  # suggested training-script arguments
 
     @property
     def pretrained(self) -> bool:
         """Whether training starts from released weights (everything but `tiny`)."""
         return self.id != "tiny"
+
+    @property
+    def source(self) -> str:
+        """Where the training script gets the starting weights: "scratch" (random), "local"
+        (a folder's weights) or "hub" (from_pretrained of the id, from the Hub or its cache)."""
+        if not self.pretrained:
+            return "scratch"
+        return "local" if self.local_path is not None else "hub"
+
+    def record(self) -> dict:
+        """What the repo's base_model.json says, for the training script to start from."""
+        record = {"id": self.id, "family": self.family, "source": self.source}
+        if self.local_path is not None:
+            record["path"] = str(self.local_path.resolve())
+        return record
 
 
 def catalogue() -> dict[str, dict]:
@@ -51,16 +72,38 @@ def resolve_base_model(name: str) -> BaseModel:
         entry = entries[name]
         return BaseModel(id=name, family=entry["family"], config=dict(entry["config"]),
                          feature_extractor=dict(entry.get("feature_extractor", {})),
-                         description=entry.get("description", ""))
-    folder = Path(name)
-    if (folder / "config.json").is_file():
+                         description=entry.get("description", ""), license=entry.get("license"),
+                         training=dict(entry.get("training", {})))
+    folder = Path(name).expanduser()
+    if folder.is_dir():
         return _local_base_model(folder)
-    raise CtcforgeError(f"unknown base model {name!r}: use a folder with a config.json or one of "
-                        f"{', '.join(entries)}")
+    if looks_like_path(name):
+        raise CtcforgeError(f"--base-model {name}: no such folder")
+    raise CtcforgeError(f"unknown base model {name!r}: use a local model folder (config.json and "
+                        f"weights) or one of {', '.join(entries)} (`ctcforge models` lists them)")
+
+
+def looks_like_path(name: str) -> bool:
+    """A name that cannot be a Hub id (org/name) or a catalogue key."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def has_weights(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in WEIGHT_FILES)
 
 
 def _local_base_model(folder: Path) -> BaseModel:
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise CtcforgeError(f"{config_file}: no such file; a base-model folder needs the config.json "
+                            "that save_pretrained writes beside the weights")
+    if not has_weights(folder):
+        raise CtcforgeError(f"{folder} holds no weights ({' or '.join(WEIGHT_FILES[::2])}); save the "
+                            "checkpoint with save_pretrained, or use --base-model tiny to train from scratch")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CtcforgeError(f"{config_file}: not JSON ({exc})") from None
     family = config.get("model_type")
     if family not in FAMILIES:
         raise CtcforgeError(f"{folder}/config.json: model_type {family!r} is not supported "
@@ -69,8 +112,12 @@ def _local_base_model(folder: Path) -> BaseModel:
     extractor = json.loads(extractor_file.read_text(encoding="utf-8")) if extractor_file.is_file() else {}
     for key in ("feature_extractor_type", "processor_class"):
         extractor.pop(key, None)
+    # The weights are the suggested training settings' business too: a local checkpoint
+    # of a catalogued family is fine-tuned like its family's released ones.
+    training = next((entry.get("training", {}) for key, entry in catalogue().items()
+                     if entry["family"] == family and key != "tiny"), {})
     return BaseModel(id=str(folder), family=family, config=config, feature_extractor=extractor,
-                     local_path=folder)
+                     local_path=folder, training=dict(training))
 
 
 def write_model_files(base: BaseModel, vocab: dict[str, int], repo: Path) -> None:
@@ -96,3 +143,4 @@ def write_model_files(base: BaseModel, vocab: dict[str, int], repo: Path) -> Non
     if len(tokenizer) != len(vocab):
         raise CtcforgeError(f"tokenizer has {len(tokenizer)} tokens but vocab.json {len(vocab)}")
     tokenizer.save_pretrained(repo)
+    (repo / BASE_MODEL_FILE).write_text(json.dumps(base.record(), indent=2) + "\n", encoding="utf-8")
