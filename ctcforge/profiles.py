@@ -22,6 +22,7 @@ TRANSLITERATIONS = ("none", "hiragana")
 WORD_SPLITS = ("space", "fugashi", "char")
 METRICS = ("wer", "cer")
 UNICODE_FORMS = ("NFC", "NFKC")
+ISO639 = re.compile(r"[a-z]{2,3}")
 RANGE = re.compile(r"U\+([0-9A-Fa-f]{4,6})-U\+([0-9A-Fa-f]{4,6})")
 
 
@@ -40,6 +41,15 @@ class Profile:
     unicode_form: str = "NFC"
     espeak_voice: str | None = None
     metrics: list[str] = field(default_factory=lambda: ["wer", "cer"])
+    # The ISO 639 code a model card's `language:` holds, where it is not the part of the
+    # locale before "-" (Common Voice's zh-HK is Cantonese: yue). Optional, so a new
+    # profile needs it only when that rule gets its language wrong.
+    hub_language: str | None = None
+
+    @property
+    def iso_language(self) -> str:
+        """The Hub's `language:` code: ISO 639 (hy for hy-AM), as the Hub filters on."""
+        return self.hub_language or self.code.split("-")[0].lower()
 
     @property
     def headline_metric(self) -> str:
@@ -105,6 +115,10 @@ def profile_from_dict(data: object, source: str) -> Profile:
     metrics = data.get("metrics", ["wer", "cer"])
     if not isinstance(metrics, list) or not metrics or not set(metrics) <= set(METRICS):
         raise fail("metrics", f"must be a non-empty list drawn from {', '.join(METRICS)}")
+    hub_language = data.get("hub_language")
+    if hub_language is not None and not (isinstance(hub_language, str) and ISO639.fullmatch(hub_language)):
+        raise fail("hub_language", f"must be an ISO 639 code of 2 or 3 lower-case letters (e.g. yue), "
+                                   f"got {hub_language!r}")
     voice = data.get("espeak_voice")
     if voice is not None and not isinstance(voice, str):
         raise fail("espeak_voice", "must be a voice name or null")
