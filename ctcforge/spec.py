@@ -11,6 +11,14 @@ from pathlib import Path
 from ctcforge.datafile import check_mapping, field_error, read_yaml
 
 METRIC_TYPES = ("wer", "cer")
+# Cards hold error rates as fractions (0.25 = 25%), and a spec copies them by hand from
+# cards that did not always (the ja, km and as seeds gave percentages). An error rate can
+# pass 1 (a hypothesis with more insertions than the reference has words), so 1 is no
+# bound; but above 1.5 the model makes half again as many errors as there are reference
+# words, a figure that measures nothing (zh-HK's WER of 1.90 was such a one) and no spec
+# should report. Real models' percentages are nearly all above 1.5, so this catches them;
+# one below (1.2 for 1.2%) cannot be told from a fraction by its size alone.
+MAX_REPORTED_RATE = 1.5
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,15 @@ def check_metric_value(value: object, where: str, fail) -> None:
         raise fail(where, f"must be a finite number, got {value!r} (NaN or infinity cannot go on a card)")
 
 
+def check_reported_rate(value: object, where: str, fail) -> None:
+    """A WER/CER a spec reports: a finite fraction, not a percentage (see MAX_REPORTED_RATE).
+    eval.py's measurements are fractions by construction and are not held to this bound."""
+    check_metric_value(value, where, fail)
+    if value > MAX_REPORTED_RATE:
+        raise fail(where, f"{value} looks like a percentage: cards hold fractions (0.25 = 25%); divide "
+                          f"by 100 and add a line to `corrections` saying the original gave percentages")
+
+
 def _check_result(result: object, where: str, fail) -> None:
     if not isinstance(result, dict) or set(result) - {"task", "dataset", "metrics"}:
         raise fail(where, "must be a mapping with task, dataset and metrics")
@@ -101,7 +118,7 @@ def _check_result(result: object, where: str, fail) -> None:
         if not isinstance(metric, dict) or metric.get("type") not in METRIC_TYPES:
             raise fail(at, f"must be a mapping whose type is one of {', '.join(METRIC_TYPES)}")
         _require_line(metric.get("name", metric["type"]), f"{at}.name", fail)
-        check_metric_value(metric.get("value"), f"{at}.value", fail)
+        check_reported_rate(metric.get("value"), f"{at}.value", fail)
 
 
 def _check_evaluation(row: object, where: str, fail) -> None:
@@ -112,4 +129,4 @@ def _check_evaluation(row: object, where: str, fail) -> None:
         if not isinstance(figures, dict) or set(figures) - set(METRIC_TYPES):
             raise fail(f"{where}.{side}", f"must map {' / '.join(METRIC_TYPES)} to numbers")
         for metric, value in figures.items():
-            check_metric_value(value, f"{where}.{side}.{metric}", fail)
+            check_reported_rate(value, f"{where}.{side}.{metric}", fail)

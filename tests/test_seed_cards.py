@@ -16,6 +16,8 @@ SEED_FILES = {"ja": "000_48db0eacde93a722.txt", "km": "001_eb1e8190a5c055e0.txt"
               "hy-AM": "004_64e0dd707224cdd1.txt"}
 # zh-HK's seed model-index is broken (empty name and results); its spec fixes that.
 FAITHFUL = ["ja", "km", "as", "hy-AM"]
+# Seeds whose model-index gave percentages; their specs hold the same figures as fractions.
+PERCENT_SEEDS = ["ja", "km", "as"]
 
 
 def seed_card(code: str) -> ModelCard:
@@ -65,7 +67,18 @@ def test_every_model_index_result_matches_the_seed(stamped, code):
     # The seeds' YAML carries trailing spaces in some task names; YAML itself keeps them.
     seed_results = [tuple(v.strip() if isinstance(v, str) else v for v in result_fields(r))
                     for r in seed.eval_results]
+    if code in PERCENT_SEEDS:
+        seed_results = [(*fields[:-1], round(fields[-1] / 100, 6)) for fields in seed_results]
     assert [result_fields(r) for r in ours.eval_results] == seed_results
+
+
+@pytest.mark.parametrize("code", PERCENT_SEEDS)
+def test_percentages_become_fractions_and_the_card_says_so(stamped, code):
+    seed, card = seed_card(code).data, card_of(stamped[code])
+    assert all(r.metric_value > 1.5 for r in seed.eval_results)  # the seed's percentages
+    assert all(r.metric_value < 1 for r in card.data.eval_results)
+    corrections = card.text.split("## Corrections to the original card")[1].split("<!--")[0]
+    assert "percentages" in corrections and f"{seed.eval_results[0].metric_value}" in corrections
 
 
 def test_zh_hk_model_index_is_repaired_and_the_card_says_why(stamped):
