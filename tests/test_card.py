@@ -1,16 +1,24 @@
 """The card: YAML from huggingface_hub's data model, rebuilt from repo artefacts, person's text kept."""
 
+import argparse
 import json
+import re
+import shlex
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
+from transformers import HfArgumentParser
 
-from ctcforge.card import CardFacts, rebuild_card, render_card, write_card
+from ctcforge.answers import Answers
+from ctcforge.card import CardFacts, check_card, facts_from_answers, rebuild_card, render_card, write_card
+from ctcforge.catalogue import resolve_base_model
 from ctcforge.errors import CtcforgeError
 from ctcforge.profiles import load_profile
 from ctcforge.render import new_repo
 from ctcforge.spec import spec_from_dict
+from repo_script import imported_script
 
 HY = load_profile("hy-AM")
 
@@ -169,3 +177,185 @@ def test_lm_tuning_section_shows_the_chosen_weights_and_heatmap(tmp_path):
     assert "tuned on 40 clips of cv-corpus hy-AM (dev)" in text
     assert "![Dev WER over the alpha/beta grid](lm_tuning/wer_heatmap.png)" in text
     assert text.index("ctcforge:begin language-model") < text.index("ctcforge:begin framework")
+
+
+# ---------------------------------------------------------------------------- training, truth
+
+ROOT = Path(__file__).resolve().parents[1]
+CV_RELEASE = "/data/cv-corpus-17.0-2024-03-15"
+
+
+def section(text: str, name: str) -> str:
+    return text.split(f"<!-- ctcforge:begin {name} -->")[1].split(f"<!-- ctcforge:end {name} -->")[0]
+
+
+def test_catalogue_repo_card_holds_the_training_command_for_its_base_model(tmp_path):
+    repo = new_repo("hy-AM", tmp_path / "repo", base_model="facebook/wav2vec2-xls-r-300m")
+    training = section((repo / "README.md").read_text(encoding="utf-8"), "training")
+    command = training.split("```bash\n")[1].split("```")[0]
+    argv = shlex.split(command.replace("\\\n", " "))
+    assert argv[:2] == ["python", "run_speech_recognition_ctc.py"]
+    pairs = dict(zip(argv[2::1], argv[3::1]))
+    assert pairs["--model_name_or_path"] == "./" and pairs["--output_dir"] == "./"
+    assert pairs["--dataset_name"] == "PATH/TO/cv-corpus-X/" and pairs["--dataset_config_name"] == "hy-AM"
+    assert pairs["--eval_split_name"] == "dev" and pairs["--learning_rate"] == "0.0003"
+    assert {"--fp16", "--gradient_checkpointing", "--group_by_length", "--do_train", "--do_eval"} <= set(argv)
+    # One option a line, so a reader can edit it.
+    assert all(line.strip().startswith(("python", "--")) for line in command.strip().splitlines())
+    assert "`base_model.json` records: [facebook/wav2vec2-xls-r-300m]" in training
+    assert "feature encoder stays frozen" in training and "--bf16" in training
+    assert "ctcforge lm ./ --dataset PATH/TO/cv-corpus-X/" in training
+    assert "python eval.py --model_id ./" in training
+    # Every option is one the repo's own training script knows.
+    with imported_script(repo) as script:
+        parser = HfArgumentParser((script.ModelArguments, script.DataTrainingArguments,
+                                   script.SpeechTrainingArguments))
+        _, unknown = argparse.ArgumentParser.parse_known_args(parser, argv[2:])
+    assert unknown == []
+
+
+def test_tiny_card_says_random_weights_and_its_catalogue_settings():
+    text = render_card(facts(base_model="tiny", base=resolve_base_model("tiny")))
+    training = section(text, "training")
+    assert "random weights, trained from scratch" in training and "--learning_rate 0.002" in training
+    assert "stays frozen" not in training and "--fp16 \\" not in training
+
+
+def test_stamped_dataset_goes_into_the_commands_and_datasets():
+    answers = Answers(language="hy-AM", base_model="facebook/wav2vec2-xls-r-300m", model_name="m",
+                      dataset=CV_RELEASE, dataset_config="hy-AM")
+    stamped = facts_from_answers(answers, HY)
+    card = ModelCard(render_card(stamped))
+    assert card.data.datasets == ["cv-corpus-17.0-2024-03-15"]
+    assert f"--dataset_name {CV_RELEASE} \\" in card.text
+    assert f"python eval.py --model_id ./ --dataset {CV_RELEASE} --config hy-AM" in section(card.text, "usage")
+    assert "PATH/TO" not in card.text
+
+
+@pytest.mark.parametrize("base, spec, licence, corrected", [
+    ("facebook/mms-300m", None, "cc-by-nc-4.0", False),
+    ("facebook/w2v-bert-2.0", None, "mit", False),
+    # The hy-AM spec says apache-2.0: over MMS weights that is corrected, over MIT ones it stands.
+    ("facebook/mms-1b", "hy-AM", "cc-by-nc-4.0", True),
+    ("facebook/w2v-bert-2.0", "hy-AM", "apache-2.0", False),
+])
+def test_licence_follows_the_base_model(tmp_path, base, spec, licence, corrected):
+    repo = new_repo("hy-AM", tmp_path / "repo", base_model=base,
+                    spec_path=ROOT / "specs" / f"{spec}.yaml" if spec else None)
+    card = ModelCard((repo / "README.md").read_text(encoding="utf-8"))
+    assert card.data.license == licence
+    note = f"licence, apache-2.0, is replaced by cc-by-nc-4.0: the base model {base}"
+    assert (note in card.text) == corrected
+
+
+@pytest.mark.parametrize("code, iso", [("hy-AM", "hy"), ("zh-HK", "yue"), ("ja", "ja")])
+def test_language_is_iso_639_and_the_locale_is_bcp47(tmp_path, code, iso):
+    repo = new_repo(code, tmp_path / "repo", base_model="tiny")  # write_card checks the YAML trip
+    data = ModelCard((repo / "README.md").read_text(encoding="utf-8")).data
+    assert data.language == [iso] and data.language_bcp47 == [code]
+
+
+def test_check_card_notices_a_lost_language_bcp47():
+    text = render_card(facts())
+    assert "language_bcp47:\n- hy-AM\n" in text
+    with pytest.raises(CtcforgeError, match="language_bcp47"):
+        check_card(text.replace("language_bcp47:\n- hy-AM\n", ""), facts())
+
+
+def training_run(output_dir, command="python run_speech_recognition_ctc.py --model_name_or_path ./ "
+                 f"--dataset_name {CV_RELEASE} --dataset_config_name hy-AM --output_dir ./ "
+                 "--learning_rate 0.123 --do_train"):
+    return {"command": command, "output_dir": str(output_dir), "started_from": "facebook/wav2vec2-xls-r-300m",
+            "steps": 1234, "finished_at": "2026-12-02T10:00:00+00:00",
+            "framework_versions": {"Transformers": "9.9.9", "Pytorch": "8.8.8", "Datasets": "7.7.7",
+                                   "Tokenizers": "6.6.6"}}
+
+
+def test_training_run_shows_the_command_really_run_and_its_versions(tmp_path):
+    repo = new_repo("hy-AM", tmp_path / "repo", base_model="facebook/wav2vec2-xls-r-300m")
+    before = (repo / "README.md").read_text(encoding="utf-8")
+    assert "Not trained yet" in section(before, "framework")
+    (repo / "model.safetensors").write_bytes(b"weights")
+    (repo / "training_run.json").write_text(json.dumps(training_run(repo)))
+    rebuild_card(repo)
+    card = ModelCard((repo / "README.md").read_text(encoding="utf-8"))
+    training = section(card.text, "training")
+    assert "--learning_rate 0.123 \\" in training and "--learning_rate 0.0003" not in training
+    assert "1234 steps from facebook/wav2vec2-xls-r-300m" in training and "Not trained yet" not in training
+    assert section(card.text, "framework").split("\n\n", 1)[1].split("\n")[:4] == [
+        "- Transformers 9.9.9", "- Pytorch 8.8.8", "- Datasets 7.7.7", "- Tokenizers 6.6.6"]
+    assert card.data.datasets == ["cv-corpus-17.0-2024-03-15"]
+    assert f"ctcforge lm ./ --dataset {CV_RELEASE} --config hy-AM" in training  # the data trained on
+    assert "weights are in" not in training
+
+
+def test_weights_in_another_output_dir_are_found_and_named(tmp_path):
+    repo = new_repo("hy-AM", tmp_path / "repo", base_model="facebook/wav2vec2-xls-r-300m")
+    out = tmp_path / "out"
+    out.mkdir()
+    (repo / "training_run.json").write_text(json.dumps(training_run(out)))
+    # Without weights in either folder the run trained nothing the card can show.
+    rebuild_card(repo)
+    assert "Not trained yet" in section((repo / "README.md").read_text(encoding="utf-8"), "training")
+    (out / "model.safetensors").write_bytes(b"weights")
+    history = [{"loss": 3.0, "step": 10}, {"eval_loss": 2.5, "eval_wer": 0.9, "eval_cer": 0.4, "epoch": 1.0,
+                                           "step": 20}]
+    (out / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    (out / "training_hyperparameters.json").write_text(json.dumps({"learning_rate": 0.123}))
+    rebuild_card(repo)
+    training = section((repo / "README.md").read_text(encoding="utf-8"), "training")
+    assert f"The trained weights are in `{out}`" in training
+    assert "- learning_rate: 0.123" in training and "| 3.0000 | 1.00 | 20 | 2.5000 | 0.9000 | 0.4000 |" in training
+    assert (repo / "training_curve.png").is_file() and "![Training curve](training_curve.png)" in training
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("{not json", "not JSON"),
+    (json.dumps({**training_run("/x"), "steps": "many"}), "'steps' should be a int"),
+    (json.dumps({**training_run("/x"), "command": "python 'unclosed"}), "not a shell command line"),
+])
+def test_unreadable_training_run_is_one_line_naming_the_file(tmp_path, content, problem):
+    repo = new_repo("hy-AM", tmp_path / "repo", base_model="tiny")
+    (repo / "training_run.json").write_text(content)
+    with pytest.raises(CtcforgeError, match=re.escape(problem)) as error:
+        rebuild_card(repo)
+    assert str(repo / "training_run.json") in str(error.value) and "\n" not in str(error.value)
+
+
+def test_spec_figures_in_the_description_give_way_to_measured_results(tmp_path):
+    repo = new_repo(None, tmp_path / "repo", spec_path=ROOT / "specs" / "hy-AM.yaml")
+    assert "- Wer: **0.5141**" in section((repo / "README.md").read_text(encoding="utf-8"), "description")
+    folder = repo / "eval" / "greedy"
+    folder.mkdir(parents=True)
+    (folder / "cv_hy-AM_test_eval_results.txt").write_text("WER: 0.4\nCER: 0.1")
+    rebuild_card(repo)
+    text = (repo / "README.md").read_text(encoding="utf-8")
+    description = section(text, "description")
+    for stale in ("0.5141", "0.2756", "0.4521", "Wer+LM", "achieves the following results"):
+        assert stale not in description
+    assert "fine-tuned version of [facebook/wav2vec2-xls-r-1b]" in description
+    assert "this repo's own measurements are in the evaluation results below" in description
+    assert "| w/o LM | WER | 0.4000 |" in section(text, "evaluation")
+
+
+@pytest.mark.parametrize("value, refused", [(54.05, True), (1.6, True), (1.2, False), (0.25, False)])
+def test_spec_refuses_a_metric_that_looks_like_a_percentage(value, refused):
+    data = {"language": "hy-AM", "model_name": "m", "base_model": "tiny", "results": [result(value=value)]}
+    if refused:
+        with pytest.raises(CtcforgeError, match=r"results\[0\]\.metrics\[0\]\.value.*percentage.*corrections"):
+            spec_from_dict(data, source="my.yaml")
+    else:
+        spec_from_dict(data, source="my.yaml")  # WER above 1 exists: more insertions than words
+    data = {**data, "results": [], "evaluation": [{"dataset": "d", "with_lm": {"cer": value}}]}
+    if refused:
+        with pytest.raises(CtcforgeError, match=r"evaluation\[0\]\.with_lm\.cer.*percentage"):
+            spec_from_dict(data, source="my.yaml")
+
+
+def test_card_says_what_the_repo_needs_without_ctcforge():
+    standalone = section(render_card(facts()), "standalone")
+    assert "apt-get install ffmpeg" in standalone and "kenlm==0.3.0" in standalone
+    assert "lmplz -o 5 -S 10% --discount_fallback < text.txt > 5gram.arpa" in standalone
+    assert "build_binary 5gram.arpa language_model/lm.binary" in standalone
+    for name in ("lm.binary", "unigrams.txt", "attrs.json", "alphabet.json"):
+        assert f"`{name}`" in standalone
