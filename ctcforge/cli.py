@@ -187,12 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "language_model/ (KenLM *.bin, *.arpa, unigrams.txt, attrs.json), alphabet.json, "
                     "README.md and the images it shows, the root *.py scripts, language_profile.json, "
                     "requirements*.txt, tests/**/*.py, eval.py outputs (root and eval/), lm_tuning/, "
-                    "trainer and results JSON files, .gitattributes, .gitignore, .ctcforge-answers.yml. "
+                    "trainer and results JSON files, base_model.json, training_run.json, .gitattributes, "
+                    ".gitignore, .ctcforge-answers.yml. "
                     "Never uploaded: .env, token files, .huggingface/, .cache/, *.pt/*.pth/*.pkl and "
                     "*.bin pickles, training_args.bin, optimizer/scheduler/RNG states, caches, runs/, "
                     "wandb/, and checkpoint-*/ folders unless --include-checkpoints. The push is refused "
-                    "if a file to upload holds a Hub token or README.md's YAML does not parse or lacks "
-                    "language/license. Log in first with `hf auth login` or set HF_TOKEN.")
+                    "if the repo holds no safetensors weights (naming the training run's --output_dir "
+                    "when they are there), a file to upload holds a Hub token, or README.md's YAML does "
+                    "not parse or lacks language/license. Log in first with `hf auth login` or set HF_TOKEN.")
     push.add_argument("repo_dir", type=Path, help="a repo made by `ctcforge new`")
     push.add_argument("--repo-id", required=True, help="ORG/NAME of the model repo on the Hub")
     push.add_argument("--private", action="store_true",

@@ -25,6 +25,8 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalToken
 from huggingface_hub.utils import validate_repo_id
 
 from ctcforge import __version__
+from ctcforge.card import TRAINING_RUN_FILE, read_training_run, trained_weights_folder
+from ctcforge.catalogue import has_weights
 from ctcforge.errors import CtcforgeError
 
 CARD = "README.md"
@@ -40,6 +42,9 @@ EVAL_OUTPUT_GLOBS = ("*_eval_results.txt", "*_eval_summary.json", "log_*_predict
 ROOT_FILES = CONFIG_FILES | TOKENIZER_FILES | {
     "alphabet.json", CARD, "language_profile.json",
     "trainer_state.json", "training_hyperparameters.json",
+    # What the repo was fine-tuned from and the run that trained it (its command, steps and
+    # versions): the card quotes both, and `ctcforge card` on a clone rebuilds from them.
+    "base_model.json", "training_run.json",
     "all_results.json", "train_results.json", "eval_results.json",
     ".gitattributes", ".gitignore", ".ctcforge-answers.yml",
 }
@@ -212,6 +217,25 @@ def files_to_upload(repo_dir: Path, include_checkpoints: bool = False) -> list[P
     return plan_upload(repo_dir, include_checkpoints).files
 
 
+def check_weights(plan: UploadPlan) -> None:
+    """A model repo without its model is no use on the Hub: refuse, saying where the weights
+    are (training with --output_dir elsewhere leaves them there) or that training comes first.
+    There is no way round this: a repo that is not trained has nothing to publish yet."""
+    if any(len(path.parts) == 1 and _matches(path.name, WEIGHT_GLOBS) for path in plan.files):
+        return
+    repo = plan.repo
+    if has_weights(repo):  # pickled weights only, which the never rules keep home
+        raise CtcforgeError(f"{repo}: its weights are pickles (pytorch_model.bin), which push never uploads; "
+                            "load the model and save it again with save_pretrained, which writes model.safetensors")
+    # The repo holds none, so a folder found here is the run's output_dir.
+    trained_in = trained_weights_folder(repo, read_training_run(repo))
+    if trained_in is not None:
+        raise CtcforgeError(f"{repo}: no weights to push; the trained model is in {trained_in} "
+                            f"({TRAINING_RUN_FILE}): copy them into the repo or train with --output_dir ./")
+    raise CtcforgeError(f"{repo}: no weights to push: train first with python run_speech_recognition_ctc.py "
+                        "(see README.md, Training)")
+
+
 # ---------------------------------------------------------------------------- token scan
 # User access tokens are `hf_` and 34 letters and digits; organisation API tokens, from before
 # user tokens, were `api_org_` and 34. Thirty or more catches both, and shortened pastes. Two
@@ -360,6 +384,7 @@ def push(repo_dir: Path, repo_id: str, private: bool = False, dry_run: bool = Fa
     needed). Every check runs before the Hub is contacted; a dry run stops after them."""
     check_repo_id(repo_id)
     plan = plan_upload(repo_dir, include_checkpoints)
+    check_weights(plan)
     check_card(plan.repo)
     scan_for_tokens(plan.repo, plan.files)
     if dry_run:

@@ -2,6 +2,7 @@
 checked first, and the upload is one commit. The Hub is never contacted: HfApi's create_repo and
 create_commit are replaced by recorders, and any socket connection fails the test."""
 
+import json
 import shutil
 import socket
 from dataclasses import dataclass, field
@@ -360,6 +361,71 @@ def test_a_refused_token_names_hf_auth_login(repo, hub_calls, status):
 @pytest.mark.parametrize("repo_id", ["just-a-name", "a/b/c", "org/bad name", ""])
 def test_repo_id_must_be_org_slash_name(repo, hub_calls, repo_id):
     refused_before_sending(hub_calls, "--repo-id must be ORG/NAME", repo, repo_id=repo_id)
+
+
+# ---------------------------------------------------------------------------- the weights
+
+@pytest.fixture
+def untrained(stamped, tmp_path):
+    """The repo as `ctcforge new` left it: everything but weights."""
+    return shutil.copytree(stamped[0], tmp_path / "untrained")
+
+
+def write_training_run(repo, output_dir):
+    """training_run.json as the repo's training script writes it at the end of a run."""
+    write(repo / "training_run.json", json.dumps({
+        "command": f"python run_speech_recognition_ctc.py --output_dir {output_dir}", "output_dir": str(output_dir),
+        "started_from": "random initialisation", "steps": 5, "framework_versions": {"transformers": "5"},
+        "finished_at": "2025-01-01T00:00:00+00:00"}))
+
+
+def refused_on_the_cli(repo, capsys, *options):
+    assert main(["push", str(repo), "--repo-id", REPO_ID, *options]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # not one file listed
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ctcforge: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize("options", [["--dry-run"], []])
+def test_a_repo_without_weights_is_refused_with_train_first(untrained, hub_calls, capsys, options):
+    line = refused_on_the_cli(untrained, capsys, *options)
+    assert line.endswith(f"{untrained}: no weights to push: train first with python run_speech_recognition_ctc.py "
+                         "(see README.md, Training)")
+    assert hub_calls.calls == 0
+
+
+@pytest.mark.parametrize("options", [["--dry-run"], []])
+def test_weights_in_the_runs_output_dir_are_named(untrained, hub_calls, capsys, options):
+    out = untrained / "out"
+    write(out / "model.safetensors", SALT["model.safetensors"])
+    write_training_run(untrained, out)
+    line = refused_on_the_cli(untrained, capsys, *options)
+    assert line.endswith(f"the trained model is in {out} (training_run.json): copy them into the repo "
+                         "or train with --output_dir ./")
+    assert hub_calls.calls == 0
+
+
+def test_a_run_whose_output_dir_lost_its_weights_says_train_first(untrained, hub_calls, capsys):
+    write_training_run(untrained, untrained / "out")
+    assert "train first" in refused_on_the_cli(untrained, capsys, "--dry-run")
+
+
+def test_pickled_weights_only_are_refused_naming_safetensors(untrained, hub_calls, capsys):
+    write(untrained / "pytorch_model.bin", SALT["pytorch_model.bin"])
+    line = refused_on_the_cli(untrained, capsys, "--dry-run")
+    assert "pickles (pytorch_model.bin), which push never uploads" in line and "model.safetensors" in line
+
+
+@pytest.mark.parametrize("weights", ["model.safetensors", "model.safetensors.index.json"])
+def test_a_repo_with_weights_lists_them_in_the_dry_run(untrained, hub_calls, capsys, weights):
+    write(untrained / weights, SALT["model.safetensors"])
+    write_training_run(untrained, untrained)  # trained with --output_dir ./
+    assert main(["push", str(untrained), "--repo-id", REPO_ID, "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    listed = {line.split("  ")[-1] for line in lines if line.startswith(" ")}
+    assert {weights, "training_run.json", "base_model.json"} <= listed  # the card quotes the run's record
 
 
 # ---------------------------------------------------------------------------- dry run and CLI
