@@ -14,13 +14,11 @@ from pathlib import Path
 import yaml
 
 from ctcforge.errors import CtcforgeError
+# The repo's training script reads base_model.json through this shipped module.
+from ctcforge.starting_weights import BASE_MODEL_FILE, WEIGHT_FILES, has_weights
 from ctcforge.vocab import PAD, UNK, WORD_DELIMITER, write_vocab
 
 CATALOGUE_FILE = Path(str(resources.files("ctcforge") / "catalogue.yaml"))
-# Written into every repo: the base model its training script starts from.
-BASE_MODEL_FILE = "base_model.json"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
 
 # family -> (config class, feature extractor class, CTC model class), by transformers name
 FAMILIES = {
@@ -86,10 +84,6 @@ def resolve_base_model(name: str) -> BaseModel:
 def looks_like_path(name: str) -> bool:
     """A name that cannot be a Hub id (org/name) or a catalogue key."""
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
-
-
-def has_weights(folder: Path) -> bool:
-    return any((folder / name).is_file() for name in WEIGHT_FILES)
 
 
 def _local_base_model(folder: Path) -> BaseModel:

@@ -3,8 +3,8 @@
 `templates/repo/` is laid out like its output. Files ending in `.jinja` are rendered
 with jinja2 (StrictUndefined, so a missing answer is an error, not an empty string) and
 lose the suffix; every other file is copied as it is. The shared modules
-(`text_normalizer.py`, `speech_data.py`) are copied from the ctcforge package itself, so
-a repo runs the very code ctcforge tests. The answers that made the repo are recorded in
+(`text_normalizer.py`, `speech_data.py`, `starting_weights.py`) are copied from the
+ctcforge package itself, so a repo runs the very code ctcforge tests. The answers that made the repo are recorded in
 `.ctcforge-answers.yml`, so `ctcforge card` and a rerun of `ctcforge new` can rebuild it.
 """
 
@@ -30,7 +30,7 @@ from ctcforge.vocab import vocab_from_profile, vocab_from_texts
 
 PACKAGE = Path(str(resources.files("ctcforge")))
 TEMPLATE_DIR = PACKAGE / "templates" / "repo"
-SHARED_MODULES = ("text_normalizer.py", "speech_data.py")
+SHARED_MODULES = ("text_normalizer.py", "speech_data.py", "starting_weights.py")
 DEFAULT_BASE_MODEL = "facebook/wav2vec2-xls-r-300m"
 
 

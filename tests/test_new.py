@@ -1,13 +1,14 @@
 """`ctcforge new`: the stamped repo's layout, its answers record, and the user errors."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from transformers import AutoConfig
+from transformers import AutoConfig, AutoModelForCTC
 
 from ctcforge.cli import main
 from ctcforge.errors import CtcforgeError
@@ -78,8 +79,11 @@ def test_catalogue_models_write_their_architecture_offline(tmp_path, model, mode
 
 
 def test_local_model_folder_as_base(tiny_repo, tmp_path):
-    repo = new_repo("tr", tmp_path / "tr", base_model=str(tiny_repo))
-    source, stamped = AutoConfig.from_pretrained(tiny_repo), AutoConfig.from_pretrained(repo)
+    base = tmp_path / "trained-hy"
+    shutil.copytree(tiny_repo, base)
+    AutoModelForCTC.from_config(AutoConfig.from_pretrained(base)).save_pretrained(base)
+    repo = new_repo("tr", tmp_path / "tr", base_model=str(base))
+    source, stamped = AutoConfig.from_pretrained(base), AutoConfig.from_pretrained(repo)
     assert stamped.hidden_size == source.hidden_size and stamped.vocab_size != source.vocab_size
 
 

@@ -388,11 +388,21 @@ def test_other_text_column_is_read(data, tmp_path):
 
 # (folder, config, split asked for, how the error names the missing split, the splits it must list)
 SPLITS = [
-    ("cv", "hy-AM", "validation", "no validation.tsv", ["train", "dev", "test", "validated"]),
+    ("cv", "hy-AM", "devel", "no devel.tsv", ["train", "dev", "test", "validated"]),
     ("saved-dict", None, "validation", "no split 'validation'", ["train", "dev"]),
     ("openslr", None, "dev", "not 'dev'", ["train", "test", "validated"]),
-    ("cv", "hy-AM", "train+validation", "no validation.tsv", ["train", "dev", "test", "validated"]),
+    ("cv", "hy-AM", "train+devel", "no devel.tsv", ["train", "dev", "test", "validated"]),
 ]
+
+
+def test_hub_split_name_validation_reads_common_voice_dev(data, caplog):
+    """Upstream's default train+validation, as the Hub's Common Voice named dev."""
+    folder = str(data.folders["cv"])
+    dev = load_speech_dataset(folder, "hy-AM", "dev")
+    with caplog.at_level("WARNING"):
+        validation = load_speech_dataset(folder, "hy-AM", "validation")
+    assert validation["sentence"] == dev["sentence"] and len(dev) > 0
+    assert "reading dev.tsv" in caplog.text
 
 
 @pytest.mark.parametrize("folder, config, split, missing, available", SPLITS,

@@ -14,7 +14,7 @@ import sys
 import pytest
 import numpy as np
 from transformers import (AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Wav2Vec2Config,
-                          Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor)
+                          Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Model)
 
 from ctcforge.render import new_repo
 from ctcforge.synth import synthesize
@@ -117,12 +117,13 @@ def dirty_run(dirty_release, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def wav2vec2_base(tmp_path_factory):
-    """A local, weightless, raw-waveform wav2vec2 base small enough for a CPU."""
+    """A local raw-waveform wav2vec2 checkpoint (random weights) small enough for a CPU."""
     folder = tmp_path_factory.mktemp("w2v2-base")
-    Wav2Vec2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-                   conv_dim=(64, 64), conv_kernel=(10, 3), conv_stride=(5, 2), feat_extract_norm="layer",
-                   do_stable_layer_norm=True, num_conv_pos_embeddings=16,
-                   num_conv_pos_embedding_groups=4).save_pretrained(folder)
+    config = Wav2Vec2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                            conv_dim=(64, 64), conv_kernel=(10, 3), conv_stride=(5, 2), feat_extract_norm="layer",
+                            do_stable_layer_norm=True, num_conv_pos_embeddings=16,
+                            num_conv_pos_embedding_groups=4)
+    Wav2Vec2Model(config).save_pretrained(folder)
     Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(folder)
     return folder
 

@@ -15,8 +15,13 @@ differs, and why:
   dropped, counted and reported; one bad file never stops a run.
 - A run restarted with the same output_dir resumes from its last complete checkpoint,
   skipping one that was cut off while being written.
-- With no weights in the model folder (the `tiny` base model and catalogue configs are
-  written offline), the model starts from random initialisation.
+- `--model_name_or_path ./` in a repo that holds no weights yet fine-tunes the base model
+  the repo was stamped for, which `base_model.json` records (a Hub id, a local folder, or
+  the `tiny` architecture, which alone starts from random weights); once the repo holds
+  weights, training continues from them. `--from_scratch` asks for random weights. The log
+  says which tensors were loaded, which are new and which of the checkpoint's were dropped.
+- `--fp16` on a machine without a CUDA GPU trains in bf16 instead, saying so; `--push_to_hub`
+  without a Hub login stops at once, pointing to `ctcforge push`.
 - `--lr_scheduler_type tristage` (with `--lr_scheduler_ratios`) is fairseq's wav2vec 2.0
   schedule: warm up, hold, then decay exponentially.
 - `--speed_perturbation 0.9 1.0 1.1` plays each training clip at a randomly drawn speed
@@ -36,13 +41,16 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
+import importlib.metadata
 import json
 import logging
 import math
 import os
 import random
 import re
+import shlex
 import sys
 import time
 from collections import Counter
@@ -50,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import huggingface_hub
 import jiwer
 import numpy as np
 import torch
@@ -74,16 +83,11 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 import speech_data
+import starting_weights
 import text_normalizer
 
 logger = logging.getLogger(__name__)
 
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
 SUPPORTED_METRICS = ("wer", "cer")
 TRISTAGE = "tristage"
 # fairseq's tri_stage defaults: warm up from 1% of the learning rate, decay to 5% of it.
@@ -91,6 +95,9 @@ TRISTAGE_INIT_LR_SCALE = 0.01
 TRISTAGE_FINAL_LR_SCALE = 0.05
 # The column that holds a training clip's audio when --speed_perturbation is on.
 WAVEFORM_COLUMN = "waveform"
+# The repo this script belongs to, and the record of the last training run it keeps there.
+REPO_DIR = Path(__file__).resolve().parent
+TRAINING_RUN_FILE = "training_run.json"
 
 
 @dataclass
@@ -98,7 +105,14 @@ class ModelArguments:
     """Which model to start from, and the regularisation settings written into its config."""
 
     model_name_or_path: str = field(
-        metadata={"help": "Model folder (this repo: ./) or a model id already in the local cache."}
+        metadata={
+            "help": "This repo (./): its weights once trained, else the base model base_model.json "
+            "names. Or any model folder, or a Hub id (from the Hub or the local cache)."
+        }
+    )
+    from_scratch: bool = field(
+        default=False,
+        metadata={"help": "Start from random weights, whatever the model folder holds or names."},
     )
     tokenizer_name_or_path: str | None = field(
         default=None,
@@ -261,6 +275,7 @@ class SpeechTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        self.choose_precision_for_the_machine()
         tristage = self.lr_scheduler_type == TRISTAGE
         if tristage:
             # TrainingArguments turns the name into a SchedulerType, which has no tristage: it
@@ -284,6 +299,19 @@ class SpeechTrainingArguments(TrainingArguments):
             raise ValueError(f"--lr_scheduler_ratios {self.lr_scheduler_ratios} must add up to 1")
         if not (0 <= self.init_lr_scale <= 1 and 0 < self.final_lr_scale <= 1):
             raise ValueError("--init_lr_scale must be in [0, 1] and --final_lr_scale in (0, 1]")
+
+    def choose_precision_for_the_machine(self) -> None:
+        """GPU command lines on a machine without an accelerator: --fp16 needs CUDA, so it
+        becomes bf16, which a CPU runs; and --bf16 alone would make TrainingArguments ask
+        for --use_cpu, which is what it then means."""
+        if self.use_cpu or torch.accelerator.is_available() or not (self.fp16 or self.bf16):
+            return
+        if self.fp16:
+            # Printed, not logged: this runs while the arguments are parsed, before logging is set up.
+            print("warning: --fp16 needs a CUDA GPU and none is visible; training in bf16 on the CPU "
+                  "instead (drop --fp16 to train in fp32)", file=sys.stderr)
+            self.fp16, self.bf16 = False, True
+        self.use_cpu = True
 
 
 # ---------------------------------------------------------------------------------------
@@ -314,7 +342,14 @@ def resolve_training_arguments(
     if data_args.group_by_length:
         changes["train_sampling_strategy"] = "group_by_length"
     if data_args.use_auth_token:
-        logger.info("--use_auth_token ignored: this script never contacts the Hub.")
+        logger.info("--use_auth_token ignored: a Hub login comes from `hf auth login` or HF_TOKEN.")
+    if training_args.push_to_hub:
+        problem = hub_login_problem()
+        if problem:
+            # The Trainer would otherwise fail creating the Hub repo, in a traceback.
+            raise SystemExit(f"error: --push_to_hub needs the Hub, and {problem}; log in with "
+                             "`hf auth login`, or drop --push_to_hub and upload the trained repo "
+                             "later with `ctcforge push REPO --repo-id ORG/NAME`")
     if data_args.phoneme_language:
         logger.info("--phoneme_language ignored: this repo's model writes characters, not phonemes.")
     if training_args.lr_scheduler_type == TRISTAGE and training_args.warmup_steps:
@@ -329,15 +364,25 @@ def resolve_training_arguments(
     return dataclasses.replace(training_args, **changes) if changes else training_args
 
 
+def hub_login_problem() -> str | None:
+    """Why the Hub cannot be written to from here, or None when a login is present."""
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    if huggingface_hub.get_token() is None:
+        return "no Hub token was found"
+    return None
+
+
 def setup_logging(training_args: TrainingArguments) -> None:
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
         datefmt="%m/%d/%Y %H:%M:%S",
         handlers=[logging.StreamHandler(sys.stdout)],
     )
-    # This script's own messages (the dropped-clip table among them) are worth reading on
-    # the main process; the libraries follow --log_level.
-    logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
+    # This script's own messages (the dropped-clip table, what the weights started from)
+    # are worth reading on the main process; the libraries follow --log_level.
+    for module in (__name__, starting_weights.__name__, speech_data.__name__):
+        logging.getLogger(module).setLevel(logging.INFO if training_args.should_log else logging.WARNING)
     library_level = training_args.get_process_log_level()
     datasets.utils.logging.set_verbosity(library_level)
     transformers.utils.logging.set_verbosity(library_level)
@@ -362,7 +407,7 @@ def checkpoint_to_resume(training_args: TrainingArguments, overwrite_output_dir:
     if checkpoint is not None:
         logger.info(f"Resuming from {checkpoint}; pass --overwrite_output_dir to start afresh.")
         return str(checkpoint)
-    if has_model_weights(output_dir):
+    if starting_weights.has_weights(output_dir):
         raise SystemExit(
             f"error: {output_dir} already holds a trained model and no checkpoint to resume from; "
             "pass --overwrite_output_dir to replace it, or choose another --output_dir."
@@ -408,10 +453,6 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
         except Exception as error:  # safetensors raises its own error types
             return f"{weight_file.name} does not load ({error})"
     return None
-
-
-def has_model_weights(folder: Path) -> bool:
-    return any((folder / name).is_file() for name in WEIGHT_FILES)
 
 
 # ---------------------------------------------------------------------------------------
@@ -589,23 +630,6 @@ def configure_for_ctc(config, model_args: ModelArguments, tokenizer: Wav2Vec2CTC
             setattr(config, name, value)
         else:
             logger.info(f"{config.model_type} models have no {name}; that setting is ignored.")
-
-
-def load_model(model_args: ModelArguments, config) -> tuple[torch.nn.Module, bool]:
-    """The CTC model, and whether it was randomly initialised (no weights to load)."""
-    model_path = Path(model_args.model_name_or_path)
-    if model_path.is_dir() and not has_model_weights(model_path):
-        logger.warning(f"No weights in {model_path}: the model starts from random initialisation.")
-        return AutoModelForCTC.from_config(config), True
-    model = AutoModelForCTC.from_pretrained(
-        model_args.model_name_or_path,
-        config=config,
-        cache_dir=model_args.cache_dir,
-        # The output layer is sized for the vocabulary; a pretrained encoder has none, or
-        # one for another label set, and it is then freshly initialised.
-        ignore_mismatched_sizes=True,
-    )
-    return model, False
 
 
 def freeze_feature_encoder(model: torch.nn.Module, randomly_initialised: bool) -> None:
@@ -1167,6 +1191,31 @@ def card_hyperparameters(
     return values
 
 
+def training_run_record(start: starting_weights.StartingPoint, output_dir: Path, steps: int) -> dict:
+    """What `ctcforge card` shows as the command that was really run, and where its model is."""
+    versions = {"Transformers": transformers.__version__, "Pytorch": torch.__version__,
+                "Datasets": datasets.__version__}
+    try:
+        versions["Tokenizers"] = importlib.metadata.version("tokenizers")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return {
+        "command": shlex.join(["python", Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "output_dir": str(output_dir.resolve()),
+        "started_from": start.description,
+        "steps": steps,
+        "framework_versions": versions,
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Written aside and renamed into place, so a reader never sees half a file."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
 def main() -> None:
     model_args, data_args, training_args = parse_arguments()
     setup_logging(training_args)
@@ -1174,6 +1223,14 @@ def main() -> None:
     logger.info(f"Training/evaluation parameters {training_args}")
     output_dir = Path(training_args.output_dir)
     checkpoint = checkpoint_to_resume(training_args, data_args.overwrite_output_dir)
+    # Where the weights come from, checked now: a model that cannot be loaded should stop
+    # the run before hours of data preparation, not after.
+    try:
+        start = starting_weights.starting_point(model_args.model_name_or_path, model_args.from_scratch)
+        for name in {model_args.model_name_or_path, start.source} - {None}:
+            starting_weights.check_reachable(name, model_args.cache_dir)
+    except starting_weights.StartingWeightsError as error:
+        raise SystemExit(f"error: {error}")
 
     # Before anything random: a model without weights is initialised from this seed.
     set_seed(training_args.seed)
@@ -1218,7 +1275,10 @@ def main() -> None:
 
     config = AutoConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
     configure_for_ctc(config, model_args, tokenizer)
-    model, randomly_initialised = load_model(model_args, config)
+    try:
+        model = starting_weights.load_ctc_model(start, config, model_args.cache_dir)
+    except starting_weights.StartingWeightsError as error:
+        raise SystemExit(f"error: {error}")
     if model.main_input_name != input_name:
         raise SystemExit(f"error: the model reads {model.main_input_name} but the feature extractor "
                          f"writes {input_name}: config.json and preprocessor_config.json do not match.")
@@ -1227,7 +1287,7 @@ def main() -> None:
             f"error: the model has {model.config.vocab_size} outputs for {len(tokenizer)} labels"
         )
     if model_args.freeze_feature_encoder:
-        freeze_feature_encoder(model, randomly_initialised)
+        freeze_feature_encoder(model, randomly_initialised=not start.pretrained)
 
     splits, dropped = {}, {}
     for name, raw in raw_splits.items():
@@ -1277,10 +1337,14 @@ def main() -> None:
         trainer.save_metrics("train", metrics)
         trainer.save_state()
         if training_args.should_save:
-            (output_dir / "training_hyperparameters.json").write_text(
-                json.dumps(card_hyperparameters(training_args, data_args.speed_perturbation,
-                                                trainer.state.global_step), indent=2)
-                + "\n", encoding="utf-8")
+            write_json(output_dir / "training_hyperparameters.json",
+                       card_hyperparameters(training_args, data_args.speed_perturbation,
+                                            trainer.state.global_step))
+            # In the run folder, and in the repo too, so that ctcforge card, push and eval.py
+            # find a model trained into another --output_dir.
+            record = training_run_record(start, output_dir, trainer.state.global_step)
+            for folder in {output_dir.resolve(), REPO_DIR}:
+                write_json(folder / TRAINING_RUN_FILE, record)
 
     if training_args.do_eval:
         metrics = {**trainer.evaluate(), "eval_samples": len(splits["eval"])}
