@@ -49,8 +49,8 @@ def save_random_weights(repo, seed=0, output_scale=8.0):
     model.save_pretrained(repo)
 
 
-def run_eval(repo, *args, expect_success=True):
-    result = subprocess.run([sys.executable, "eval.py", "--model_id", "./", *map(str, args)], cwd=repo,
+def run_eval(repo, *args, expect_success=True, model_id="./"):
+    result = subprocess.run([sys.executable, "eval.py", "--model_id", str(model_id), *map(str, args)], cwd=repo,
                             capture_output=True, text=True, timeout=600)
     if expect_success:
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -460,6 +460,73 @@ def test_decoder_lm_without_an_lm_is_an_error(tiny_repo, release):
                       expect_success=False)
     assert result.returncode != 0 and "--decoder lm, but" in result.stderr
     assert not list(tiny_repo.glob("*eval_*"))
+
+
+# ---------------------------------------------------------------------------------------
+# Where the trained model is
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def untrained_repo(tiny_repo, tmp_path):
+    """The tiny repo as stamped, before training: no weights."""
+    return shutil.copytree(tiny_repo, tmp_path / "untrained",
+                           ignore=shutil.ignore_patterns("model.safetensors", "*eval_*", "log_*"))
+
+
+def write_training_run(folder, output_dir):
+    """training_run.json as the training script writes it at the end of a run."""
+    record = {"command": f"python run_speech_recognition_ctc.py --output_dir {output_dir}",
+              "output_dir": str(output_dir), "started_from": "random initialisation", "steps": 5,
+              "framework_versions": {"transformers": "4"}, "finished_at": "2025-01-01T00:00:00+00:00"}
+    (folder / "training_run.json").write_text(json.dumps(record), encoding="utf-8")
+
+
+def one_error_line(result):
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("record", ["none", "output_dir without weights", "not JSON"])
+def test_a_repo_without_weights_says_train_first_before_reading_any_data(untrained_repo, work, record):
+    if record == "output_dir without weights":
+        (untrained_repo / "out").mkdir()
+        write_training_run(untrained_repo, untrained_repo / "out")
+    elif record == "not JSON":
+        (untrained_repo / "training_run.json").write_text("{", encoding="utf-8")
+    # A dataset that does not exist: had it been opened first, its error would show instead.
+    result = run_eval(untrained_repo, "--dataset", work / "no-such-dataset", "--split", "test",
+                      expect_success=False)
+    line = one_error_line(result)
+    assert line.startswith("error: no trained weights in ./: train first with python run_speech_recognition_ctc.py")
+    assert "no-such-dataset" not in result.stdout + result.stderr
+
+
+def test_the_repo_trained_with_another_output_dir_evaluates_that_model(untrained_repo, tiny_repo, release):
+    """`--model_id ./` means this repo's model, wherever its run saved it."""
+    write_training_run(untrained_repo, tiny_repo)
+    result = run_eval(untrained_repo, "--dataset", release, "--config", LOCALE, "--split", "test",
+                      "--max_samples", "2", "--decoder", "greedy", "--num_workers", "0")
+    assert f"no weights in ./; evaluating the trained model in {tiny_repo} (training_run.json)" in result.stderr
+    assert (untrained_repo / "cv_hy-AM_test_eval_results.txt").is_file()
+
+
+def test_another_folder_trained_elsewhere_is_named_not_followed(untrained_repo, tiny_repo, tmp_path, work):
+    other = tmp_path / "other"
+    other.mkdir()
+    write_training_run(other, tiny_repo)
+    result = run_eval(untrained_repo, "--dataset", work / "no-such-dataset", "--split", "test",
+                      model_id=other, expect_success=False)
+    assert one_error_line(result) == (f"error: the trained model is in {tiny_repo} (training_run.json); "
+                                      f"run eval.py --model_id {tiny_repo}")
+
+
+def test_a_model_path_that_does_not_exist_is_one_line(untrained_repo, work):
+    result = run_eval(untrained_repo, "--dataset", work / "no-such-dataset", "--split", "test",
+                      model_id="./no-such-model", expect_success=False)
+    assert one_error_line(result) == "error: --model_id ./no-such-model: no such folder"
 
 
 # ---------------------------------------------------------------------------------------

@@ -18,6 +18,10 @@ evaluated and the seconds the evaluation took. Every file is written atomically.
 
 What changed since 2022, and why:
 
+- `--model_id ./` in a repo trained with --output_dir elsewhere evaluates the model that
+  run saved, as its `training_run.json` records (saying so); a folder without weights
+  stops at once, before any audio is read, with one line saying where the model is or to
+  train first;
 - targets *and* predictions pass the repo's own normaliser (`text_normalizer.py`), the
   one training used; WER counts the words that normaliser defines (fugashi morphemes
   for Japanese, characters for languages written without spaces);
@@ -76,8 +80,12 @@ from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
 
 import text_normalizer
 from speech_data import DatasetError, dataset_id, load_speech_dataset
+from starting_weights import has_weights
 
 LANGUAGE_MODEL_DIR = "language_model"
+# Written by run_speech_recognition_ctc.py at the end of a run, into this folder and its
+# --output_dir; its "output_dir" is where the trained weights went.
+TRAINING_RUN_FILE = "training_run.json"
 KENLM_EXTENSIONS = (".bin", ".binary", ".arpa")
 # Clips read ahead, sorted by length and batched together: this many batches' worth.
 WINDOW_BATCHES = 32
@@ -750,10 +758,55 @@ def wants_language_model(decoder: str, model_id: str) -> bool:
     return decoder == "lm" or (decoder == "auto" and available)
 
 
+def trained_model_folder(model_id: str) -> str:
+    """The folder (or Hub id) to load the model from; exits with one line saying where the
+    trained model is, or to train first, when a local `model_id` holds no weights.
+
+    Training with --output_dir elsewhere (./out) leaves this repo without weights. When
+    `model_id` is this repo (`--model_id ./`, as the README runs it), the repo's own
+    training_run.json says where its model went, and that model is the one the user means:
+    it is used, saying so. Any other folder's record is only named, not followed: a copied
+    or stale record could point at another run's model, and evaluating it unasked would
+    report numbers for the wrong model."""
+    if not os.path.isdir(model_id):
+        if model_id.startswith((".", "/", "~")):  # a path, not a Hub id
+            sys.exit(f"error: --model_id {model_id}: no such folder")
+        return model_id
+    if has_weights(model_id):
+        return model_id
+    output_dir = recorded_output_dir(model_id)
+    if output_dir and has_weights(output_dir):
+        here = os.path.dirname(os.path.realpath(__file__))
+        if os.path.realpath(model_id) == here:
+            print(f"no weights in {model_id}; evaluating the trained model in {output_dir} "
+                  f"({TRAINING_RUN_FILE})", file=sys.stderr)
+            return output_dir
+        sys.exit(f"error: the trained model is in {output_dir} ({TRAINING_RUN_FILE}); "
+                 f"run eval.py --model_id {output_dir}")
+    sys.exit(f"error: no trained weights in {model_id}: train first with "
+             "python run_speech_recognition_ctc.py ... (see README.md, Training)")
+
+
+def recorded_output_dir(folder: str) -> str | None:
+    """The output_dir the folder's training_run.json records, or None without a readable one
+    (the caller stops anyway: the folder holds no weights)."""
+    try:
+        with open(os.path.join(folder, TRAINING_RUN_FILE), encoding="utf-8") as file:
+            output_dir = json.load(file).get("output_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    # Recorded absolute; a relative one (edited by hand) is read from the folder.
+    return os.path.join(folder, output_dir) if isinstance(output_dir, str) and output_dir else None
+
+
 def main() -> None:
     args = parse_args()
+    # Before anything is loaded or read, so that a repo without weights fails at once.
+    model_folder = trained_model_folder(args.model_id)
+    # The LM stays the one in --model_id: `ctcforge lm` builds it in the repo, not in the
+    # training run's output_dir.
     use_language_model = wants_language_model(args.decoder, args.model_id)
-    transcriber = Transcriber(args.model_id, choose_device(args.device), args.batch_size)
+    transcriber = Transcriber(model_folder, choose_device(args.device), args.batch_size)
     if args.chunk_length_s is not None:
         try:
             transcriber.preprocessor.use_chunks(args.chunk_length_s, args.stride_length_s)
