@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from transformers import (AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Wav2Vec2Config, Wav2Vec2FeatureExtractor, pipeline)
+from transformers import (AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Wav2Vec2Config, Wav2Vec2FeatureExtractor,
+                          Wav2Vec2Model, pipeline)
 
 from ctcforge.lm import TextSources, build_language_model
 from ctcforge.render import new_repo
@@ -93,9 +94,9 @@ def tiny_repo(work, release):
 def group_norm_repo(work, release):
     """A raw-waveform wav2vec2 with group norm and no attention masks, as wav2vec2-base."""
     architecture = work / "group-norm-architecture"
-    Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                   conv_dim=(32,) * 7, feat_extract_norm="group", num_conv_pos_embeddings=16,
-                   num_conv_pos_embedding_groups=4).save_pretrained(architecture)
+    Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                 conv_dim=(32,) * 7, feat_extract_norm="group", num_conv_pos_embeddings=16,
+                                 num_conv_pos_embedding_groups=4)).save_pretrained(architecture)
     Wav2Vec2FeatureExtractor(return_attention_mask=False, do_normalize=True).save_pretrained(architecture)
     repo = new_repo(LOCALE, work / "group-norm", base_model=str(architecture), dataset=str(release))
     save_random_weights(repo, output_scale=30.0)
