@@ -24,6 +24,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from ctcforge import plots
 from ctcforge.answers import ANSWERS_FILE, Answers
 from ctcforge.catalogue import BaseModel, has_weights, looks_like_path, resolve_base_model
+from ctcforge.error_rates import SPACELESS_SPLITS
 from ctcforge.errors import CtcforgeError
 from ctcforge.profiles import Profile, load_profile
 from ctcforge.spec import Spec, check_metric_value, spec_from_dict
@@ -194,10 +195,13 @@ def _metric_note(profile: Profile) -> str:
     split = {"space": "words split at spaces",
              "fugashi": "words split by fugashi (unidic-lite), since Japanese is written without spaces",
              "char": "one token per character, since the text has no spaces between words"}[profile.word_split]
+    characters = ("characters without spaces, since the language writes none"
+                  if profile.word_split in SPACELESS_SPLITS else "characters, spaces included")
     headline = METRIC_LABEL[profile.headline_metric]
     extra = " Transcripts are written in hiragana (pykakasi)." if profile.transliteration == "hiragana" else ""
     return (f"Text is normalised by the repo's `text_normalizer.py` for training, evaluation and the "
-            f"language model alike. WER counts {split}; {headline} is the headline metric.{extra}")
+            f"language model alike, and scored by its `error_rates.py`. WER counts {split}; CER counts "
+            f"{characters}; {headline} is the headline metric.{extra}")
 
 
 def _usage(facts: CardFacts) -> str:

@@ -6,8 +6,8 @@ weights and the dataset, so a rebuilt LM is tuned again without running the mode
 cell of the grid decodes the cached log-probs with the repo's LM, loaded as eval.py and
 transformers load it and searched as they search it (the best beam of pyctcdecode's
 `decode_beams`), in a pool of forked processes; WER and CER come from the repo's own
-eval.py (`error_rates`) with the repo's normaliser. The grid always holds pyctcdecode's
-defaults (alpha 0.5, beta 1.5, beam width 100), so the chosen weights are never worse
+`error_rates.py`, the definition eval.py uses, with the repo's normaliser. The grid always
+holds pyctcdecode's defaults (alpha 0.5, beta 1.5, beam width 100), so the chosen weights are never worse
 than them on the dev split.
 
 Written into the repo: the best alpha and beta in `language_model/attrs.json`, and in
@@ -101,8 +101,8 @@ def tune_language_model(repo: Path, dataset: str, config: str | None, split: str
     normalizer = repo_normalizer(repo)
     config = config or normalizer.profile.get("code")  # as for `ctcforge new --dataset`
     dev = cached_dev_set(repo, dataset, config, split, text_column, normalizer, max_clips, batch_size, log)
-    with repo_script_module(repo, "eval.py") as evaluation:
-        error_rates = evaluation.error_rates  # WER and CER exactly as the repo's eval.py scores them
+    with repo_script_module(repo, "error_rates.py") as metrics:
+        error_rates = metrics.error_rates  # WER and CER as the repo's own definition, which eval.py uses
     scores = score_grid(repo, dev, grid, normalizer, error_rates, progress)
     greedy_wer, greedy_cer = error_rates(dev.references, dev.greedy, normalizer)
     best = best_score(scores)

@@ -73,12 +73,12 @@ from collections import Counter
 from typing import NamedTuple
 
 import datasets
-import jiwer
 import numpy as np
 import torch
 from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
 
 import text_normalizer
+from error_rates import error_rates
 from speech_data import DatasetError, dataset_id, load_speech_dataset
 from starting_weights import has_weights
 
@@ -656,18 +656,6 @@ def evaluate(
     if window:
         transcribe_window()
     return Evaluation(results, sorted(skipped), audio_samples / transcriber.sampling_rate)
-
-
-def error_rates(references: list[str], predictions: list[str], normalizer) -> tuple[float, float]:
-    """WER over the normaliser's words; CER over the normalised text, without spaces where
-    the language writes none (so that the spaces WER needs are not counted as characters)."""
-    wer = jiwer.wer(
-        [normalizer.words_joined(t) for t in references], [normalizer.words_joined(t) for t in predictions]
-    )
-    if normalizer.word_split == "char":
-        references = [t.replace(" ", "") for t in references]
-        predictions = [t.replace(" ", "") for t in predictions]
-    return wer, jiwer.cer(references, predictions)
 
 
 def summarise(evaluation: Evaluation, beam_search: BeamSearch | None, normalizer, seconds: float) -> dict:

@@ -59,7 +59,6 @@ from pathlib import Path
 
 import datasets
 import huggingface_hub
-import jiwer
 import numpy as np
 import torch
 import torchaudio
@@ -82,13 +81,13 @@ from transformers import (
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+import error_rates
 import speech_data
 import starting_weights
 import text_normalizer
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_METRICS = ("wer", "cer")
 TRISTAGE = "tristage"
 # fairseq's tri_stage defaults: warm up from 1% of the learning rate, decay to 5% of it.
 TRISTAGE_INIT_LR_SCALE = 0.01
@@ -1102,19 +1101,6 @@ class DataCollatorCTCWithPadding:
 # ---------------------------------------------------------------------------------------
 
 
-def word_error_rate(references: list[str], predictions: list[str], normalizer) -> float:
-    # Words as the profile defines them (space, fugashi morphemes or single characters).
-    return jiwer.wer([normalizer.words_joined(text) for text in references],
-                     [normalizer.words_joined(text) for text in predictions])
-
-
-def character_error_rate(references: list[str], predictions: list[str], normalizer) -> float:
-    return jiwer.cer(references, predictions)
-
-
-METRIC_FUNCTIONS = {"wer": word_error_rate, "cer": character_error_rate}
-
-
 def metrics_computer(tokenizer: Wav2Vec2CTCTokenizer, normalizer, metric_names: list[str]):
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
         # -100 marks padding (labels) and the Trainer's padding across batches (predictions).
@@ -1124,17 +1110,17 @@ def metrics_computer(tokenizer: Wav2Vec2CTCTokenizer, normalizer, metric_names: 
         predictions = tokenizer.batch_decode(predicted_ids)
         # Labels are the transcript itself: repeated letters must not be merged.
         references = tokenizer.batch_decode(label_ids, group_tokens=False)
-        return {name: METRIC_FUNCTIONS[name](references, predictions, normalizer) for name in metric_names}
+        return {name: error_rates.METRICS[name](references, predictions, normalizer) for name in metric_names}
 
     return compute_metrics
 
 
 def choose_metrics(data_args: DataTrainingArguments, normalizer) -> list[str]:
-    names = data_args.eval_metrics or normalizer.profile.get("metrics") or list(SUPPORTED_METRICS)
-    unknown = [name for name in names if name not in SUPPORTED_METRICS]
+    names = data_args.eval_metrics or normalizer.profile.get("metrics") or list(error_rates.METRICS)
+    unknown = [name for name in names if name not in error_rates.METRICS]
     if unknown:
         raise SystemExit(f"error: unknown --eval_metrics {' '.join(unknown)} "
-                         f"(known: {' '.join(SUPPORTED_METRICS)})")
+                         f"(known: {' '.join(error_rates.METRICS)})")
     return names
 
 
