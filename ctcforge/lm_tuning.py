@@ -201,6 +201,8 @@ def compute_dev_set(repo: Path, rows, text_column: str, normalizer, batch_size: 
 
 def readable_clips(rows, text_column: str, normalizer, sampling_rate: int):
     """(normalised reference, audio) of each usable row, and a count of the others by reason."""
+    from ctcforge.speech_data import decode_audio
+
     clips, skipped = [], Counter()
     for row, text in enumerate(rows[text_column]):
         reference = normalizer(text or "")
@@ -208,7 +210,7 @@ def readable_clips(rows, text_column: str, normalizer, sampling_rate: int):
             skipped["with no words after normalisation"] += 1
             continue
         try:
-            audio = rows[row]["audio"]["array"]
+            audio = decode_audio(rows[row]["audio"], sampling_rate).samples
         except Exception:  # torchcodec raises several types for broken files
             skipped["with unreadable audio"] += 1
             continue

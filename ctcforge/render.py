@@ -30,7 +30,7 @@ from ctcforge.vocab import vocab_from_profile, vocab_from_texts
 
 PACKAGE = Path(str(resources.files("ctcforge")))
 TEMPLATE_DIR = PACKAGE / "templates" / "repo"
-SHARED_MODULES = ("text_normalizer.py", "error_rates.py", "speech_data.py", "starting_weights.py")
+SHARED_MODULES = ("text_normalizer.py", "error_rates.py", "ctc_frames.py", "speech_data.py", "starting_weights.py")
 DEFAULT_BASE_MODEL = "facebook/wav2vec2-xls-r-300m"
 
 

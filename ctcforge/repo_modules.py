@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 # Top-level modules a repo's scripts import from the repo folder itself.
-REPO_SIBLINGS = ("text_normalizer", "error_rates", "speech_data", "starting_weights")
+REPO_SIBLINGS = ("text_normalizer", "error_rates", "ctc_frames", "speech_data", "starting_weights")
 
 
 @contextlib.contextmanager

@@ -18,8 +18,9 @@ dataset the same way. It depends only on the standard library, `datasets` and `n
 
 For the local formats `config` names an optional sub-folder (the Common Voice locale).
 A split may be a sum such as `train+dev`; the parts are concatenated in order.
-Every format comes back as a `datasets.Dataset` with two columns: `audio`, decoded to
-mono at `sampling_rate`, and the text column under its original name.
+Every format comes back as a `datasets.Dataset` with two columns: `audio`, left
+undecoded (path and/or bytes), and the text column under its original name. Every caller
+decodes a cell with `decode_audio`, so every caller hears the same mono samples.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ import json
 import logging
 import os
 import random
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import datasets
+import numpy as np
 
 SELF_SPLIT_SEED = 42
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
@@ -69,7 +71,23 @@ def load_speech_dataset(
         dataset = datasets.load_dataset(name, config, split=split)
     require_columns(dataset.column_names, ["audio", text_column], f"{name} ({split})")
     dataset = dataset.select_columns(["audio", text_column])
-    return dataset.cast_column("audio", datasets.Audio(sampling_rate=sampling_rate, num_channels=1))
+    return dataset.cast_column("audio", datasets.Audio(sampling_rate=sampling_rate, decode=False))
+
+
+class DecodedAudio(NamedTuple):
+    samples: np.ndarray  # mono float32
+    declared_seconds: float | None  # the duration the file's header declares, if any
+
+
+def decode_audio(cell: dict, sampling_rate: int) -> DecodedAudio:
+    """One undecoded `audio` cell (path and/or bytes) as mono float32 samples at
+    `sampling_rate`. Decoding goes through `datasets` (torchcodec), which resamples; the
+    channels are averaged here, since torchcodec's own down-mix to one channel adds them
+    and scales by 1/sqrt(2) instead. Raises what the decoder raises for a broken file."""
+    decoder = datasets.Audio(sampling_rate=sampling_rate).decode_example(cell)
+    samples = decoder.get_all_samples().data.numpy()
+    mono = samples.mean(axis=0, dtype=np.float32) if samples.ndim == 2 else samples.astype(np.float32)
+    return DecodedAudio(mono, decoder.metadata.duration_seconds_from_header)
 
 
 def dataset_id(name: str, config: str | None, split: str) -> str:

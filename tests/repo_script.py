@@ -5,7 +5,7 @@ import importlib.util
 import sys
 
 SCRIPT = "run_speech_recognition_ctc.py"
-SIBLINGS = ("text_normalizer", "error_rates", "speech_data", "starting_weights")
+SIBLINGS = ("text_normalizer", "error_rates", "ctc_frames", "speech_data", "starting_weights")
 
 
 @contextlib.contextmanager

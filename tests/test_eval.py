@@ -125,7 +125,7 @@ def clips(evaluation, release):
     """Clips as eval.py reads them, and lengths that make batching interesting: twelve
     clips, one cut to another's length and a duplicate (equal lengths)."""
     dataset = evaluation.load_speech_dataset(str(release), LOCALE, "validated", sampling_rate=RATE)
-    cells = dataset.select(range(12)).cast_column("audio", datasets.Audio(decode=False))["audio"]
+    cells = dataset.select(range(12))["audio"]
     arrays = [evaluation.read_audio(cell, datasets.Audio(sampling_rate=RATE)) for cell in cells]
     return arrays + [arrays[1][: len(arrays[0])], arrays[2]]
 
@@ -225,7 +225,8 @@ def test_windows_are_bounded_and_results_come_in_row_order(evaluation, release, 
     assert seen == [4, 4, 2]
     assert [row for row, _, _ in result.results] == list(range(len(dataset)))
     unbatched = transcriber(evaluation, tiny_repo, batch_size=1)
-    arrays = [dataset[row]["audio"]["array"] for row in range(len(dataset))]
+    arrays = [evaluation.read_audio(dataset[row]["audio"], datasets.Audio(sampling_rate=RATE))
+              for row in range(len(dataset))]
     assert [p for _, _, p in result.results] == [normalizer(t) for t in unbatched.transcribe(arrays)]
 
 
@@ -432,7 +433,8 @@ def test_lm_predictions_equal_the_pipeline_with_the_lm(lm_runs, lm_repo, evaluat
     """The pipeline decodes with the LM (pipe.type says so) and differs from greedy, so
     equal predictions mean eval.py searched with the LM, as the pipeline does."""
     dataset = evaluation.load_speech_dataset(str(release), LOCALE, "validated", sampling_rate=RATE)
-    arrays = [dataset[row]["audio"]["array"] for row in range(LM_CLIPS)]
+    arrays = [evaluation.read_audio(dataset[row]["audio"], datasets.Audio(sampling_rate=RATE))
+              for row in range(LM_CLIPS)]
     asr = pipeline("automatic-speech-recognition", model=str(lm_repo), device=-1)
     assert asr.type == "ctc_with_lm"
     normalizer = evaluation.text_normalizer.load()

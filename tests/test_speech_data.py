@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from ctcforge.speech_data import (DatasetError, dataset_id, is_local_path, load_speech_dataset,
+from ctcforge.speech_data import (DatasetError, dataset_id, decode_audio, is_local_path, load_speech_dataset,
                                   self_split_ids)
 from ctcforge.synth import synthesize
 
@@ -128,11 +128,11 @@ def data(tmp_path_factory) -> Data:
     })
 
 
-def decoded(audio) -> tuple[np.ndarray, int]:
-    """(channels x samples, sampling rate) of one decoded `audio` cell. In datasets 5 the cell
-    is a torchcodec AudioDecoder; get_all_samples() decodes at the column's rate and channels."""
-    samples = audio.get_all_samples()
-    return samples.data.numpy(), samples.sample_rate
+def decoded(dataset: datasets.Dataset, row: int) -> tuple[np.ndarray, int]:
+    """(1 x samples, sampling rate) of one row's audio, as every caller decodes it: the cell
+    is left undecoded, and `decode_audio` decodes it at the column's rate, in mono."""
+    rate = dataset.features["audio"].sampling_rate
+    return decode_audio(dataset[row]["audio"], rate).samples[None, :], rate
 
 
 def sentences(dataset: datasets.Dataset) -> list[str]:
@@ -169,8 +169,8 @@ def test_format_loads_to_audio_and_text_decoded_at_16k_mono(data, folder, config
     got = [data.id_of(s) for s in sentences(dataset)]
     expected = data.ids[clips]
     assert (got if ordered else sorted(got)) == (expected if ordered else sorted(expected))
-    for row, clip_id in zip(dataset, got):
-        array, rate = decoded(row["audio"])
+    for row, clip_id in enumerate(got):
+        array, rate = decoded(dataset, row)
         assert rate == RATE
         assert array.ndim == 2 and array.shape[0] == 1, array.shape
         assert array.dtype == np.float32 and np.isfinite(array).all()
@@ -180,8 +180,7 @@ def test_format_loads_to_audio_and_text_decoded_at_16k_mono(data, folder, config
 
 def test_other_sampling_rate_is_honoured(data):
     dataset = load_speech_dataset(str(data.cv), "hy-AM", "dev", sampling_rate=8000)
-    (row,) = dataset.select([0])
-    array, rate = decoded(row["audio"])
+    array, rate = decoded(dataset, 0)
     assert rate == 8000 and array.shape[0] == 1
     assert abs(array.shape[1] / 8000 - data.seconds[data.ids["dev"][0]]) < DURATION_TOLERANCE_S
 
@@ -202,7 +201,7 @@ def test_44k_stereo_wav_decodes_to_16k_mono_mixing_both_channels(tmp_path):
 
     dataset = load_speech_dataset(str(folder), None, "train")
     assert dataset.column_names == ["audio", "sentence"] and sentences(dataset) == ["a tone"]
-    array, rate = decoded(dataset[0]["audio"])
+    array, rate = decoded(dataset, 0)
     assert rate == RATE and array.shape[0] == 1
     assert abs(array.shape[1] - seconds * RATE) <= 0.01 * seconds * RATE
     spectrum = np.abs(np.fft.rfft(array[0]))
@@ -238,7 +237,7 @@ def test_split_sum_concatenates_its_parts_in_order(data, folder, config, split, 
     assert len(total) == sum(len(part) for part in loaded)
     assert sentences(total) == [s for part in loaded for s in sentences(part)]
     assert total.column_names == ["audio", "sentence"]
-    assert decoded(total[len(total) - 1]["audio"])[1] == RATE
+    assert decoded(total, len(total) - 1)[1] == RATE
 
 
 # ------------------------------------------------------------------ OpenSLR self-split
@@ -339,7 +338,7 @@ def test_manifest_path_that_stays_inside_is_read(data, tmp_path):
                                 {"file_name": str(folder / "audio" / "clip.mp3"), "sentence": "absolute"}])
     dataset = load_speech_dataset(str(folder), None, "train")
     assert paths(dataset) == [str(folder / "audio" / "clip.mp3")] * 2
-    assert decoded(dataset[0]["audio"])[1] == RATE
+    assert decoded(dataset, 0)[1] == RATE
 
 
 def test_folder_with_no_known_format_lists_what_was_looked_for(tmp_path):

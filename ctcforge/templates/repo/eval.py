@@ -77,9 +77,10 @@ import numpy as np
 import torch
 from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
 
+import ctc_frames
 import text_normalizer
 from error_rates import error_rates
-from speech_data import DatasetError, dataset_id, load_speech_dataset
+from speech_data import DatasetError, dataset_id, decode_audio, load_speech_dataset
 from starting_weights import has_weights
 
 LANGUAGE_MODEL_DIR = "language_model"
@@ -176,9 +177,8 @@ class UnusableAudio(Exception):
 def read_audio(value: dict, audio: datasets.Audio) -> np.ndarray:
     """The samples of one undecoded `audio` cell, mono float32 at `audio.sampling_rate`.
 
-    Decoding goes through `datasets` (torchcodec), which resamples. Channels are kept
-    there and averaged here: torchcodec's own down-mix to one channel adds the channels
-    and scales by 1/sqrt(2) rather than averaging them.
+    Decoded by `speech_data.decode_audio`, as training decodes it; the checks here turn
+    a broken file into a counted skip.
     """
     path, data = value.get("path"), value.get("bytes")
     if data is None and path and "://" not in path:
@@ -187,15 +187,13 @@ def read_audio(value: dict, audio: datasets.Audio) -> np.ndarray:
         if os.path.getsize(path) == 0:
             raise UnusableAudio(EMPTY_AUDIO_FILE, path)
     try:
-        decoder = audio.decode_example(value)
-        samples = decoder.get_all_samples().data.numpy()
+        samples, declared = decode_audio(value, audio.sampling_rate)
     except Exception as error:  # torchcodec raises several types for broken files
         raise UnusableAudio(UNREADABLE_AUDIO, first_line(error)) from None
-    seconds = samples.shape[-1] / audio.sampling_rate
-    declared = decoder.metadata.duration_seconds_from_header
+    seconds = len(samples) / audio.sampling_rate
     if declared and seconds < TRUNCATION_SHARE * declared and declared - seconds > TRUNCATION_MIN_SECONDS:
         raise UnusableAudio(TRUNCATED_AUDIO, f"decoded {seconds:.2f} s of the {declared:.2f} s its header declares")
-    return samples.mean(axis=0, dtype=np.float32) if samples.ndim == 2 else samples.astype(np.float32)
+    return samples
 
 
 def first_line(error: BaseException) -> str:
@@ -433,7 +431,9 @@ class Transcriber:
                 )
             except ValueError:  # too short to make a single feature frame
                 return 0
-        return int(self.model._get_feat_extract_output_lengths(inputs["attention_mask"].sum(-1)))
+        # The unmasked input, not the whole: a clip whose only feature row is masked (half a
+        # log-mel pair) gives the model nothing it may attend to.
+        return ctc_frames.output_frames(self.model, inputs["attention_mask"].sum(-1).tolist())[0]
 
     def transcribe(self, arrays: list[np.ndarray]) -> list[str]:
         """The text of each 1-D float array at the model's sampling rate, in order."""
@@ -492,12 +492,12 @@ class Transcriber:
         # Each piece keeps the frames it has alone. (Its attention mask can be shorter: a
         # log-mel extractor that stacks frame pairs masks an incomplete last pair, yet
         # the pipeline keeps that pair's frame.)
-        frames = self.model._get_feat_extract_output_lengths(torch.tensor([piece.length for piece in pieces]))
+        frames = ctc_frames.output_frames(self.model, [piece.length for piece in pieces])
         if self.beam_search is None:
             outputs = logits.argmax(dim=-1).cpu().numpy()  # greedy, on the logits as the pipeline does
         else:
             outputs = logits.float().cpu().numpy()
-        return [output[:n] for output, n in zip(outputs, frames.tolist())]
+        return [output[:n] for output, n in zip(outputs, frames)]
 
 
 # ---------------------------------------------------------------------------------------

@@ -81,6 +81,7 @@ from transformers import (
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+import ctc_frames
 import error_rates
 import speech_data
 import starting_weights
@@ -917,7 +918,6 @@ class ClipPreparer:
         self.min_seconds = data_args.min_duration_in_seconds
         self.max_seconds = data_args.max_duration_in_seconds
         self.sampling_rate = feature_extractor.sampling_rate
-        self.decoder = datasets.Audio(sampling_rate=self.sampling_rate, num_channels=1)
 
     def __call__(self, example: dict) -> dict:
         if not example["target_text"]:
@@ -951,10 +951,7 @@ class ClipPreparer:
     def read_waveform(self, audio) -> np.ndarray | None:
         """The clip as 1-D float samples at the model's rate, or None when it cannot be read."""
         try:
-            decoded = audio
-            if isinstance(audio, dict) and "array" not in audio:  # undecoded: path and/or bytes
-                decoded = self.decoder.decode_example(audio)
-            return np.asarray(decoded["array"], dtype=np.float32).reshape(-1)
+            return speech_data.decode_audio(audio, self.sampling_rate).samples
         except Exception as error:  # decoders raise many types (RuntimeError, OSError, ValueError...)
             logger.warning(f"Dropping unreadable clip {self.where(audio)}: {error}")
             return None
@@ -969,28 +966,20 @@ class ClipPreparer:
                 "duration": duration, "drop_reason": reason}
 
 
-def required_frames(labels: list[int]) -> int:
-    """CTC frames a label sequence needs: one per label, plus a blank between two equal
-    neighbouring labels (the "l l" of a doubled letter), which would otherwise merge."""
-    return len(labels) + sum(1 for left, right in zip(labels, labels[1:]) if left == right)
-
-
 def drop_unusable_clips(dataset, model, length_column: str,
                         fastest_speed: float = 1.0) -> tuple[datasets.Dataset, Counter]:
     """Keeps the clips `ClipPreparer` accepted whose labels fit the model's output frames,
     even when played at `fastest_speed`; returns them and the number dropped for each reason."""
     reasons = list(dataset["drop_reason"])
-    input_lengths = torch.tensor(dataset[length_column], dtype=torch.long)
+    input_lengths = dataset[length_column]
     if fastest_speed > 1:
         # A clip played faster is shorter and gives fewer output frames. A clip whose labels
         # would not fit then is dropped and counted here, rather than left to an infinite
         # (zeroed) loss each time it happens to be drawn at that speed.
-        input_lengths = torch.floor(input_lengths / fastest_speed).long()
-    # The model's own arithmetic: conv strides for wav2vec2, feature frames (and adapter
-    # strides, if any) for Wav2Vec2-BERT.
-    output_frames = model._get_feat_extract_output_lengths(input_lengths).tolist()
+        input_lengths = [math.floor(length / fastest_speed) for length in input_lengths]
+    output_frames = ctc_frames.output_frames(model, input_lengths)
     for index, labels in enumerate(dataset["labels"]):
-        if not reasons[index] and required_frames(labels) > output_frames[index]:
+        if not reasons[index] and ctc_frames.required_frames(labels) > output_frames[index]:
             reasons[index] = TOO_MANY_LABELS
     kept = [index for index, reason in enumerate(reasons) if not reason]
     counts = Counter(reason for reason in reasons if reason)
