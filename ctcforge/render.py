@@ -24,13 +24,13 @@ from ctcforge.card import facts_from_answers, write_card
 from ctcforge.catalogue import resolve_base_model, write_model_files
 from ctcforge.errors import CtcforgeError
 from ctcforge.profiles import Profile, load_profile
+from ctcforge.repo_modules import SHARED_MODULES
 from ctcforge.spec import load_spec
 from ctcforge.text_normalizer import PROFILE_FILE
 from ctcforge.vocab import vocab_from_profile, vocab_from_texts
 
 PACKAGE = Path(str(resources.files("ctcforge")))
 TEMPLATE_DIR = PACKAGE / "templates" / "repo"
-SHARED_MODULES = ("text_normalizer.py", "error_rates.py", "ctc_frames.py", "speech_data.py", "starting_weights.py")
 DEFAULT_BASE_MODEL = "facebook/wav2vec2-xls-r-300m"
 
 

@@ -1,5 +1,6 @@
-"""A stamped repo's own scripts, imported as modules, so ctcforge runs the very code the
-repo runs (eval.py's transcriber and error rates) instead of a copy that could drift."""
+"""A stamped repo's own scripts, imported as modules, so ctcforge (and its tests) run the
+very code the repo runs (eval.py's transcriber and error rates) instead of a copy that
+could drift. The one importer of a repo's scripts."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import importlib.util
 import sys
 from pathlib import Path
 
-# Top-level modules a repo's scripts import from the repo folder itself.
-REPO_SIBLINGS = ("text_normalizer", "error_rates", "ctc_frames", "speech_data", "starting_weights")
+# ctcforge's own modules that `ctcforge new` copies into every repo, where the repo's
+# scripts import them from the repo folder itself.
+SHARED_MODULES = ("text_normalizer.py", "error_rates.py", "ctc_frames.py", "speech_data.py", "starting_weights.py")
+REPO_SIBLINGS = tuple(Path(module).stem for module in SHARED_MODULES)
 
 
 @contextlib.contextmanager

@@ -175,7 +175,7 @@ def test_stereo_44k_clip_is_downmixed_and_resampled(dirty_run, dirty_release):
     release, _ = dirty_release
     clips = release / LOCALE / "clips"
     _, rows = read_rows(release / LOCALE / "train.tsv")
-    with imported_script(repo, "run_speech_recognition_ctc_inputs") as script:
+    with imported_script(repo) as script:
         feature_extractor = AutoFeatureExtractor.from_pretrained(repo)
         preparer = script.ClipPreparer(
             feature_extractor, Wav2Vec2CTCTokenizer.from_pretrained(repo / "out"),
