@@ -44,6 +44,10 @@ OPENSLR_TEXT_COLUMN = "sentence"
 OPENSLR_SPLITS = ("train", "test", "validated")
 # Split names of the Hub's Common Voice datasets -> the release folder's file names.
 HUB_SPLIT_NAMES = {"validation": "dev"}
+# TSV files of a Common Voice release that are not splits of clips.
+NOT_SPLITS = ("clip_durations", "validated_sentences", "unvalidated_sentences", "reported")
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
+SHOWN_LINES = 5  # malformed lines named in a warning; the rest are counted
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +71,9 @@ def load_speech_dataset(
         parts = [read_split(part.strip()) for part in split.split("+")]
         dataset = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
     else:
+        if hub_is_off():
+            raise DatasetError(f"{name}: no such folder, and the Hub is off (HF_HUB_OFFLINE or "
+                               "HF_DATASETS_OFFLINE is set), so it cannot be a Hub dataset either")
         # `datasets` understands split sums such as "train+validation" itself.
         dataset = datasets.load_dataset(name, config, split=split)
     require_columns(dataset.column_names, ["audio", text_column], f"{name} ({split})")
@@ -108,17 +115,40 @@ def is_local_path(name: str) -> bool:
     expanded = os.path.expanduser(name)
     if os.path.isdir(expanded):
         return True
-    if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.path.exists(expanded):
+    if os.path.isfile(expanded) and expanded.lower().endswith(ARCHIVE_SUFFIXES):
+        raise DatasetError(f"{name} is an archive; extract it first (tar -xf {name}, or unzip) "
+                           "and pass the folder it holds")
+    if os.path.exists(expanded):
         raise DatasetError(f"{name} is not a folder")
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise DatasetError(f"{name}: no such folder")
     return False
 
 
+def hub_is_off() -> bool:
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+               for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
 def dataset_root(name: str, config: str | None) -> str:
-    """The folder that holds the data: `name/config` when it exists, else `name` itself."""
+    """The folder that holds the data: `name/config` when it exists, else `name` itself.
+
+    A config that names neither a sub-folder nor `name` itself is refused rather than
+    ignored: a release root lacking the locale, or the folder of another locale.
+    """
     folder = os.path.abspath(os.path.expanduser(name))
-    if config and os.path.isdir(os.path.join(folder, config)):
+    if not config or os.path.basename(folder) == config:
+        return folder
+    if os.path.isdir(os.path.join(folder, config)):
         return os.path.abspath(os.path.join(folder, config))
-    return folder
+    locales = sorted(entry.name for entry in os.scandir(folder)
+                     if entry.is_dir() and os.path.isdir(os.path.join(entry.path, "clips")))
+    if locales:
+        raise DatasetError(f"{name} has no locale {config}; its locales: {', '.join(locales)}")
+    if os.path.isdir(os.path.join(folder, "clips")):
+        raise DatasetError(f"{name} is the folder of one locale ({os.path.basename(folder)}), not of "
+                           f"--config {config}; pass the release folder or the {config} folder")
+    return folder  # other formats (OpenSLR, audiofolder, save_to_disk) take no config
 
 
 def local_split_reader(root: str, text_column: str) -> Callable[[str], datasets.Dataset]:
@@ -166,16 +196,39 @@ def read_common_voice(root: str, split: str, text_column: str) -> datasets.Datas
         manifest = os.path.join(root, f"{local}.tsv")
     if not os.path.isfile(manifest):
         available = sorted(f[: -len(".tsv")] for f in os.listdir(root) if f.endswith(".tsv"))
-        raise DatasetError(f"{root} has no {split}.tsv; its splits: {', '.join(available)}")
-    paths, texts = [], []
+        available = [name for name in available if name not in NOT_SPLITS]
+        raise DatasetError(f"{root} has no {split}.tsv; its splits: {', '.join(available) or 'none'}")
+    paths, texts, malformed = [], [], []
     with open(manifest, encoding="utf-8-sig", newline="") as tsv:
         # Sentences contain quote marks; Common Voice does not quote fields at all.
-        reader = csv.DictReader(tsv, delimiter="\t", quoting=csv.QUOTE_NONE)
-        require_columns(reader.fieldnames or [], ["path", text_column], manifest)
-        for row in reader:
-            paths.append(path_inside(root, os.path.join(root, "clips"), row["path"], manifest))
-            texts.append(row[text_column])
+        reader = csv.reader(tsv, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, [])
+        require_columns(header, ["path", text_column], manifest)
+        path_field, text_field = header.index("path"), header.index(text_column)
+        for fields in reader:
+            if fields == [] or fields == [""]:
+                continue  # a blank line, as a trailing newline leaves
+            if len(fields) != len(header):
+                # Too few fields would shift or lose columns; too many means a tab inside a
+                # field (a sentence), which would cut the reference. Neither row can be trusted.
+                malformed.append((reader.line_num, len(fields)))
+                continue
+            paths.append(path_inside(root, os.path.join(root, "clips"), fields[path_field], manifest))
+            texts.append(fields[text_field])
+    if malformed:
+        warn_malformed(manifest, malformed, len(header), len(paths) + len(malformed))
+    if not paths:
+        raise DatasetError(f"{manifest} lists no clips"
+                           + (" it can read (every row malformed, see above)" if malformed else " (header only)")
+                           + f"; choose another split than {split!r}")
     return datasets.Dataset.from_dict({"audio": paths, text_column: texts})
+
+
+def warn_malformed(manifest: str, malformed: list[tuple[int, int]], expected: int, rows: int) -> None:
+    shown = ", ".join(f"line {line} has {count}" for line, count in malformed[:SHOWN_LINES])
+    more = f" and {len(malformed) - SHOWN_LINES} more" if len(malformed) > SHOWN_LINES else ""
+    logger.warning(f"skipped {len(malformed)} of {rows} rows of {manifest} whose field count is not the "
+                   f"header's {expected} (a tab inside a sentence, or a cut line): {shown}{more}")
 
 
 def read_openslr(root: str, split: str, text_column: str) -> datasets.Dataset:

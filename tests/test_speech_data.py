@@ -472,8 +472,25 @@ def test_openslr_manifest_errors(data, tmp_path):
 def test_name_that_is_no_folder_and_no_hub_id_is_refused(tmp_path, monkeypatch, name):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "file.txt").write_text("not a dataset\n", encoding="utf-8")
-    with pytest.raises(DatasetError, match=re.escape(f"{name} is not a folder")):
+    expected = f"{name} is not a folder" if name == "file.txt" else f"{name}: no such folder"
+    with pytest.raises(DatasetError, match=re.escape(expected)):
         load_speech_dataset(name, None, "test")
+
+
+@pytest.mark.parametrize("archive", ["cv-corpus-20.0-hy-AM.tar.gz", "release.tgz", "release.zip"])
+def test_an_archive_is_refused_with_extract_it_first(tmp_path, monkeypatch, archive):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / archive).write_bytes(b"\x1f\x8b not really")
+    with pytest.raises(DatasetError, match="is an archive; extract it first"):
+        load_speech_dataset(archive, "hy-AM", "train")
+
+
+def test_a_hub_name_with_the_hub_off_is_no_such_folder_before_any_download(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("went to the Hub"))
+    with pytest.raises(DatasetError, match="cv-corpus/hy-AM: no such folder, and the Hub is off"):
+        load_speech_dataset("cv-corpus/hy-AM", None, "train")
 
 
 @pytest.mark.parametrize("name", ["common_voice", "mozilla-foundation/common_voice_8_0"])
@@ -486,8 +503,54 @@ def test_config_names_a_sub_folder_or_falls_back_to_the_folder(data):
     # With a config that is no sub-folder, the folder itself is read (a locale folder given whole).
     assert sentences(load_speech_dataset(str(data.locale), "hy-AM", "dev")) == [
         data.sentence[i] for i in data.ids["dev"]]
-    with pytest.raises(DatasetError, match="holds no dataset"):
+    with pytest.raises(DatasetError, match="has no locale ja; its locales: hy-AM$"):
         load_speech_dataset(str(data.cv), "ja", "dev")
+
+
+def test_a_config_naming_another_locale_than_the_locale_folder_is_refused(data):
+    with pytest.raises(DatasetError, match=r"is the folder of one locale \(hy-AM\), not of --config ka"):
+        load_speech_dataset(str(data.locale), "ka", "dev")
+
+
+def copy_locale(data, tmp_path) -> Path:
+    locale = tmp_path / "cv" / "hy-AM"
+    shutil.copytree(data.locale, locale, symlinks=True)
+    return locale
+
+
+def test_malformed_tsv_rows_are_skipped_counted_and_named(data, tmp_path, caplog):
+    """A row with a field too few, and one with a tab inside its sentence (which would cut
+    the reference), are left out and named; the other rows read whole."""
+    locale = copy_locale(data, tmp_path)
+    lines = (locale / "train.tsv").read_text(encoding="utf-8").splitlines()
+    header, first, second, *rest = lines
+    short = "\t".join(first.split("\t")[:-1])
+    fields = second.split("\t")
+    fields[header.split("\t").index("sentence")] += "\tcut here"
+    (locale / "train.tsv").write_text("\n".join([header, short, "\t".join(fields), *rest]) + "\n", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        train = load_speech_dataset(str(locale), None, "train")
+    assert sentences(train) == [data.sentence[i] for i in data.ids["train"][2:]]
+    assert f"skipped 2 of {len(lines) - 1} rows of {locale / 'train.tsv'}" in caplog.text
+    expected = len(header.split("\t"))
+    assert f"line 2 has {expected - 1}, line 3 has {expected + 1}" in caplog.text
+
+
+def test_a_header_only_split_is_refused_naming_it(data, tmp_path):
+    locale = copy_locale(data, tmp_path)
+    header = (locale / "dev.tsv").read_text(encoding="utf-8").splitlines()[0]
+    (locale / "dev.tsv").write_text(header + "\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"dev\.tsv lists no clips \(header only\); choose another split"):
+        load_speech_dataset(str(locale), None, "dev")
+
+
+def test_listed_splits_leave_out_files_that_are_not_splits(data, tmp_path):
+    locale = copy_locale(data, tmp_path)
+    for name in ("clip_durations", "validated_sentences"):
+        (locale / f"{name}.tsv").write_text("header\n", encoding="utf-8")
+    with pytest.raises(DatasetError) as error:
+        load_speech_dataset(str(locale), None, "other")
+    assert str(error.value).endswith("its splits: dev, test, train, validated")
 
 
 # ------------------------------------------------------------------ dataset_id
