@@ -33,6 +33,10 @@ DEFAULT_CLIPS = 1600
 # runs, the card, loading the pipeline), measured there, with a margin.
 AFTER_TRAINING_MINUTES = 3.0
 MIN_TRAINING_MINUTES = 1.0
+# A CTC model first learns to write nothing but blanks (dev CER about 1); one that is still
+# there when its time is up has learned nothing an LM could improve. Measured here: 1.0 at
+# step 178 of a demo on a busy machine, 0.23 at step 250 of one on a quiet machine.
+PLATEAU_CER = 0.9
 # A grid small enough to search in well under a minute on 2 cores (the full default grid
 # takes several); pyctcdecode's defaults are always added to it.
 DEMO_TUNING_GRID = {"alphas": (0.0, 0.5, 1.0, 2.0), "betas": (0.0, 1.5, 3.0), "beam_widths": (32,)}
@@ -78,7 +82,7 @@ def run_demo(language: str = DEFAULT_LANGUAGE, minutes: float = DEFAULT_MINUTES,
                             f"{AFTER_TRAINING_MINUTES + MIN_TRAINING_MINUTES:g}")
     demo = Demo(language, minutes, Path(output_dir).expanduser().resolve(), num_clips, log=log)
     demo.output_dir.mkdir(parents=True, exist_ok=True)
-    for stage in (synthesise, stamp, train, build_lm, evaluate, card):
+    for stage in (synthesise, stamp, train, check_progress, build_lm, evaluate, card):
         log(f"== {stage.__name__} ({demo.elapsed_minutes():.1f} min in)")
         stage(demo)
     results = read_results(demo)
@@ -126,6 +130,23 @@ def train(demo: Demo) -> None:
         show_training_progress(process, log_file, budget)
     if process.returncode != 0:
         raise CtcforgeError(f"training failed (exit {process.returncode}); see {log_file}")
+
+
+def check_progress(demo: Demo) -> None:
+    """Stops the demo, in one line, when the model left training still on the blank
+    plateau: an LM tuned and an evaluation run on it would only dress up a useless model."""
+    results = demo.repo / "eval_results.json"
+    cer = json.loads(results.read_text(encoding="utf-8")).get("eval_cer") if results.is_file() else None
+    if cer is None:
+        raise CtcforgeError(f"training left no dev CER in {results}; see {demo.repo / 'train.log'}")
+    if cer > PLATEAU_CER:
+        state = demo.repo / "trainer_state.json"
+        steps = json.loads(state.read_text(encoding="utf-8")).get("global_step") if state.is_file() else "?"
+        raise CtcforgeError(
+            f"the model is still on the blank plateau after {steps} training steps (dev CER {cer:.2f}, above "
+            f"{PLATEAU_CER}), too few for this machine's speed; no LM is built on it. Give it more time "
+            f"(--minutes {2 * demo.minutes:g}) or a quieter machine, with a fresh --output-dir")
+    demo.log(f"dev CER after training: {cer:.3f}")
 
 
 def training_budget(demo: Demo) -> float:

@@ -71,7 +71,9 @@ def text_file_lines(paths: Iterable[Path]) -> Iterator[str]:
     """Every line of the files, one sentence a line (read lazily: corpora can be large)."""
     for path in paths:
         try:
-            with open(path, encoding="utf-8") as file:
+            # utf-8-sig: a byte order mark, as Windows editors write, would otherwise become
+            # part of the first word of the corpus.
+            with open(path, encoding="utf-8-sig") as file:
                 yield from file
         except FileNotFoundError as exc:
             raise CtcforgeError(f"--text {path}: no such file") from exc

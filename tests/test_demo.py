@@ -21,6 +21,9 @@ def finished_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     patch = pytest.MonkeyPatch()
     patch.setattr(demo_module, "training_budget", lambda demo: 0.35)
+    # 21 seconds leave the model on the blank plateau; the stages after training are what
+    # these tests are about, so the demo is told to go on regardless.
+    patch.setattr(demo_module, "PLATEAU_CER", float("inf"))
     patch.setattr(demo_module, "DEMO_TUNING_GRID", {"alphas": (0.0, 1.0), "betas": (0.0,), "beam_widths": (8,)})
     # Logged often enough that 21 seconds of training still draws a curve of several points.
     arguments = list(demo_module.TRAINING_ARGS)
@@ -66,6 +69,26 @@ def test_rerun_skips_every_stage_and_gives_the_same_table(finished_demo):
     assert rerun == results
     skipped = [line for line in rerun_lines if line.startswith("skipped:")]
     assert len(skipped) == 6, rerun_lines  # synthesis, stamp, training, LM, two eval runs
+
+
+def test_a_model_left_on_the_blank_plateau_stops_the_demo_before_the_lm(finished_demo, tmp_path, capsys):
+    """A budget too short for the machine: the demo says so in one line instead of tuning an
+    LM on a model that writes nothing (the 21-second model above has a dev CER near 1)."""
+    out, _, _, _, _ = finished_demo
+    repo = tmp_path / "demo" / "repo"
+    shutil.copytree(out / "cv", tmp_path / "demo" / "cv", symlinks=True)
+    shutil.copytree(out / "repo", repo, symlinks=True)
+    for built in ("alphabet.json", "language_model", "lm_tuning", "eval"):
+        shutil.rmtree(repo / built) if (repo / built).is_dir() else (repo / built).unlink()
+    cer = json.loads((repo / "eval_results.json").read_text())["eval_cer"]
+    assert cer > demo_module.PLATEAU_CER, "the fixture's model learned more than 21 seconds should allow"
+    assert main(["demo", "--minutes", "5", "--num-clips", "60", "--output-dir", str(tmp_path / "demo")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ctcforge: error:")]
+    assert len(errors) == 1, errors
+    error = errors[0]
+    assert error.startswith("ctcforge: error: the model is still on the blank plateau after")
+    assert f"dev CER {cer:.2f}" in error and "--minutes 10" in error
+    assert not (repo / "language_model" / "lm.binary").exists() and not (repo / "eval").exists()
 
 
 def test_too_small_a_budget_is_one_line_naming_the_fix(tmp_path, capsys):

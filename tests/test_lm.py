@@ -213,6 +213,16 @@ def test_text_in_another_script_is_reported(stamped_repo, tmp_path):
     assert report.foreign_sentences == 3 and report.sentences == 4
 
 
+def test_a_byte_order_mark_does_not_become_part_of_a_word(stamped_repo, tmp_path):
+    repo = Path(shutil.copytree(stamped_repo, tmp_path / "repo"))
+    text = tmp_path / "bom.txt"
+    text.write_text("ես գիրք եմ կարդում\nնա գիրք է կարդում\n", encoding="utf-8-sig")
+    assert text.read_bytes().startswith(b"\xef\xbb\xbf")
+    build(repo, text)
+    unigrams = (repo / "language_model" / "unigrams.txt").read_text(encoding="utf-8").split()
+    assert "ես" in unigrams and not any("\ufeff" in word for word in unigrams)
+
+
 def test_cli_prints_one_line_errors(stamped_repo, tmp_path, capsys):
     empty = write_lines(tmp_path / "empty.txt", [])
     assert main(["lm", str(stamped_repo), "--text", str(empty), "--quiet"]) == 2
