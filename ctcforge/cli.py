@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "best.json). Tuning alone (no text) re-tunes the LM already built.")
     lm.add_argument("repo_dir", type=Path, help="a repo made by `ctcforge new`")
     lm.add_argument("--text", type=Path, nargs="+", action="extend", metavar="FILE",
-                    help="UTF-8 text files, one sentence a line")
+                    help="UTF-8 text files, one sentence a line, or a TSV with a sentence column "
+                         "(Common Voice's validated_sentences.tsv)")
     lm.add_argument("--dataset", help="a dataset (as for eval.py) whose text column joins the LM text")
     lm.add_argument("--config", help="dataset config (Common Voice locale); default: the repo's language")
     lm.add_argument("--split", default="train", help="dataset split for LM text (default train)")

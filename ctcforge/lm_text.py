@@ -67,18 +67,38 @@ def repo_alphabet(repo: Path) -> frozenset[str]:
     return frozenset(alphabet_characters(profile))
 
 
+SENTENCE_COLUMN = "sentence"
+
+
 def text_file_lines(paths: Iterable[Path]) -> Iterator[str]:
-    """Every line of the files, one sentence a line (read lazily: corpora can be large)."""
+    """Every sentence of the files (read lazily: corpora can be large): one a line, or the
+    `sentence` column of a TSV with that header, as Common Voice's validated_sentences.tsv."""
     for path in paths:
         try:
             # utf-8-sig: a byte order mark, as Windows editors write, would otherwise become
             # part of the first word of the corpus.
             with open(path, encoding="utf-8-sig") as file:
-                yield from file
+                yield from sentence_column(file) if str(path).endswith(".tsv") else file
         except FileNotFoundError as exc:
             raise CtcforgeError(f"--text {path}: no such file") from exc
         except UnicodeDecodeError as exc:
             raise CtcforgeError(f"--text {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+
+
+def sentence_column(file) -> Iterator[str]:
+    """The `sentence` field of each row of a TSV whose header names it; a TSV without one
+    is read as plain lines."""
+    header = file.readline()
+    columns = header.rstrip("\r\n").split("\t")
+    if SENTENCE_COLUMN not in columns:
+        yield header
+        yield from file
+        return
+    index = columns.index(SENTENCE_COLUMN)
+    for line in file:
+        fields = line.rstrip("\r\n").split("\t")
+        # A row cut short yields an empty line, which the corpus report counts as empty.
+        yield fields[index] if len(fields) > index else ""
 
 
 def dataset_lines(dataset: str, config: str | None, split: str, text_column: str) -> list[str]:

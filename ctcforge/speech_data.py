@@ -195,6 +195,10 @@ def read_common_voice(root: str, split: str, text_column: str) -> datasets.Datas
         logger.warning(f"split {split!r}: reading {local}.tsv, Common Voice's name for it")
         manifest = os.path.join(root, f"{local}.tsv")
     if not os.path.isfile(manifest):
+        if "-delta-" in root:
+            raise DatasetError(f"{root} is from a delta release (cv-corpus-V-delta-DATE), which holds only the "
+                               "clips added since the last release and no train/dev/test splits; use the full "
+                               "release")
         available = sorted(f[: -len(".tsv")] for f in os.listdir(root) if f.endswith(".tsv"))
         available = [name for name in available if name not in NOT_SPLITS]
         raise DatasetError(f"{root} has no {split}.tsv; its splits: {', '.join(available) or 'none'}")

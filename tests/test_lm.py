@@ -223,6 +223,21 @@ def test_a_byte_order_mark_does_not_become_part_of_a_word(stamped_repo, tmp_path
     assert "ես" in unigrams and not any("\ufeff" in word for word in unigrams)
 
 
+def test_validated_sentences_tsv_is_read_by_its_sentence_column(stamped_repo, tmp_path):
+    """Common Voice's validated_sentences.tsv as LM text: the sentences, not the ids and
+    domains around them."""
+    repo = Path(shutil.copytree(stamped_repo, tmp_path / "repo"))
+    tsv = tmp_path / "validated_sentences.tsv"
+    tsv.write_text("sentence_id\tsentence\tsentence_domain\tsource\tis_used\tclips_count\n"
+                   "a1b2\tես գիրք եմ կարդում\tgeneral\twikipedia\t1\t3\n"
+                   "c3d4\tնա գիրք է կարդում\t\tuser\t1\t0\n", encoding="utf-8")
+    report, _ = build(repo, tsv)
+    unigrams = set((repo / "language_model" / "unigrams.txt").read_text(encoding="utf-8").split())
+    assert {"ես", "գիրք", "կարդում", "նա"} <= unigrams
+    assert not unigrams & {"a1b2", "general", "wikipedia", "sentence_id", "1"}
+    assert report.sentences == 2
+
+
 def test_cli_prints_one_line_errors(stamped_repo, tmp_path, capsys):
     empty = write_lines(tmp_path / "empty.txt", [])
     assert main(["lm", str(stamped_repo), "--text", str(empty), "--quiet"]) == 2

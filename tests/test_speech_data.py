@@ -536,6 +536,15 @@ def test_malformed_tsv_rows_are_skipped_counted_and_named(data, tmp_path, caplog
     assert f"line 2 has {expected - 1}, line 3 has {expected + 1}" in caplog.text
 
 
+def test_a_delta_release_is_refused_as_having_no_splits(data, tmp_path):
+    locale = tmp_path / "cv-corpus-20.0-delta-2024-12-06" / "hy-AM"
+    shutil.copytree(data.locale, locale, symlinks=True)
+    for split in ("train", "dev", "test"):
+        (locale / f"{split}.tsv").unlink()
+    with pytest.raises(DatasetError, match=r"is from a delta release .* no train/dev/test splits; use the full"):
+        load_speech_dataset(str(locale.parent), "hy-AM", "train")
+
+
 def test_a_header_only_split_is_refused_naming_it(data, tmp_path):
     locale = copy_locale(data, tmp_path)
     header = (locale / "dev.tsv").read_text(encoding="utf-8").splitlines()[0]
