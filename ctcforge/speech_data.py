@@ -21,6 +21,12 @@ A split may be a sum such as `train+dev`; the parts are concatenated in order.
 Every format comes back as a `datasets.Dataset` with two columns: `audio`, left
 undecoded (path and/or bytes), and the text column under its original name. Every caller
 decodes a cell with `decode_audio`, so every caller hears the same mono samples.
+
+Durations without decoding: `with_durations=True` adds a third column, `duration`, the
+seconds a Common Voice release lists for each clip (`clip_durations.tsv`, or `times.txt`
+before 16.1; see `read_clip_durations`), None where it lists none. `filter_by_duration`
+then drops clips outside `--min/--max_duration_in_seconds` from that column alone, so a
+dropped clip's file is never opened, and the same column gives length grouping its lengths.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import json
 import logging
 import os
 import random
+import re
 from typing import Callable, NamedTuple
 
 import datasets
@@ -48,6 +55,19 @@ HUB_SPLIT_NAMES = {"validation": "dev"}
 NOT_SPLITS = ("clip_durations", "validated_sentences", "unvalidated_sentences", "reported")
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
 SHOWN_LINES = 5  # malformed lines named in a warning; the rest are counted
+DURATION_COLUMN = "duration"
+# Common Voice lists each clip's duration in clip_durations.tsv since 16.1 (header
+# `clip<TAB>duration[ms]`; the cv-dataset docs call the first column `filename`), and in
+# times.txt before that (lines "`path/to/clip.mp3` = 4321"). Both are written by
+# common-voice/mp3-duration-reporter, which writes 0 for a clip it could not read.
+CLIP_DURATIONS = "clip_durations.tsv"
+CLIP_DURATIONS_NAME_COLUMNS = ("clip", "filename")
+CLIP_DURATIONS_MS_COLUMN = "duration[ms]"
+TIMES_TXT = "times.txt"
+TIMES_TXT_LINE = re.compile(r"^`(?P<path>.+)` = (?P<ms>\d+)$")
+# A listed duration further than this from the decoded audio is counted as a disagreement
+# (the audio wins): mp3 encoder delay and padding alone move a clip by a few hundredths.
+DURATION_DISAGREEMENT_S = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +83,12 @@ def load_speech_dataset(
     *,
     text_column: str = "sentence",
     sampling_rate: int = 16000,
+    with_durations: bool = False,
 ) -> datasets.Dataset:
-    """The `split` of dataset `name` with a mono `audio` column and the text column."""
+    """The `split` of dataset `name` with a mono `audio` column and the text column; with
+    `with_durations`, also a `duration` column (seconds as the release lists them, None
+    where unknown: every clip of a format that lists no durations)."""
+    root = None
     if is_local_path(name):
         root = dataset_root(name, config)
         read_split = local_split_reader(root, text_column)
@@ -77,8 +101,156 @@ def load_speech_dataset(
         # `datasets` understands split sums such as "train+validation" itself.
         dataset = datasets.load_dataset(name, config, split=split)
     require_columns(dataset.column_names, ["audio", text_column], f"{name} ({split})")
+    # A `duration` column a dataset brings along is dropped here with the other extra
+    # columns: its unit and origin are unknown, and only a release's own list is trusted.
     dataset = dataset.select_columns(["audio", text_column])
+    if with_durations:
+        seconds = listed_durations(root, dataset) if root else [None] * len(dataset)
+        dataset = dataset.add_column(DURATION_COLUMN, seconds, feature=datasets.Value("float64"))
     return dataset.cast_column("audio", datasets.Audio(sampling_rate=sampling_rate, decode=False))
+
+
+class DurationFilter(NamedTuple):
+    dataset: datasets.Dataset  # the clips kept
+    too_short: int
+    too_long: int
+    unknown: int  # kept, but with no listed duration: the caller measures them by decoding
+
+
+def filter_by_duration(dataset: datasets.Dataset, min_seconds: float | None = None,
+                       max_seconds: float | None = None) -> DurationFilter:
+    """The clips of `dataset` whose listed `duration` lies within [min_seconds, max_seconds].
+
+    Only the duration column is read, never the audio, so a clip listed as too long is
+    dropped as too long even when its file is damaged or missing. A clip without a listed
+    duration is kept and counted as unknown; the caller decides by decoding it.
+    """
+    if DURATION_COLUMN not in dataset.column_names:
+        raise DatasetError(f"the dataset has no column {DURATION_COLUMN} (its columns: "
+                           f"{', '.join(dataset.column_names)}); load it with load_speech_dataset(..., "
+                           "with_durations=True)")
+    # Arrow nulls become NaN, which compares False both ways and so is neither too short
+    # nor too long.
+    seconds = column_values(dataset, DURATION_COLUMN).to_numpy().astype(np.float64)
+    too_short = seconds < min_seconds if min_seconds is not None else np.zeros(len(seconds), dtype=bool)
+    too_long = seconds > max_seconds if max_seconds is not None else np.zeros(len(seconds), dtype=bool)
+    keep = ~(too_short | too_long)
+    kept = dataset if keep.all() else dataset.select(np.flatnonzero(keep))
+    return DurationFilter(kept, int(too_short.sum()), int(too_long.sum()), int(np.isnan(seconds[keep]).sum()))
+
+
+def durations_disagree(listed: float | None, measured: float) -> bool:
+    """True when a listed duration is further than DURATION_DISAGREEMENT_S from the decoded
+    audio's: the caller keeps the measured one and counts the disagreement."""
+    return listed is not None and abs(listed - measured) > DURATION_DISAGREEMENT_S
+
+
+def listed_durations(root: str, dataset: datasets.Dataset) -> list[float | None]:
+    """Each row's listed duration: the clips of a Common Voice locale folder `root` are
+    looked up by file name in its duration list; other formats list none."""
+    if local_split_reader(root, "").func is not read_common_voice:
+        return [None] * len(dataset)
+    durations = read_clip_durations(root)
+    if durations is None:
+        warn_no_durations(root)
+        return [None] * len(dataset)
+    clips = os.path.join(root, "clips")
+    # The audio column still holds the plain paths the reader wrote (it is cast after this).
+    return [durations.get(os.path.basename(path)) if os.path.dirname(path) == clips else None
+            for path in column_values(dataset, "audio").to_pylist()]
+
+
+def column_values(dataset: datasets.Dataset, column: str):
+    """One column as an Arrow array in the dataset's row order (after any select or
+    shuffle), without touching the other columns."""
+    return dataset.with_format("arrow")[column]
+
+
+_warned_no_durations: set[str] = set()
+
+
+def warn_no_durations(root: str) -> None:
+    """Said once per folder: every split of a locale reads the same (absent) list."""
+    if root not in _warned_no_durations:
+        _warned_no_durations.add(root)
+        logger.warning(f"{root} has no {CLIP_DURATIONS} (nor {TIMES_TXT}); clip durations are unknown and "
+                       "must be measured by decoding each clip")
+
+
+def read_clip_durations(root: str) -> dict[str, float | None] | None:
+    """Seconds by clip file name from a Common Voice locale folder's `clip_durations.tsv`
+    (or `times.txt`, before 16.1); None when the folder has neither. A clip listed as 0 ms
+    (what the duration reporter writes for a clip it could not read) is None: unknown.
+
+    Each file is read once per process however many splits ask: a large locale lists a
+    million clips.
+    """
+    for name, parse in ((CLIP_DURATIONS, parse_clip_durations_tsv), (TIMES_TXT, parse_times_txt)):
+        path = os.path.join(root, name)
+        if os.path.isfile(path):
+            stat = os.stat(path)
+            return _read_durations_once(path, stat.st_mtime_ns, stat.st_size, parse)
+    return None
+
+
+@functools.lru_cache(maxsize=4)
+def _read_durations_once(path: str, mtime_ns: int, size: int,
+                         parse: Callable[[str], dict[str, float | None]]) -> dict[str, float | None]:
+    # mtime and size are in the key so that a file rewritten in place is read again.
+    return parse(path)
+
+
+def parse_clip_durations_tsv(path: str) -> dict[str, float | None]:
+    durations: dict[str, float | None] = {}
+    malformed = []
+    with open(path, encoding="utf-8-sig", newline="") as tsv:
+        reader = csv.reader(tsv, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, [])
+        names = [column for column in CLIP_DURATIONS_NAME_COLUMNS if column in header]
+        if not names or CLIP_DURATIONS_MS_COLUMN not in header:
+            raise DatasetError(f"{path} has the columns {', '.join(header) or 'none'}, not clip and "
+                               f"{CLIP_DURATIONS_MS_COLUMN}; fix its header, or delete it to measure durations "
+                               "by decoding")
+        name_field, ms_field = header.index(names[0]), header.index(CLIP_DURATIONS_MS_COLUMN)
+        for fields in reader:
+            if fields == [] or fields == [""]:
+                continue
+            if len(fields) != len(header) or not fields[ms_field].isdigit():
+                malformed.append(reader.line_num)
+                continue
+            milliseconds = int(fields[ms_field])
+            durations[fields[name_field]] = milliseconds / 1000 if milliseconds else None
+    warn_unread_durations(path, malformed, len(durations), f"CLIP<TAB>MILLISECONDS under its {len(header)} columns")
+    return durations
+
+
+def parse_times_txt(path: str) -> dict[str, float | None]:
+    durations: dict[str, float | None] = {}
+    malformed = []
+    with open(path, encoding="utf-8-sig") as lines:
+        for number, line in enumerate(lines, start=1):
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            match = TIMES_TXT_LINE.match(line)
+            if match is None:
+                malformed.append(number)
+                continue
+            # The reporter wrote the path it was given (the bundler's clips folder), so
+            # only the file name is the clip's.
+            milliseconds = int(match["ms"])
+            durations[os.path.basename(match["path"])] = milliseconds / 1000 if milliseconds else None
+    warn_unread_durations(path, malformed, len(durations), "`PATH` = MILLISECONDS")
+    return durations
+
+
+def warn_unread_durations(path: str, malformed: list[int], read: int, form: str) -> None:
+    """The lines of a duration list that were not read; their clips' durations are unknown."""
+    if malformed:
+        shown = ", ".join(str(number) for number in malformed[:SHOWN_LINES])
+        more = f" and {len(malformed) - SHOWN_LINES} more" if len(malformed) > SHOWN_LINES else ""
+        logger.warning(f"skipped {len(malformed)} of {len(malformed) + read} rows of {path} that are not {form} "
+                       f"(their clips' durations are unknown): line {shown}{more}")
 
 
 class DecodedAudio(NamedTuple):

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from ctcforge.speech_data import (DatasetError, dataset_id, decode_audio, is_local_path, load_speech_dataset,
-                                  self_split_ids)
+from ctcforge.speech_data import (DatasetError, dataset_id, decode_audio, durations_disagree, filter_by_duration,
+                                  is_local_path, load_speech_dataset, self_split_ids)
 from ctcforge.synth import synthesize
 
 TOOLS = shutil.which("espeak-ng") and shutil.which("ffmpeg")
@@ -580,3 +580,166 @@ DATASET_IDS = [
 def test_dataset_id(tmp_path, name, config, split, expected):
     (tmp_path / "data" / "cv-corpus-17.0" / "hy-AM").mkdir(parents=True)
     assert dataset_id(name.format(tmp=tmp_path), config, split) == expected
+
+
+# ------------------------------------------------------------------ durations without decoding
+
+
+CV_COLUMNS = ["client_id", "path", "sentence_id", "sentence", "sentence_domain", "up_votes", "down_votes", "age",
+              "gender", "accents", "variant", "locale", "segment"]  # the 13 columns since 17.0
+
+
+def write_listed_release(root: Path, splits: dict[str, list[str]], locale: str = "hy-AM") -> Path:
+    """A Common Voice locale folder in today's layout whose clips are named CLIP_ID.mp3 and hold
+    bytes that are no audio at all: these tests must never need to decode them."""
+    folder = root / "cv-corpus-25.0-2026-03-09" / locale
+    (folder / "clips").mkdir(parents=True)
+    for split, clip_ids in splits.items():
+        rows = ["\t".join(CV_COLUMNS)]
+        for clip_id in clip_ids:
+            fields = dict.fromkeys(CV_COLUMNS, "")
+            fields.update(client_id="c1", path=f"{clip_id}.mp3", sentence=f"sentence {clip_id}", locale=locale)
+            rows.append("\t".join(fields[column] for column in CV_COLUMNS))
+            (folder / "clips" / f"{clip_id}.mp3").write_bytes(b"not an mp3 " + clip_id.encode())
+        (folder / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder
+
+
+def write_clip_durations(folder: Path, milliseconds: dict[str, int], header: str = "clip\tduration[ms]") -> None:
+    lines = [header] + [f"{clip_id}.mp3\t{ms}" for clip_id, ms in milliseconds.items()]
+    (folder / "clip_durations.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def durations_of(dataset: datasets.Dataset) -> dict[str, float | None]:
+    return {sentence.split()[-1]: seconds for sentence, seconds in zip(dataset["sentence"], dataset["duration"])}
+
+
+@pytest.fixture
+def listed(tmp_path) -> Path:
+    folder = write_listed_release(tmp_path, {"train": ["a", "b", "c", "d"], "dev": ["e", "f"]})
+    # d is listed as 0 ms, what the duration reporter writes for a clip it could not read;
+    # f is not listed at all.
+    write_clip_durations(folder, {"a": 1500, "b": 60000, "c": 250, "d": 0, "e": 4321})
+    return folder
+
+
+def test_the_default_is_still_two_columns_and_durations_add_a_third(listed):
+    assert load_speech_dataset(str(listed), None, "train").column_names == ["audio", "sentence"]
+    dataset = load_speech_dataset(str(listed.parent), "hy-AM", "train+dev", with_durations=True)
+    assert dataset.column_names == ["audio", "sentence", "duration"]
+    assert durations_of(dataset) == {"a": 1.5, "b": 60.0, "c": 0.25, "d": None, "e": 4.321, "f": None}
+    assert dataset.features["audio"].decode is False
+
+
+def test_the_duration_list_is_read_once_for_every_split(listed, monkeypatch):
+    from ctcforge import speech_data
+
+    reads = []
+    parse = speech_data.parse_clip_durations_tsv
+    monkeypatch.setattr(speech_data, "parse_clip_durations_tsv", lambda path: reads.append(path) or parse(path))
+    load_speech_dataset(str(listed), None, "train+dev", with_durations=True)
+    load_speech_dataset(str(listed), None, "dev", with_durations=True)
+    assert reads == [str(listed / "clip_durations.tsv")]
+    # A list rewritten in place is read again.
+    write_clip_durations(listed, {"e": 1000, "f": 2000, "a": 1, "b": 2, "c": 3, "d": 4, "g": 5})
+    assert durations_of(load_speech_dataset(str(listed), None, "dev", with_durations=True)) == {"e": 1.0, "f": 2.0}
+    assert len(reads) == 2
+
+
+def test_a_clip_listed_as_too_long_is_dropped_without_its_file_being_read(listed, monkeypatch):
+    """b is listed as 60 s and its file is damaged: it goes as too long, and neither the
+    decoder nor open() ever sees a clip."""
+    (listed / "clips" / "b.mp3").write_bytes(os.urandom(64))
+    opened = []
+    real_open = open
+
+    def watching_open(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a clip was decoded")
+
+    monkeypatch.setattr("builtins.open", watching_open)
+    monkeypatch.setattr(datasets.Audio, "decode_example", no_decoding)
+    dataset = load_speech_dataset(str(listed), None, "train", with_durations=True)
+    kept = filter_by_duration(dataset, min_seconds=0.5, max_seconds=20.0)
+    assert (kept.too_short, kept.too_long, kept.unknown) == (1, 1, 1)
+    assert list(kept.dataset["sentence"]) == ["sentence a", "sentence d"]
+    assert not [path for path in opened if "clips" in path], opened
+
+
+def test_the_filter_follows_the_rows_of_a_shuffled_or_selected_dataset(listed):
+    dataset = load_speech_dataset(str(listed), None, "train", with_durations=True).select([3, 1, 0, 2])
+    kept = filter_by_duration(dataset, max_seconds=2.0)
+    assert list(kept.dataset["sentence"]) == ["sentence d", "sentence a", "sentence c"]
+    unbounded = filter_by_duration(dataset)
+    assert (unbounded.too_short, unbounded.too_long, unbounded.unknown) == (0, 0, 1)
+    assert len(unbounded.dataset) == 4
+
+
+def test_the_filter_asks_for_the_duration_column(listed):
+    with pytest.raises(DatasetError, match=r"has no column duration .*; load it with "
+                                           r"load_speech_dataset\(\.\.\., with_durations=True\)$"):
+        filter_by_duration(load_speech_dataset(str(listed), None, "train"), max_seconds=1.0)
+
+
+def test_older_releases_list_durations_in_times_txt(tmp_path, caplog):
+    """Before 16.1 the reporter wrote times.txt: the path it was given, backquoted, " = " and
+    milliseconds."""
+    folder = write_listed_release(tmp_path, {"train": ["a", "b", "c"]})
+    (folder / "times.txt").write_text(
+        "`/bundler/cv-corpus-15.0-2023-09-08/hy-AM/clips/a.mp3` = 2500\n"
+        "`/bundler/cv-corpus-15.0-2023-09-08/hy-AM/clips/b.mp3` = 0\n"
+        "not a times line\n", encoding="utf-8")
+    assert durations_of(load_speech_dataset(str(folder), None, "train", with_durations=True)) == {
+        "a": 2.5, "b": None, "c": None}
+    assert "skipped 1 of 3 rows of" in caplog.text and "`PATH` = MILLISECONDS" in caplog.text
+
+
+def test_clip_durations_tsv_wins_over_times_txt_and_takes_the_documented_filename_header(tmp_path):
+    folder = write_listed_release(tmp_path, {"train": ["a"]})
+    (folder / "times.txt").write_text("`clips/a.mp3` = 9000\n", encoding="utf-8")
+    write_clip_durations(folder, {"a": 1200}, header="filename\tduration[ms]")
+    assert durations_of(load_speech_dataset(str(folder), None, "train", with_durations=True)) == {"a": 1.2}
+
+
+def test_a_duration_list_with_another_header_is_refused_naming_the_fix(tmp_path):
+    folder = write_listed_release(tmp_path, {"train": ["a"]})
+    write_clip_durations(folder, {"a": 1200}, header="clip\tseconds")
+    with pytest.raises(DatasetError, match=r"clip_durations\.tsv has the columns clip, seconds, not clip and "
+                                           r"duration\[ms\]; fix its header, or delete it"):
+        load_speech_dataset(str(folder), None, "train", with_durations=True)
+
+
+def test_malformed_duration_rows_are_unknown_and_counted(tmp_path, caplog):
+    folder = write_listed_release(tmp_path, {"train": ["a", "b", "c"]})
+    (folder / "clip_durations.tsv").write_text("clip\tduration[ms]\na.mp3\t1000\nb.mp3\tlong\nc.mp3\n",
+                                               encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        dataset = load_speech_dataset(str(folder), None, "train", with_durations=True)
+    assert durations_of(dataset) == {"a": 1.0, "b": None, "c": None}
+    assert f"skipped 2 of 3 rows of {folder / 'clip_durations.tsv'} that are not CLIP<TAB>MILLISECONDS" in caplog.text
+    assert "line 3, 4" in caplog.text
+
+
+def test_a_release_without_a_duration_list_says_so_once(tmp_path, caplog):
+    folder = write_listed_release(tmp_path, {"train": ["a"], "dev": ["b"]})
+    with caplog.at_level("WARNING"):
+        train = load_speech_dataset(str(folder), None, "train", with_durations=True)
+        load_speech_dataset(str(folder), None, "train+dev", with_durations=True)
+    assert list(train["duration"]) == [None]
+    assert caplog.text.count("has no clip_durations.tsv (nor times.txt); clip durations are unknown") == 1
+
+
+def test_formats_that_list_no_durations_get_an_unknown_column(tmp_path):
+    write_metadata_csv(tmp_path / "af", [{"file_name": "a.wav", "sentence": "one", "duration": "99"}])
+    dataset = load_speech_dataset(str(tmp_path / "af"), None, "train", with_durations=True)
+    assert dataset.column_names == ["audio", "sentence", "duration"]
+    assert list(dataset["duration"]) == [None], "a column the dataset brings is not trusted as seconds"
+
+
+@pytest.mark.parametrize("listed_s, measured_s, disagree", [(None, 5.0, False), (4.1, 5.0, False),
+                                                            (3.9, 5.0, True), (6.2, 5.0, True)])
+def test_durations_disagree_beyond_a_second(listed_s, measured_s, disagree):
+    assert durations_disagree(listed_s, measured_s) is disagree
