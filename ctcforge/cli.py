@@ -93,6 +93,13 @@ def cmd_models(args: argparse.Namespace) -> None:
         print(f"{model_id:32} {entry['family']:14} {entry.get('description', '')}")
 
 
+def cmd_data_common_voice(args: argparse.Namespace) -> None:
+    from ctcforge.common_voice_release import fetch_common_voice
+
+    fetch_common_voice(args.locale, args.version, args.output_dir, dataset_id=args.dataset_id,
+                       keep_archive=args.keep_archive, progress=not args.quiet)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ctcforge",
@@ -223,6 +230,31 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0, help="voice, rate, pitch and sentence order (default 0)")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(run=cmd_synth)
+
+    data = commands.add_parser(
+        "data", help="fetch speech data as it is published today (Common Voice from the Mozilla Data Collective)",
+        description="Download a dataset and unpack it where --dataset reads it.")
+    sources = data.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    common_voice = sources.add_parser(
+        "common-voice", help="one locale of a Common Voice release, from the Mozilla Data Collective (MDC)",
+        description="Find the Common Voice Scripted Speech release VERSION of LOCALE on the Mozilla Data "
+                    "Collective, download it with the datacollective client (progress; an interrupted download "
+                    "resumes when rerun), check its size and SHA-256 against MDC's, and unpack it safely to "
+                    "OUTPUT_DIR/cv-corpus-VERSION-DATE/LOCALE/; prints the --dataset and --config that read it. A "
+                    "locale already unpacked is skipped, offline. Needs an MDC API key in MDC_API_KEY (or .env), "
+                    "made at https://mozilladatacollective.com/api-reference, and the dataset's terms agreed to on "
+                    "its MDC page.")
+    common_voice.add_argument("locale", help="Common Voice locale code, e.g. hy-AM, zh-HK, as")
+    common_voice.add_argument("--version", required=True, help="release number, e.g. 25.0 (25 means 25.0)")
+    common_voice.add_argument("--output-dir", type=Path, required=True,
+                              help="folder for the release (several locales and releases may share it)")
+    common_voice.add_argument("--dataset-id", help="MDC dataset id, from the dataset's MDC page, instead of "
+                                                   "searching MDC's catalogue by locale and version")
+    common_voice.add_argument("--keep-archive", action="store_true",
+                              help="keep the downloaded .tar.gz after unpacking (deleted by default: it is as "
+                                   "large as the release)")
+    common_voice.add_argument("--quiet", action="store_true", help="no progress bars")
+    common_voice.set_defaults(run=cmd_data_common_voice)
 
     languages = commands.add_parser("languages", help="list the language profiles")
     languages.set_defaults(run=cmd_languages)
