@@ -46,6 +46,8 @@ PAGE_SIZE = 100  # the most list_datasets gives per page
 SPLIT_FILES = ("train.tsv", "dev.tsv", "test.tsv")
 HASH_CHUNK = 1 << 20
 SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+# Common Voice locales: a language code and subtags (hy-AM, yue, nan-tw, cy-southwes).
+LOCALE_CODE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,9 @@ def fetch_common_voice(locale: str, version: str, output_dir: Path, *, dataset_i
     unpacked unless it is there already. Prints one line per step and the options that
     read it; raises CtcforgeError, in one line, for everything the user has to fix."""
     version = release_version(version)
+    if not LOCALE_CODE.fullmatch(locale):
+        # The locale becomes a folder name: nothing path-like may pass.
+        raise CtcforgeError(f"{locale!r} is no Common Voice locale code; give one such as hy-AM, zh-HK or as")
     output_dir = output_dir.expanduser().resolve()
     done = unpacked_locale(output_dir, version, locale)
     if done is not None:
@@ -76,7 +81,7 @@ def fetch_common_voice(locale: str, version: str, output_dir: Path, *, dataset_i
     mdc = import_sdk()
     require_key()
     with mdc_errors():
-        release = describe(mdc, dataset_id, locale) if dataset_id else find_release(mdc, locale, version)
+        release = describe(mdc, dataset_id, locale, version) if dataset_id else find_release(mdc, locale, version)
     print(f"found {release.name} ({release.dataset_id}), {human_size(release.size_bytes)}")
     output_dir.mkdir(parents=True, exist_ok=True)
     if not os.access(output_dir, os.W_OK):
@@ -181,7 +186,7 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def describe(mdc, dataset_id: str, locale: str) -> Release:
+def describe(mdc, dataset_id: str, locale: str, version: str) -> Release:
     """The dataset named by --dataset-id, refused before its download when MDC already
     says it is not a full release of `locale`."""
     release = to_release(mdc.get_dataset_details(dataset_id))
@@ -191,6 +196,10 @@ def describe(mdc, dataset_id: str, locale: str) -> Release:
     if is_delta(release):
         raise CtcforgeError(f"--dataset-id {dataset_id} is {release.name}, a delta release, which holds no "
                             "train/dev/test splits; give the id of the full release")
+    named = listed_version(release)
+    if named and named != version:
+        raise CtcforgeError(f"--dataset-id {dataset_id} is {release.name}, not release {version}; give the id of "
+                            f"release {version}, or --version {named}")
     return release
 
 
@@ -203,17 +212,15 @@ def to_release(details) -> Release:
 
 def find_release(mdc, locale: str, version: str) -> Release:
     """The one full Scripted Speech release of `version` for `locale` in MDC's catalogue."""
-    listed = list_locale(mdc, locale)
-    wanted = re.compile(rf"{re.escape(DATASET_PREFIX)} {re.escape(version)} - ")
-    matches = [release for release in listed if wanted.match(release.name) and not is_delta(release)]
+    listed = [release for release in list_locale(mdc, locale) if not is_delta(release)]
+    matches = [release for release in listed if listed_version(release) == version]
     if len(matches) == 1:
         return matches[0]
     if matches:
         found = "; ".join(f"{release.name} ({release.dataset_id})" for release in matches)
         raise CtcforgeError(f"MDC lists {len(matches)} {DATASET_PREFIX} {version} datasets for {locale}: {found}; "
                             "choose one with --dataset-id ID")
-    versions = sorted({match[1] for release in listed if not is_delta(release)
-                       for match in [re.match(rf"{re.escape(DATASET_PREFIX)} (\d+\.\d+) - ", release.name)] if match},
+    versions = sorted({listed_version(release) for release in listed} - {None},
                       key=lambda v: tuple(int(part) for part in v.split(".")))
     if versions:
         raise CtcforgeError(f"MDC has no {DATASET_PREFIX} {version} for {locale}; its versions for {locale}: "
@@ -237,6 +244,12 @@ def list_locale(mdc, locale: str) -> list[Release]:
         if not listing.items or page * PAGE_SIZE >= listing.total:
             return releases
         page += 1
+
+
+def listed_version(release: Release) -> str | None:
+    """The release number in MDC's name for it ("Common Voice Scripted Speech 25.0 - Armenian")."""
+    match = re.match(rf"{re.escape(DATASET_PREFIX)} (\d+\.\d+) - ", release.name)
+    return match[1] if match else None
 
 
 def is_delta(release: Release) -> bool:

@@ -355,3 +355,17 @@ def test_a_key_mdc_refuses_is_one_line(mdc, tmp_path, capsys, monkeypatch):
 def test_a_version_that_is_no_number_is_refused(mdc, tmp_path, capsys):
     assert main(["data", "common-voice", LOCALE, "--version", "latest", "--output-dir", str(tmp_path)]) == 2
     assert "--version 'latest' is no Common Voice release number" in error_line(capsys)
+
+
+def test_a_dataset_id_of_another_release_is_refused_before_its_download(mdc, tmp_path, capsys):
+    assert main(fetch(tmp_path, "--dataset-id", "cmg-hy-am-24")) == 2
+    assert "is Common Voice Scripted Speech 24.0 - Armenian, not release 25.0; give the id of release 25.0, or " \
+           "--version 24.0" in error_line(capsys)
+    assert not [url for method, url, _ in mdc.calls if method == "POST"]
+
+
+@pytest.mark.parametrize("locale", ["../hy-AM", "hy-AM/../../x", "", "hy AM"])
+def test_a_locale_that_is_no_locale_code_is_refused_before_any_request(mdc, tmp_path, capsys, locale):
+    assert main(["data", "common-voice", locale, "--version", "25", "--output-dir", str(tmp_path)]) == 2
+    assert "is no Common Voice locale code" in error_line(capsys)
+    assert mdc.calls == []
