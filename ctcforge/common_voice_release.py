@@ -83,6 +83,8 @@ def fetch_common_voice(locale: str, version: str, output_dir: Path, *, dataset_i
     with mdc_errors():
         release = describe(mdc, dataset_id, locale, version) if dataset_id else find_release(mdc, locale, version)
     print(f"found {release.name} ({release.dataset_id}), {human_size(release.size_bytes)}")
+    # The archive's locale folder is spelt as MDC spells the locale.
+    locale = release.locale if release.locale.casefold() == locale.casefold() else locale
     output_dir.mkdir(parents=True, exist_ok=True)
     if not os.access(output_dir, os.W_OK):
         raise CtcforgeError(f"{output_dir} is not writable; choose another --output-dir")
@@ -120,9 +122,10 @@ def unpacked_locale(output_dir: Path, version: str, locale: str) -> Path | None:
     if not output_dir.is_dir():
         return None
     pattern = release_folder_pattern(version)
-    found = sorted(entry for entry in output_dir.iterdir()
-                   if pattern.fullmatch(entry.name) and (entry / locale).is_dir())
-    return found[-1] / locale if found else None
+    # Case-blind, as MDC's locale filter is: a rerun with "hy-am" finds "hy-AM".
+    found = sorted(folder for release in output_dir.iterdir() if pattern.fullmatch(release.name) and release.is_dir()
+                   for folder in release.iterdir() if folder.name.casefold() == locale.casefold() and folder.is_dir())
+    return found[-1] if found else None
 
 
 def print_usage(folder: Path) -> None:

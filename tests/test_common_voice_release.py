@@ -121,8 +121,8 @@ class FakeMDC:
         headers = headers or {}
         self.calls.append((method, url, dict(headers)))
         if method == "GET" and url == f"{API}/datasets":
-            locales = params.get("locale") or []
-            items = [d for d in self.datasets.values() if not locales or d["locale"] in locales]
+            locales = [locale.casefold() for locale in params.get("locale") or []]
+            items = [d for d in self.datasets.values() if not locales or d["locale"].casefold() in locales]
             return respond({"items": items, "total": len(items)})
         if method == "GET" and url.startswith(f"{API}/datasets/"):
             found = self.datasets.get(url.rsplit("/", 1)[1])
@@ -369,3 +369,12 @@ def test_a_locale_that_is_no_locale_code_is_refused_before_any_request(mdc, tmp_
     assert main(["data", "common-voice", locale, "--version", "25", "--output-dir", str(tmp_path)]) == 2
     assert "is no Common Voice locale code" in error_line(capsys)
     assert mdc.calls == []
+
+
+def test_a_locale_in_other_case_is_the_same_locale(mdc, tmp_path, capsys):
+    command = ["data", "common-voice", "hy-am", "--version", "25.0", "--output-dir", str(tmp_path / "data"), "--quiet"]
+    assert main(command) == 0
+    assert (tmp_path / "data" / RELEASE / LOCALE / "train.tsv").is_file()
+    capsys.readouterr()
+    assert main(command) == 0
+    assert capsys.readouterr().out.startswith(f"skipped: {tmp_path / 'data' / RELEASE / LOCALE} is already unpacked")
