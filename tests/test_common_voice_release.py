@@ -286,8 +286,12 @@ def test_an_archive_member_outside_the_locale_folder_stops_the_unpack(mdc, tmp_p
     assert not list(tmp_path.rglob("escaped.txt")) and not Path("/tmp/escaped.txt").exists()
 
 
-def test_a_damaged_archive_that_mdc_gives_no_size_or_checksum_for_is_refused_whole(mdc, tmp_path, capsys):
-    mdc.served[DATASET_ID] = mdc.archive[: len(mdc.archive) * 2 // 3]
+@pytest.mark.parametrize("kept", [2 / 3, -8], ids=["cut-in-a-member", "cut-in-the-gzip-trailer"])
+def test_a_damaged_archive_that_mdc_gives_no_size_or_checksum_for_is_refused_whole(mdc, tmp_path, capsys, kept):
+    """Without MDC's size and digest, gzip's own trailer still tells a cut archive: one cut
+    after the last tar block would otherwise unpack as if whole."""
+    end = int(len(mdc.archive) * kept) if kept > 0 else len(mdc.archive) + kept
+    mdc.served[DATASET_ID] = mdc.archive[:end]
     mdc.datasets[DATASET_ID].update(sizeBytes=None, checksum=None)
     assert main(fetch(tmp_path)) == 2
     out, err = capsys.readouterr()
