@@ -88,7 +88,7 @@ def fetch_common_voice(locale: str, version: str, output_dir: Path, *, dataset_i
     output_dir.mkdir(parents=True, exist_ok=True)
     if not os.access(output_dir, os.W_OK):
         raise CtcforgeError(f"{output_dir} is not writable; choose another --output-dir")
-    with mdc_errors():
+    with mdc_errors(release.url):
         archive = Path(mdc.download_dataset(release.dataset_id, download_directory=str(output_dir),
                                             show_progress=progress))
     verify_archive(archive, release, progress=progress)
@@ -152,8 +152,9 @@ def require_key() -> None:
 
 
 @contextlib.contextmanager
-def mdc_errors() -> Iterator[None]:
-    """The SDK's and requests' exceptions as one line each, naming the fix."""
+def mdc_errors(page: str | None = None) -> Iterator[None]:
+    """The SDK's and requests' exceptions as one line each, naming the fix; `page` is the
+    MDC page of the dataset at hand, where its terms are agreed to."""
     import requests
     from datacollective.errors import AuthenticationError, DownloadError, RateLimitError
 
@@ -172,8 +173,9 @@ def mdc_errors() -> Iterator[None]:
     except RateLimitError:
         raise CtcforgeError("MDC's rate limit was reached; wait a few minutes and rerun") from None
     except PermissionError as error:
-        raise CtcforgeError(f"MDC denied access ({one_line(error)}); agree to the dataset's terms on its MDC page "
-                            "with the account of your key, then rerun") from None
+        where = f" ({page})" if page else ""
+        raise CtcforgeError(f"MDC denied access ({one_line(error)}); agree to the dataset's terms on its MDC "
+                            f"page{where} with the account of your key, then rerun") from None
     except FileNotFoundError as error:
         raise CtcforgeError(f"MDC has no such dataset ({one_line(error)}); check --dataset-id, or leave it out "
                             "to search by locale and version") from None

@@ -382,3 +382,18 @@ def test_a_locale_in_other_case_is_the_same_locale(mdc, tmp_path, capsys):
     capsys.readouterr()
     assert main(command) == 0
     assert capsys.readouterr().out.startswith(f"skipped: {tmp_path / 'data' / RELEASE / LOCALE} is already unpacked")
+
+
+def test_terms_not_agreed_to_name_the_datasets_page(mdc, tmp_path, capsys, monkeypatch):
+    real = mdc.request
+
+    def forbidding(method, url, **kwargs):
+        if method == "POST":
+            return respond({"message": "Terms and conditions not accepted"}, 403)
+        return real(method, url, **kwargs)
+
+    monkeypatch.setattr(requests, "request", forbidding)
+    assert main(fetch(tmp_path)) == 2
+    err = error_line(capsys)
+    assert "MDC denied access (" in err and "Terms and conditions not accepted" in err
+    assert f"agree to the dataset's terms on its MDC page ({mdc.datasets[DATASET_ID]['datasetUrl']})" in err
