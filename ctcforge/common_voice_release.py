@@ -12,8 +12,9 @@ unpacks to `cv-corpus-25.0-2026-03-09/en/`. The steps:
    named by its MDC id;
 3. the archive is downloaded by the SDK's own `download_dataset`, which shows progress and
    resumes a `.part` file left by an interrupted run;
-4. its size is checked against MDC's `sizeBytes` and its SHA-256 against MDC's `checksum`
-   (the digest the SDK's uploader computes and registers for every upload);
+4. its size is checked against MDC's `sizeBytes` and, while it is unpacked, its SHA-256
+   against MDC's `checksum` (the digest the SDK's uploader computes and registers for
+   every upload);
 5. it is unpacked in one pass into a temporary folder beside its destination, member by
    member refused if it would land outside `cv-corpus-V-DATE/LOCALE/`, and the locale folder
    is then renamed into place, so a half-unpacked release never looks like a finished one.
@@ -91,8 +92,8 @@ def fetch_common_voice(locale: str, version: str, output_dir: Path, *, dataset_i
     with mdc_errors(release.url):
         archive = Path(mdc.download_dataset(release.dataset_id, download_directory=str(output_dir),
                                             show_progress=progress))
-    verify_archive(archive, release, progress=progress)
-    folder = unpack_release(archive, output_dir, locale, version, progress=progress)
+    folder = unpack_release(archive, output_dir, locale, version, progress=progress,
+                            sha256=expected_digest(archive, release))
     if keep_archive:
         print(f"kept {archive}")
     else:
@@ -271,10 +272,10 @@ def human_size(size: int | None) -> str:
     return f"{size / 1000 ** exponent:.1f} {('KB', 'MB', 'GB', 'TB')[exponent - 1]}"
 
 
-def verify_archive(archive: Path, release: Release, *, progress: bool) -> None:
-    """The archive's size and SHA-256 against what MDC lists. A file of the wrong size is
-    deleted (the SDK would otherwise take it as downloaded on the next run); one of the
-    right size whose digest differs is left for the user to judge."""
+def expected_digest(archive: Path, release: Release) -> str | None:
+    """The SHA-256 the archive must have, after its size is checked against MDC's. A file
+    of the wrong size is deleted: the SDK would otherwise take it as downloaded on the next
+    run. None (said so) when MDC lists no SHA-256: the size is then all that is checked."""
     size = archive.stat().st_size
     if release.size_bytes is not None and size != release.size_bytes:
         archive.unlink()
@@ -282,34 +283,34 @@ def verify_archive(archive: Path, release: Release, *, progress: bool) -> None:
                             "to download it again")
     if release.checksum is None:
         print(f"checked {archive.name}: size only (MDC lists no checksum)")
-        return
+        return None
     if not SHA256_HEX.match(release.checksum):
         print(f"checked {archive.name}: size only (MDC's checksum {release.checksum!r} is no SHA-256 digest)")
-        return
-    digest = sha256_of(archive, progress=progress)
-    if digest != release.checksum.lower():
-        raise CtcforgeError(f"{archive} has SHA-256 {digest}, MDC lists {release.checksum}: the download is damaged; "
-                            "delete it and rerun")
-    print(f"checked {archive.name}: size and SHA-256 match MDC's")
+        return None
+    return release.checksum.lower()
 
 
-def sha256_of(path: Path, *, progress: bool) -> str:
-    from tqdm.auto import tqdm
+class HashingReader:
+    """A binary file whose every byte read also goes into a SHA-256: the archive is
+    checked in the same pass that unpacks it, not in a pass of its own."""
 
-    digest = hashlib.sha256()
-    with open(path, "rb") as file, tqdm(total=path.stat().st_size, desc="checking", unit="B", unit_scale=True,
-                                        disable=not progress) as bar:
-        while chunk := file.read(HASH_CHUNK):
-            digest.update(chunk)
-            bar.update(len(chunk))
-    return digest.hexdigest()
+    def __init__(self, file):
+        self.file = file
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.file.read(size)
+        self.digest.update(data)
+        return data
 
 
-def unpack_release(archive: Path, output_dir: Path, locale: str, version: str, *, progress: bool) -> Path:
+def unpack_release(archive: Path, output_dir: Path, locale: str, version: str, *, progress: bool,
+                   sha256: str | None = None) -> Path:
     """Unpacks `archive` to `output_dir/cv-corpus-VERSION-DATE/LOCALE` and returns that folder.
 
     The archive is read once, as a stream (a large locale is hundreds of GB, too big to
-    scan twice). Each member is checked before anything of it is written: it must lie
+    scan twice), and hashed as it is read: with `sha256` given, an archive of another
+    digest leaves nothing behind. Each member is checked before anything of it is written: it must lie
     inside `cv-corpus-VERSION-DATE/LOCALE/` and be a folder or a plain file, which is all a
     release holds; a link, a device or a `..` stops the unpack. This is done here rather
     than by tarfile's "data" filter, which Debian 12's Python 3.11.2 lacks. Everything goes
@@ -332,21 +333,28 @@ def unpack_release(archive: Path, output_dir: Path, locale: str, version: str, *
                 # checks gzip's own length and CRC trailer instead.
                 is_gzip = raw.read(2) == b"\x1f\x8b"
                 raw.seek(0)
-                stream = gzip.GzipFile(fileobj=raw, mode="rb") if is_gzip else raw
+                hashing = HashingReader(raw)
+                stream = gzip.GzipFile(fileobj=hashing, mode="rb") if is_gzip else hashing
                 with tarfile.open(fileobj=stream, mode="r|" if is_gzip else "r|*") as tar:
                     top = None
                     for member in tar:
                         top = check_member(member, top, locale, version, archive)
                         write_member(tar, member, staging)
                         bar.update(raw.tell() - bar.n)
-                while is_gzip and stream.read(HASH_CHUNK):
-                    pass
+                while stream.read(HASH_CHUNK):
+                    pass  # to the end: gzip's trailer, and every byte into the digest
+                bar.update(raw.tell() - bar.n)
             except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
                 raise CtcforgeError(f"{archive} cannot be unpacked ({one_line(error)}); delete it and rerun to "
                                     "download it again") from None
             except OSError as error:
                 raise CtcforgeError(f"cannot write the release into {output_dir} ({one_line(error)}); free some "
                                     "space or choose another --output-dir, then rerun") from None
+        if sha256 is not None and hashing.digest.hexdigest() != sha256:
+            raise CtcforgeError(f"{archive} has SHA-256 {hashing.digest.hexdigest()}, MDC lists {sha256}: the "
+                                "download is damaged; delete it and rerun")
+        if sha256 is not None:
+            print(f"checked {archive.name}: size and SHA-256 match MDC's")
         if top is None:
             raise CtcforgeError(f"{archive} is an empty archive; delete it and rerun to download it again")
         unpacked = staging / top / locale

@@ -241,9 +241,12 @@ def test_an_interrupted_download_resumes_where_it_stopped(mdc, tmp_path, capsys)
 
 
 def test_a_download_whose_digest_differs_from_mdcs_is_not_unpacked(mdc, tmp_path, capsys):
-    damaged = bytearray(mdc.archive)
-    damaged[len(damaged) // 2] ^= 0xFF
-    mdc.served[DATASET_ID] = bytes(damaged)
+    """Another archive, whole and of the size MDC lists, that only the digest tells apart."""
+    files = release_files()
+    files[f"{RELEASE}/{LOCALE}/train.tsv"] = files[f"{RELEASE}/{LOCALE}/test.tsv"]
+    damaged = tarball(files)
+    mdc.served[DATASET_ID] = damaged
+    mdc.datasets[DATASET_ID]["sizeBytes"] = len(damaged)
     assert main(fetch(tmp_path)) == 2
     err = error_line(capsys)
     assert f"has SHA-256 {hashlib.sha256(damaged).hexdigest()}, MDC lists {mdc.datasets[DATASET_ID]['checksum']}" in err
