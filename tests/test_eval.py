@@ -24,6 +24,7 @@ from transformers import (AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Wav
                           Wav2Vec2Model, pipeline)
 
 from ctcforge.lm import TextSources, build_language_model
+from ctcforge.lm_tuning import compute_dev_set
 from ctcforge.render import new_repo
 from ctcforge.repo_modules import repo_script_module
 from ctcforge.synth import synthesize
@@ -407,6 +408,35 @@ def test_too_short_is_the_first_length_with_no_output_frame(evaluation, tiny_rep
         assert model.preprocessor.min_samples == expected
         assert model.output_frames(expected) == 1 and model.output_frames(expected - 1) == 0
         assert len(model.transcribe([np.zeros(expected, dtype=np.float32)])) == 1  # runs at the limit
+
+
+def test_lm_tuning_log_probs_are_the_ones_eval_decodes(evaluation, tiny_repo, tmp_path):
+    ctc_frames = sys.modules["ctc_frames"]  # the repo's, which its eval.py imported
+    # 16160 samples: the SeamlessM4T extractor stacks them into 50 rows, and masks the last
+    # (it holds one real frame of a pair), so a mask sum counts 49 and loses a frame.
+    samples = 16160
+    model = transcriber(evaluation, tiny_repo, batch_size=8)
+    features = model.feature_extractor(np.zeros(samples, dtype=np.float32), sampling_rate=RATE,
+                                       return_attention_mask=True)
+    assert len(features["input_features"][0]) == 50 and sum(features["attention_mask"][0]) == 49
+    frames = ctc_frames.output_frames(model.model, [50])[0]
+    assert frames != ctc_frames.output_frames(model.model, [49])[0]
+
+    rng = np.random.default_rng(1)
+    arrays = [rng.uniform(-0.3, 0.3, n).astype(np.float32) for n in (samples, 24000)]
+    for index, array in enumerate(arrays):
+        soundfile.write(tmp_path / f"{index}.wav", array, RATE, subtype="FLOAT")
+    rows = datasets.Dataset.from_dict({
+        "sentence": ["ես գիրք եմ կարդում", "գիրք"],
+        "audio": [{"path": str(tmp_path / f"{i}.wav"), "bytes": None} for i in range(len(arrays))],
+    })
+    normalizer = evaluation.text_normalizer.load()
+    dev = compute_dev_set(tiny_repo, rows, "sentence", normalizer, batch_size=8, log=print)
+
+    assert len(dev.log_probs[0]) == frames
+    for log_probs, logits in zip(dev.log_probs, model.clip_logits(arrays)):
+        np.testing.assert_allclose(log_probs, torch.log_softmax(torch.from_numpy(logits), -1).numpy(), atol=1e-5)
+    assert dev.greedy == [normalizer(text) for text in model.transcribe(arrays)]
 
 
 # ---------------------------------------------------------------------------------------
