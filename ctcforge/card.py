@@ -23,6 +23,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ctcforge import plots
 from ctcforge.answers import ANSWERS_FILE, Answers
+from ctcforge.beam_search import has_language_model
 from ctcforge.catalogue import BaseModel, has_weights, looks_like_path, resolve_base_model
 from ctcforge.error_rates import SPACELESS_SPLITS
 from ctcforge.errors import CtcforgeError
@@ -714,7 +715,7 @@ def rebuild_card(repo: Path) -> Path:
                         datasets=[dataset_label(dataset)] if dataset else facts.datasets)
     runs = read_eval_results(repo)
     if runs:
-        lm_present = any((repo / "language_model").glob("*"))
+        lm_present = has_language_model(str(repo))
         evaluation, results = evaluation_from_runs(runs, profile, lm_present)
         facts = replace(facts, evaluation=evaluation, results=results)
     elif trained_in is not None:

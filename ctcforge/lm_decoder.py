@@ -14,15 +14,15 @@ import json
 import os
 from pathlib import Path
 
+from ctcforge.beam_search import KENLM_EXTENSIONS, LANGUAGE_MODEL_DIR, ctc_labels
 from ctcforge.errors import CtcforgeError
 from ctcforge.text_normalizer import Normalizer
 
 ALPHABET_FILE = "alphabet.json"
-LM_DIR = "language_model"
+LM_DIR = LANGUAGE_MODEL_DIR
 KENLM_FILE = "lm.binary"
 ATTRS_FILE = "attrs.json"
 UNIGRAMS_FILE = "unigrams.txt"
-KENLM_EXTENSIONS = (".arpa", ".bin", ".binary")
 PREPROCESSOR_FILE = "preprocessor_config.json"
 # transformers 5's Wav2Vec2ProcessorWithLM.save_pretrained writes this file, and with it
 # the ASR pipeline no longer finds the processor class and silently decodes greedily.
@@ -44,7 +44,10 @@ def decoder_labels(repo: Path, normalize: Normalizer) -> list[str]:
     tokenizer = AutoTokenizer.from_pretrained(str(repo))
     token_of_id = {index: token for token, index in tokenizer.get_vocab().items()}
     problems = vocabulary_problems(token_of_id, vocab_size, tokenizer.pad_token, tokenizer.word_delimiter_token)
-    labels = ctc_labels(token_of_id, vocab_size, tokenizer.pad_token, tokenizer.word_delimiter_token)
+    try:
+        labels = ctc_labels(tokenizer, vocab_size)  # the labels eval.py's decoder is built from
+    except ValueError:  # output ids without a token, which `problems` already names
+        labels = []
     problems += case_problems(labels, normalize)
     if problems:
         raise CtcforgeError(f"{repo}: the tokenizer, config.json (vocab_size {vocab_size}) and the LM decoder "
@@ -85,13 +88,6 @@ def vocabulary_problems(token_of_id: dict[int, str], vocab_size: int, pad: str |
     if delimiter is None or delimiter not in token_of_id.values():
         problems.append(f"the word delimiter {delimiter!r} is not in the vocabulary")
     return problems
-
-
-def ctc_labels(token_of_id: dict[int, str], vocab_size: int, pad: str | None, delimiter: str | None) -> list[str]:
-    """The labels in output-id order: the pad token as the blank "", the word delimiter as
-    a space (the same mapping as eval.py's `ctc_labels`)."""
-    labels = [token_of_id.get(index, "") for index in range(vocab_size)]
-    return ["" if t == pad else " " if t == delimiter else t for t in labels]
 
 
 def case_problems(labels: list[str], normalize: Normalizer) -> list[str]:

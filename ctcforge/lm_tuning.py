@@ -1,14 +1,17 @@
 """LM weight tuning: the alpha, beta and beam width that decode a dev split best.
 
-The acoustic model runs once over the dev split (batched, without gradients) and its
+The acoustic model runs once over the dev split through the repo's own `transcription.py`
+(eval.py's Transcriber, so the log-probs have the frames eval.py decodes) and its
 log-probabilities are cached in `.ctcforge-cache/dev_logits-<key>.npz`, keyed by the model
 weights and the dataset, so a rebuilt LM is tuned again without running the model. Every
 cell of the grid decodes the cached log-probs with the repo's LM, loaded as eval.py and
-transformers load it and searched as they search it (the best beam of pyctcdecode's
-`decode_beams`), in a pool of forked processes; WER and CER come from the repo's own
-`error_rates.py`, the definition eval.py uses, with the repo's normaliser. The grid always
-holds pyctcdecode's defaults (alpha 0.5, beta 1.5, beam width 100), so the chosen weights are never worse
-than them on the dev split.
+transformers load it and searched by the repo's own `beam_search.py` (the best beam of
+pyctcdecode's `decode_beams`, in a pool of forked processes), the search eval.py runs;
+WER and CER come from the repo's own `error_rates.py`, the definition eval.py uses, with
+the repo's normaliser. The repo's copies, not ctcforge's, so that what a user edited in
+them is what tuning measures; a repo stamped before they existed is told to stamp again.
+The grid always holds pyctcdecode's defaults (alpha 0.5, beta 1.5, beam width 100), so the
+chosen weights are never worse than them on the dev split.
 
 Written into the repo: the best alpha and beta in `language_model/attrs.json`, and in
 `lm_tuning/`: `wer_grid.csv` (alpha,beta,beam_width,wer,cer), `wer_heatmap.png` (WER over
@@ -17,12 +20,10 @@ alpha x beta at the best beam width) and `best.json`.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -40,7 +41,7 @@ from ctcforge.repo_modules import repo_script_module
 DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 DEFAULT_BETAS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 DEFAULT_BEAM_WIDTHS = (25, 50, 100)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: log-probs from eval.py's Transcriber, frames from each clip's own input length
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 MIN_SECONDS = 0.1  # shorter dev clips hold no speech worth tuning on, and can give no frames
 
@@ -166,36 +167,26 @@ def cache_key(repo: Path, dataset: str, config: str | None, split: str, texts: l
 
 
 def compute_dev_set(repo: Path, rows, text_column: str, normalizer, batch_size: int, log) -> DevSet:
-    """Each usable clip's log-probs (one batched forward pass per batch, no gradients),
-    normalised reference and greedy text. Clips with no words in their normalised
-    reference, or with audio that cannot be read or is too short, are skipped and counted."""
+    """Each usable clip's log-probs, normalised reference and greedy text. The model runs
+    through the repo's own transcription.py, eval.py's Transcriber: length-sorted batches,
+    no gradients, each clip keeping the frames it gets alone (`ctc_frames.output_frames`
+    of its own input length), so the log-probs are the ones eval.py decodes. Clips with no
+    words in their normalised reference, or with audio that cannot be read or is too
+    short, are skipped and counted."""
     import torch
-    from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
 
-    features = AutoFeatureExtractor.from_pretrained(str(repo))
-    tokenizer = AutoTokenizer.from_pretrained(str(repo))
-    model = AutoModelForCTC.from_pretrained(str(repo)).eval()
-    clips, skipped = readable_clips(rows, text_column, normalizer, features.sampling_rate)
+    # The repo's copy, so that an edited transcription.py is what tuning measures, as eval.py runs it.
+    with repo_script_module(repo, "transcription.py") as transcription:
+        transcriber = transcription.Transcriber(str(repo), torch.device("cpu"), batch_size)
+    clips, skipped = readable_clips(rows, text_column, normalizer, transcriber.sampling_rate)
     if skipped:
         log(f"skipped {sum(skipped.values())} clips: "
             + ", ".join(f"{count} {reason}" for reason, count in skipped.most_common()))
-    # Without attention masks, padding changes what a model hears (group-norm wav2vec2):
-    # those models see one clip a pass. Length-sorted batches pad little.
-    per_pass = batch_size if getattr(features, "return_attention_mask", False) else 1
-    order = sorted(range(len(clips)), key=lambda i: len(clips[i][1]))
-    log_probs: list[np.ndarray] = [None] * len(clips)
-    with torch.inference_mode():
-        for start in range(0, len(order), per_pass):
-            batch = order[start:start + per_pass]
-            inputs = features([clips[i][1] for i in batch], sampling_rate=features.sampling_rate, padding=True,
-                              return_attention_mask=True, return_tensors="pt")
-            logits = model(**inputs).logits.float()
-            frames = model._get_feat_extract_output_lengths(inputs["attention_mask"].sum(-1)).tolist()
-            for index, clip_log_probs, length in zip(batch, torch.log_softmax(logits, -1).numpy(), frames):
-                log_probs[index] = clip_log_probs[:length]
+    logits = transcriber.clip_logits([audio for _, audio in clips])
+    log_probs = [torch.log_softmax(torch.from_numpy(clip), -1).numpy() for clip in logits]
     # Greedy text as eval.py and the pipeline make it: the CTC tokenizer merges repeats,
     # drops blanks and turns the word delimiter into a space.
-    greedy = [normalizer(tokenizer.decode(lp.argmax(-1).tolist())) for lp in log_probs]
+    greedy = [normalizer(transcriber.tokenizer.decode(lp.argmax(-1).tolist())) for lp in log_probs]
     return DevSet(log_probs=log_probs, references=[reference for reference, _ in clips], greedy=greedy)
 
 
@@ -248,9 +239,11 @@ def score_grid(repo: Path, dev: DevSet, grid: TuningGrid, normalizer, error_rate
     decoder = load_decoder(repo)
     cells = grid.cells()
     scores = []
-    with decoding_pool(decoder, dev.log_probs, len(cells)) as decode_cell, \
+    # The repo's beam_search.py, the search eval.py runs; one process per core, at most one per cell.
+    with repo_script_module(repo, "beam_search.py") as beam_search, \
+            beam_search.BeamSearch(decoder, min(os.cpu_count() or 1, len(cells)), dev.log_probs) as search, \
             tqdm(total=len(cells), desc="LM grid", disable=not progress, leave=False) as bar:
-        for (alpha, beta, beam_width), predictions in decode_cell(cells):
+        for (alpha, beta, beam_width), predictions in search.decode_grid(cells):
             wer, cer = error_rates(dev.references, [normalizer(p) for p in predictions], normalizer)
             scores.append(Score(alpha, beta, beam_width, wer, cer))
             bar.update(1)
@@ -269,46 +262,6 @@ def load_decoder(repo: Path):
         return BeamSearchDecoderCTC.load_from_dir(str(repo))
     finally:
         pyctcdecode_log.setLevel(level)
-
-
-# The decoder and log-probs a pool worker decodes; inherited through fork, never pickled.
-_worker_decoder = None
-_worker_log_probs: list = []
-
-
-def _set_worker_state(decoder, log_probs) -> None:
-    global _worker_decoder, _worker_log_probs
-    _worker_decoder, _worker_log_probs = decoder, log_probs
-
-
-def _decode_cell(cell: tuple[float, float, int]):
-    alpha, beta, beam_width = cell
-    _worker_decoder.reset_params(alpha=float(alpha), beta=float(beta))
-    # The best beam of decode_beams, as transformers' pipeline and eval.py decode (decode()
-    # prunes beam histories and can end on another beam).
-    return cell, [_worker_decoder.decode_beams(lp, beam_width=beam_width)[0][0] for lp in _worker_log_probs]
-
-
-@contextlib.contextmanager
-def decoding_pool(decoder, log_probs: list[np.ndarray], tasks: int):
-    """A function mapping grid cells to (cell, predictions), in completion order.
-
-    The workers are forked: pyctcdecode keeps the KenLM model in a class-level registry,
-    which fork shares and pickling would not; and weights set in the parent after the
-    fork would not reach a worker, so each task sets its own cell's weights. One
-    process per core, at most one per task; with one, no pool at all.
-    """
-    processes = min(os.cpu_count() or 1, tasks)
-    _set_worker_state(decoder, log_probs)
-    if processes == 1:
-        yield lambda cells: map(_decode_cell, cells)
-        return
-    pool = multiprocessing.get_context("fork").Pool(processes, _set_worker_state, (decoder, log_probs))
-    try:
-        yield lambda cells: pool.imap_unordered(_decode_cell, cells)
-    finally:
-        pool.terminate()
-        pool.join()
 
 
 def best_score(scores: list[Score]) -> Score:

@@ -24,6 +24,7 @@ from transformers import (AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Wav
                           Wav2Vec2Model, pipeline)
 
 from ctcforge.lm import TextSources, build_language_model
+from ctcforge.lm_tuning import compute_dev_set
 from ctcforge.render import new_repo
 from ctcforge.repo_modules import repo_script_module
 from ctcforge.synth import synthesize
@@ -121,12 +122,18 @@ def evaluation(tiny_repo):
 
 
 @pytest.fixture(scope="module")
-def clips(evaluation, release):
+def transcription(evaluation):
+    """The repo's transcription.py, the very module its eval.py imported (and runs)."""
+    return sys.modules["transcription"]
+
+
+@pytest.fixture(scope="module")
+def clips(evaluation, transcription, release):
     """Clips as eval.py reads them, and lengths that make batching interesting: twelve
     clips, one cut to another's length and a duplicate (equal lengths)."""
     dataset = evaluation.load_speech_dataset(str(release), LOCALE, "validated", sampling_rate=RATE)
     cells = dataset.select(range(12))["audio"]
-    arrays = [evaluation.read_audio(cell, datasets.Audio(sampling_rate=RATE)) for cell in cells]
+    arrays = [transcription.read_audio(cell, datasets.Audio(sampling_rate=RATE)) for cell in cells]
     return arrays + [arrays[1][: len(arrays[0])], arrays[2]]
 
 
@@ -168,12 +175,12 @@ def test_vectorised_log_mel_gives_the_extractors_exact_features(evaluation, clip
                               own(array, sampling_rate=RATE)["input_features"], equal_nan=True)
 
 
-def test_vectorised_log_mel_is_not_installed_where_it_would_differ(evaluation, tiny_repo):
+def test_vectorised_log_mel_is_not_installed_where_it_would_differ(transcription, tiny_repo):
     extractor = AutoFeatureExtractor.from_pretrained(str(tiny_repo))
     # An extractor whose own filterbank the vectorised one does not reproduce.
     extractor._extract_fbank_features = lambda waveform: np.zeros((1, 80), dtype=np.float32)
-    assert not evaluation.install_fast_log_mel(extractor)
-    assert evaluation.install_fast_log_mel(AutoFeatureExtractor.from_pretrained(str(tiny_repo)))
+    assert not transcription.install_fast_log_mel(extractor)
+    assert transcription.install_fast_log_mel(AutoFeatureExtractor.from_pretrained(str(tiny_repo)))
 
 
 def test_padding_would_change_the_group_norm_model(evaluation, clips, group_norm_repo):
@@ -213,7 +220,7 @@ def test_chunked_long_clips_equal_the_pipelines_chunking(evaluation, clips, mode
     assert chunked.transcribe(long_clips) == expected
 
 
-def test_windows_are_bounded_and_results_come_in_row_order(evaluation, release, tiny_repo, monkeypatch):
+def test_windows_are_bounded_and_results_come_in_row_order(evaluation, transcription, release, tiny_repo, monkeypatch):
     dataset = evaluation.load_speech_dataset(str(release), LOCALE, "validated", sampling_rate=RATE).select(range(10))
     model = transcriber(evaluation, tiny_repo, batch_size=2)
     monkeypatch.setattr(evaluation, "WINDOW_BATCHES", 2)
@@ -225,7 +232,7 @@ def test_windows_are_bounded_and_results_come_in_row_order(evaluation, release, 
     assert seen == [4, 4, 2]
     assert [row for row, _, _ in result.results] == list(range(len(dataset)))
     unbatched = transcriber(evaluation, tiny_repo, batch_size=1)
-    arrays = [evaluation.read_audio(dataset[row]["audio"], datasets.Audio(sampling_rate=RATE))
+    arrays = [transcription.read_audio(dataset[row]["audio"], datasets.Audio(sampling_rate=RATE))
               for row in range(len(dataset))]
     assert [p for _, _, p in result.results] == [normalizer(t) for t in unbatched.transcribe(arrays)]
 
@@ -381,17 +388,17 @@ def test_stereo_and_other_rates_transcribe_like_the_mono_16k_clip(dirty_run, dir
     assert summary["audio_seconds"] == pytest.approx(len(rows) * duration, rel=0.02)
 
 
-def test_stereo_is_averaged_and_other_rates_resampled(evaluation, tmp_path):
+def test_stereo_is_averaged_and_other_rates_resampled(transcription, tmp_path):
     seconds = np.arange(RATE) / RATE
     left, right = 0.5 * np.sin(2 * np.pi * 440 * seconds), 0.2 * np.sin(2 * np.pi * 300 * seconds)
     soundfile.write(tmp_path / "stereo.wav", np.stack([left, right], axis=1), RATE)
     audio = datasets.Audio(sampling_rate=RATE)
-    mono = evaluation.read_audio({"path": str(tmp_path / "stereo.wav"), "bytes": None}, audio)
+    mono = transcription.read_audio({"path": str(tmp_path / "stereo.wav"), "bytes": None}, audio)
     assert mono.dtype == np.float32 and mono.shape == (RATE,)
     np.testing.assert_allclose(mono, (left + right) / 2, atol=1e-4)
     for rate in (8000, 44100):
         soundfile.write(tmp_path / f"{rate}.wav", np.sin(2 * np.pi * 440 * np.arange(rate) / rate), rate)
-        resampled = evaluation.read_audio({"path": str(tmp_path / f"{rate}.wav"), "bytes": None}, audio)
+        resampled = transcription.read_audio({"path": str(tmp_path / f"{rate}.wav"), "bytes": None}, audio)
         assert abs(len(resampled) - RATE) <= 2
 
 
@@ -401,6 +408,35 @@ def test_too_short_is_the_first_length_with_no_output_frame(evaluation, tiny_rep
         assert model.preprocessor.min_samples == expected
         assert model.output_frames(expected) == 1 and model.output_frames(expected - 1) == 0
         assert len(model.transcribe([np.zeros(expected, dtype=np.float32)])) == 1  # runs at the limit
+
+
+def test_lm_tuning_log_probs_are_the_ones_eval_decodes(evaluation, tiny_repo, tmp_path):
+    ctc_frames = sys.modules["ctc_frames"]  # the repo's, which its eval.py imported
+    # 16160 samples: the SeamlessM4T extractor stacks them into 50 rows, and masks the last
+    # (it holds one real frame of a pair), so a mask sum counts 49 and loses a frame.
+    samples = 16160
+    model = transcriber(evaluation, tiny_repo, batch_size=8)
+    features = model.feature_extractor(np.zeros(samples, dtype=np.float32), sampling_rate=RATE,
+                                       return_attention_mask=True)
+    assert len(features["input_features"][0]) == 50 and sum(features["attention_mask"][0]) == 49
+    frames = ctc_frames.output_frames(model.model, [50])[0]
+    assert frames != ctc_frames.output_frames(model.model, [49])[0]
+
+    rng = np.random.default_rng(1)
+    arrays = [rng.uniform(-0.3, 0.3, n).astype(np.float32) for n in (samples, 24000)]
+    for index, array in enumerate(arrays):
+        soundfile.write(tmp_path / f"{index}.wav", array, RATE, subtype="FLOAT")
+    rows = datasets.Dataset.from_dict({
+        "sentence": ["ես գիրք եմ կարդում", "գիրք"],
+        "audio": [{"path": str(tmp_path / f"{i}.wav"), "bytes": None} for i in range(len(arrays))],
+    })
+    normalizer = evaluation.text_normalizer.load()
+    dev = compute_dev_set(tiny_repo, rows, "sentence", normalizer, batch_size=8, log=print)
+
+    assert len(dev.log_probs[0]) == frames
+    for log_probs, logits in zip(dev.log_probs, model.clip_logits(arrays)):
+        np.testing.assert_allclose(log_probs, torch.log_softmax(torch.from_numpy(logits), -1).numpy(), atol=1e-5)
+    assert dev.greedy == [normalizer(text) for text in model.transcribe(arrays)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -429,11 +465,11 @@ def test_auto_decodes_with_the_lm_and_records_its_settings(lm_runs, lm_repo):
     assert greedy_summary["lm"] is None
 
 
-def test_lm_predictions_equal_the_pipeline_with_the_lm(lm_runs, lm_repo, evaluation, release):
+def test_lm_predictions_equal_the_pipeline_with_the_lm(lm_runs, lm_repo, evaluation, transcription, release):
     """The pipeline decodes with the LM (pipe.type says so) and differs from greedy, so
     equal predictions mean eval.py searched with the LM, as the pipeline does."""
     dataset = evaluation.load_speech_dataset(str(release), LOCALE, "validated", sampling_rate=RATE)
-    arrays = [evaluation.read_audio(dataset[row]["audio"], datasets.Audio(sampling_rate=RATE))
+    arrays = [transcription.read_audio(dataset[row]["audio"], datasets.Audio(sampling_rate=RATE))
               for row in range(LM_CLIPS)]
     asr = pipeline("automatic-speech-recognition", model=str(lm_repo), device=-1)
     assert asr.type == "ctc_with_lm"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ctcforge.beam_search import has_language_model
 from ctcforge.cli import main
 from ctcforge.errors import CtcforgeError
 from ctcforge.kenlm_tools import ensure_end_of_sentence_unigram, find_tool
@@ -264,6 +265,17 @@ def test_missing_or_broken_lmplz_names_setup(stamped_repo, tmp_path, monkeypatch
     with pytest.raises(CtcforgeError) as error:
         build(repo, text)
     assert "lmplz" in str(error.value) and "./setup.sh" in str(error.value)
+
+
+def test_hidden_files_make_no_language_model(tmp_path):
+    """One answer for eval.py's --decoder auto and the card: dotfiles (.gitkeep) do not count."""
+    lm_dir = tmp_path / "language_model"
+    assert not has_language_model(str(tmp_path))
+    lm_dir.mkdir()
+    (lm_dir / ".gitkeep").write_text("")
+    assert not has_language_model(str(tmp_path))
+    (lm_dir / "lm.binary").write_text("x")
+    assert has_language_model(str(tmp_path))
 
 
 @pytest.mark.parametrize("edit, names", [

@@ -1,0 +1,165 @@
+"""The n-gram LM side of decoding: finding and loading a repo's language model and running
+pyctcdecode's beam search over it, as eval.py and `ctcforge lm` tuning both do.
+
+This file is copied unchanged into every generated repo, beside eval.py, which imports it;
+ctcforge imports the same file as `ctcforge.beam_search` (the card asks whether there is an
+LM, the LM builder maps the vocabulary to labels), so it imports no repo sibling, and
+pyctcdecode only where a decoder is made.
+
+The search is the one transformers' ASR pipeline runs: the text of the best beam of
+`decode_beams` (pyctcdecode's `decode` prunes beam histories instead, which can end on
+another beam), in a pool of processes forked once the LM is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+
+LANGUAGE_MODEL_DIR = "language_model"
+# The files pyctcdecode loads as a KenLM model.
+KENLM_EXTENSIONS = (".arpa", ".bin", ".binary")
+
+
+def has_language_model(model_dir: str) -> bool:
+    """Whether `model_dir` has a non-empty language_model/. Hidden files (.gitkeep, an
+    editor's swap file) do not count, as pyctcdecode ignores them."""
+    lm_dir = os.path.join(model_dir, LANGUAGE_MODEL_DIR)
+    return os.path.isdir(lm_dir) and any(not name.startswith(".") for name in os.listdir(lm_dir))
+
+
+def ctc_labels(tokenizer, vocab_size: int) -> list[str]:
+    """The model's output labels in id order, as pyctcdecode wants them: the blank
+    (padding token) as "" and the word delimiter as " "."""
+    token_by_id = {index: token for token, index in tokenizer.get_vocab().items()}
+    missing = [index for index in range(vocab_size) if index not in token_by_id]
+    if missing:
+        raise ValueError(f"the tokenizer has no token for output ids {missing[:5]}")
+    labels = [token_by_id[index] for index in range(vocab_size)]
+    delimiter = getattr(tokenizer, "word_delimiter_token", None)
+    return ["" if t == tokenizer.pad_token else " " if t == delimiter else t for t in labels]
+
+
+def load_beam_decoder(model_dir: str, tokenizer, vocab_size: int):
+    """pyctcdecode's beam search decoder with the folder's n-gram LM.
+
+    pyctcdecode's own layout (`alphabet.json` beside `language_model/`, as `ctcforge lm`
+    and `Wav2Vec2ProcessorWithLM.save_pretrained` write it) loads as it is. Otherwise the
+    decoder is built from the model's vocabulary and the files in `language_model/`:
+    one KenLM file, and `unigrams.txt` and `attrs.json` (alpha, beta, ...) when present.
+    """
+    from pyctcdecode import BeamSearchDecoderCTC, build_ctcdecoder
+
+    if os.path.isfile(os.path.join(model_dir, "alphabet.json")):
+        return BeamSearchDecoderCTC.load_from_dir(model_dir)
+    lm_dir = os.path.join(model_dir, LANGUAGE_MODEL_DIR)
+    kenlm_files = sorted(f for f in os.listdir(lm_dir) if f.endswith(KENLM_EXTENSIONS))
+    if len(kenlm_files) != 1:
+        expected = ", ".join(KENLM_EXTENSIONS)
+        raise ValueError(f"{lm_dir} should hold one KenLM file ({expected}), not {kenlm_files}")
+    unigrams = None
+    if os.path.isfile(os.path.join(lm_dir, "unigrams.txt")):
+        with open(os.path.join(lm_dir, "unigrams.txt"), encoding="utf-8") as file:
+            unigrams = [line.strip() for line in file if line.strip()]
+    attrs = {}
+    if os.path.isfile(os.path.join(lm_dir, "attrs.json")):
+        with open(os.path.join(lm_dir, "attrs.json"), encoding="utf-8") as file:
+            attrs = json.load(file)
+    if "score_boundary" in attrs:  # attrs.json and build_ctcdecoder name this one differently
+        attrs["lm_score_boundary"] = attrs.pop("score_boundary")
+    return build_ctcdecoder(
+        ctc_labels(tokenizer, vocab_size),
+        kenlm_model_path=os.path.join(lm_dir, kenlm_files[0]),
+        unigrams=unigrams,
+        **attrs,
+    )
+
+
+def check_alphabet(decoder, vocab_size: int) -> None:
+    """pyctcdecode needs one label per model output; it would fail on the first clip."""
+    alphabet_size = len(decoder._alphabet.labels)  # pyctcdecode 0.5 has no public name for it
+    if alphabet_size != vocab_size:
+        raise ValueError(
+            f"the LM decoder's alphabet has {alphabet_size} labels but the model writes "
+            f"{vocab_size}; rebuild alphabet.json from vocab.json"
+        )
+
+
+def best_beam_text(decoder, logits, beam_width: int | None = None) -> str:
+    """What the pipeline's LM decoding returns: the text of `decode_beams`' best beam, at
+    pyctcdecode's default beam width (the pipeline passes none) unless one is given."""
+    if beam_width is None:
+        return decoder.decode_beams(logits)[0][0]
+    return decoder.decode_beams(logits, beam_width=beam_width)[0][0]
+
+
+def decode_cell(decoder, logits_list: list, cell: tuple[float, float, int]) -> tuple[tuple, list[str]]:
+    """Every clip's best-beam text at one (alpha, beta, beam width), with the cell."""
+    alpha, beta, beam_width = cell
+    decoder.reset_params(alpha=float(alpha), beta=float(beta))
+    return cell, [best_beam_text(decoder, logits, int(beam_width)) for logits in logits_list]
+
+
+# What a forked worker decodes with. Set before the fork and inherited, never pickled:
+# pyctcdecode keeps the KenLM model in a class attribute that pickling skips.
+_worker_decoder = None
+_worker_logits: list = []
+
+
+def _worker_best_beam(logits) -> str:
+    return best_beam_text(_worker_decoder, logits)
+
+
+def _worker_cell(cell: tuple[float, float, int]) -> tuple[tuple, list[str]]:
+    return decode_cell(_worker_decoder, _worker_logits, cell)
+
+
+class BeamSearch:
+    """pyctcdecode's beam search over a pool of `processes` processes, forked once.
+
+    `decode` spreads clips over the workers (eval.py). `decode_grid` spreads LM weight
+    settings over them, each decoding all of `logits_list` (tuning): the clips are handed
+    to the workers by the fork, not sent again with every task. Weights set in this
+    process after the fork would not reach a worker, so each grid task sets its own.
+    """
+
+    def __init__(self, decoder, processes: int, logits_list: list = ()):
+        from pyctcdecode.constants import DEFAULT_BEAM_WIDTH
+
+        global _worker_decoder, _worker_logits
+        self.decoder = decoder
+        self.logits_list = list(logits_list)
+        self.beam_width = DEFAULT_BEAM_WIDTH  # the pipeline's, as decode_beams is called without one
+        _worker_decoder, _worker_logits = decoder, self.logits_list
+        can_fork = "fork" in multiprocessing.get_all_start_methods()
+        self.pool = multiprocessing.get_context("fork").Pool(processes) if processes > 1 and can_fork else None
+
+    @property
+    def settings(self) -> dict:
+        language_model = self.decoder._language_model  # pyctcdecode 0.5 has no public accessor
+        return {"alpha": language_model.alpha, "beta": language_model.beta, "beam_width": self.beam_width}
+
+    def decode(self, logits_list: list) -> list[str]:
+        """The best-beam text of each clip's logits, in order."""
+        if self.pool is None:
+            return [best_beam_text(self.decoder, logits) for logits in logits_list]
+        return self.pool.map(_worker_best_beam, logits_list)
+
+    def decode_grid(self, cells: list[tuple[float, float, int]]):
+        """(cell, texts of every clip) for each (alpha, beta, beam width), as they finish."""
+        if self.pool is None:
+            return (decode_cell(self.decoder, self.logits_list, cell) for cell in cells)
+        return self.pool.imap_unordered(_worker_cell, cells)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+
+    def __enter__(self) -> "BeamSearch":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
