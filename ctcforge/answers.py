@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from ctcforge import __version__
+from ctcforge.atomic import write_text_atomically
 from ctcforge.errors import CtcforgeError
 
 ANSWERS_FILE = ".ctcforge-answers.yml"
@@ -29,7 +30,7 @@ class Answers:
     def save(self, repo: Path) -> None:
         header = "# Written by `ctcforge new`; `ctcforge card` and `ctcforge new --force` read it.\n"
         text = yaml.safe_dump(asdict(self), allow_unicode=True, sort_keys=False)
-        (repo / ANSWERS_FILE).write_text(header + text, encoding="utf-8")
+        write_text_atomically(repo / ANSWERS_FILE, header + text)
 
     @classmethod
     def load(cls, repo: Path) -> "Answers":

@@ -26,6 +26,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ctcforge import plots
 from ctcforge.answers import ANSWERS_FILE, Answers
+from ctcforge.atomic import write_text_atomically
 from ctcforge.catalogue import BaseModel, looks_like_path, resolve_base_model
 from ctcforge.error_rates import SPACELESS_SPLITS
 from ctcforge.errors import CtcforgeError
@@ -285,10 +286,7 @@ def write_card(facts: CardFacts, repo: Path) -> Path:
     existing = path.read_text(encoding="utf-8") if path.is_file() else None
     text = render_card(facts, existing)
     check_card(text, facts)
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomically(path, text)
 
 
 def check_card(text: str, facts: CardFacts) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import jinja2
 
 from ctcforge.answers import Answers
+from ctcforge.atomic import write_bytes_atomically, write_text_atomically
 from ctcforge.card import facts_from_answers, write_card
 from ctcforge.catalogue import resolve_base_model, write_model_files
 from ctcforge.errors import CtcforgeError
@@ -89,9 +90,9 @@ def stamp(answers: Answers, repo: Path) -> None:
     base = resolve_base_model(answers.base_model)
     render_templates(TEMPLATE_DIR, repo, _template_context(answers, profile, base.family))
     for module in SHARED_MODULES:
-        shutil.copyfile(PACKAGE / module, repo / module)
-    (repo / PROFILE_FILE).write_text(json.dumps(profile.to_dict(), ensure_ascii=False, indent=2) + "\n",
-                                     encoding="utf-8")
+        write_bytes_atomically(repo / module, (PACKAGE / module).read_bytes())
+    write_text_atomically(repo / PROFILE_FILE,
+                          json.dumps(profile.to_dict(), ensure_ascii=False, indent=2) + "\n")
     vocab = _vocabulary(answers, profile)
     write_model_files(base, vocab, repo)
     (repo / "language_model").mkdir(exist_ok=True)
@@ -117,9 +118,9 @@ def render_templates(source: Path, target: Path, context: dict) -> list[Path]:
                 text = environment.get_template(relative.as_posix()).render(context)
             except jinja2.UndefinedError as exc:
                 raise CtcforgeError(f"template {relative}: {exc}") from exc
-            destination.write_text(text, encoding="utf-8")
+            write_text_atomically(destination, text)
         else:
-            shutil.copyfile(path, destination)
+            write_bytes_atomically(destination, path.read_bytes())
         written.append(destination)
     return written
 
