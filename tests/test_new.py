@@ -280,3 +280,16 @@ def test_repo_tests_catch_weights_that_do_not_fit_config(tmp_path):
     misfit = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=900)
     assert misfit.returncode == 1 and "test_trained_weights_fit_config_and_vocab" in misfit.stdout, (
         misfit.stdout[-3000:])
+
+
+def test_repo_identity_tests_check_the_profile_against_the_record_and_vocab(tmp_path):
+    """A language_profile.json from another language's repo fails the stamped repo's own tests."""
+    repo = new_repo("hy-AM", tmp_path / "hy", base_model="tiny")
+    other = new_repo("as", tmp_path / "as", base_model="tiny")
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_identity.py"]
+    assert subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=900).returncode == 0
+    shutil.copyfile(other / "language_profile.json", repo / "language_profile.json")
+    result = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 1, result.stdout[-3000:]
+    for test in ("test_profile_is_the_recorded_language", "test_vocabulary_is_the_profile_alphabet"):
+        assert f"FAILED tests/test_identity.py::{test}" in result.stdout, result.stdout[-3000:]
