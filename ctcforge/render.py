@@ -58,7 +58,7 @@ class Update:
 
     updated: list[str] = field(default_factory=list)  # unchanged since stamping (or new): replaced
     kept: list[str] = field(default_factory=list)  # edited by a person: ctcforge's version is NAME.new
-    unchanged: list[str] = field(default_factory=list)  # already what ctcforge would write
+    unchanged: list[str] = field(default_factory=list)  # as ctcforge would write, or edited over no news
     weight_shaping: list[str] = field(default_factory=list)  # kept as they are, under trained weights
 
     def lines(self) -> list[str]:
@@ -159,6 +159,9 @@ def update_files(staging: Path, repo: Path, previous: Answers | None, answers: A
         elif not target.exists() or recorded.get(name) == file_digest(target):
             write_bytes_atomically(target, source.read_bytes())
             update.updated.append(name)
+        elif recorded.get(name) == file_digest(source):
+            # Edited, but ctcforge would stamp what it stamped before: nothing newer to offer.
+            update.unchanged.append(name)
         else:
             write_bytes_atomically(target.with_name(target.name + NEW_SUFFIX), source.read_bytes())
             update.kept.append(name)

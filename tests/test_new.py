@@ -226,7 +226,8 @@ def test_force_updates_untouched_files_and_keeps_edited_ones_beside_the_new(tmp_
     stamped_eval = (repo / "eval.py").read_text(encoding="utf-8")
     stamped_requirements = (repo / "requirements.txt").read_text(encoding="utf-8")
     pretend_stamped(repo, "requirements.txt", "torch==0.1\n")  # an older stamp nobody edited
-    (repo / "eval.py").write_text(stamped_eval + "# my change\n", encoding="utf-8")  # a person's edit
+    pretend_stamped(repo, "eval.py", "print('an older eval.py')\n")
+    (repo / "eval.py").write_text("print('an older eval.py')\n# my change\n", encoding="utf-8")  # a person's edit
     assert main(["new", "hy-AM", "--output-dir", str(repo), "--base-model", "tiny", "--force"]) == 0
     out = capsys.readouterr().out
     assert (repo / "requirements.txt").read_text(encoding="utf-8") == stamped_requirements
@@ -238,9 +239,13 @@ def test_force_updates_untouched_files_and_keeps_edited_ones_beside_the_new(tmp_
     assert line["updated"] == "updated 1: requirements.txt"
     assert line["kept"].startswith("kept 1 ") and line["kept"].endswith(": eval.py") and ".new" in line["kept"]
     assert int(line["unchanged"].split()[1]) > 10
-    # A second run finds the edit again: still the person's file, still not overwritten.
+    # A second run finds the edit again: still the person's file, and since this ctcforge
+    # has nothing newer than what it stamped last, no second NAME.new.
+    (repo / "eval.py.new").unlink()
     assert main(["new", "--output-dir", str(repo), "--force"]) == 0
     assert (repo / "eval.py").read_text(encoding="utf-8").endswith("# my change\n")
+    assert not (repo / "eval.py.new").exists()
+    assert "updated" not in capsys.readouterr().out
 
 
 def test_force_over_trained_weights_keeps_the_labels_and_architecture(tmp_path, capsys):
