@@ -80,8 +80,8 @@ def new_repo(language: str | None, output_dir: Path, *, base_model: str | None =
     _prepare_output_dir(output_dir, force)
     previous = Answers.load(output_dir) if (output_dir / ANSWERS_FILE).is_file() else None
     answers = _answers(language, base_model, dataset, dataset_config, spec_path, previous)
-    # Every stamp is made beside its destination first, so a failure leaves no half-made
-    # (or half-updated) repo behind.
+    # Every stamp is made beside its destination first, so a failure while stamping leaves
+    # no half-made repo behind, and an existing one as it was.
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
@@ -126,7 +126,7 @@ def _answers(language: str | None, base_model: str | None, dataset: str | None, 
         dataset = str(Path(dataset).expanduser().resolve())
     if spec:
         model_name = spec.model_name
-    elif previous is not None and previous.base_model == base.id:
+    elif previous is not None and (previous.base_model, previous.language) == (base.id, profile.code):
         model_name = previous.model_name
     else:
         model_name = default_model_name(base.id, profile.code)
