@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import hashlib
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
 from ctcforge import __version__
+from ctcforge.atomic import write_text_atomically
 from ctcforge.errors import CtcforgeError
 
 ANSWERS_FILE = ".ctcforge-answers.yml"
@@ -25,11 +27,14 @@ class Answers:
     train_split: str = "train"
     spec: dict | None = None
     ctcforge_version: str = __version__
+    # sha256 of each file as ctcforge stamped it (path relative to the repo), so that
+    # `new --force` can tell a file nobody touched (updated) from one a person edited (kept).
+    files: dict[str, str] = field(default_factory=dict)
 
     def save(self, repo: Path) -> None:
         header = "# Written by `ctcforge new`; `ctcforge card` and `ctcforge new --force` read it.\n"
         text = yaml.safe_dump(asdict(self), allow_unicode=True, sort_keys=False)
-        (repo / ANSWERS_FILE).write_text(header + text, encoding="utf-8")
+        write_text_atomically(repo / ANSWERS_FILE, header + text)
 
     @classmethod
     def load(cls, repo: Path) -> "Answers":
@@ -41,3 +46,8 @@ class Answers:
             return cls(**data)
         except TypeError as exc:
             raise CtcforgeError(f"{path}: {exc}") from exc
+
+
+def file_digest(path: Path) -> str:
+    """The sha256 the answers record keeps for a stamped file."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -5,45 +5,43 @@ The YAML front matter comes out of huggingface_hub's data model (`ModelCardData`
 fenced by `<!-- ctcforge:begin NAME -->` / `<!-- ctcforge:end NAME -->` markers, so a
 rebuild replaces only those and keeps every line a person wrote outside them.
 
-The repo's files (answers, training_run.json, trainer state, eval.py results) are read
-into `CardFacts` first; the section functions only turn those facts into markdown. Until
-the repo is trained, the training section suggests the command for its base model; after,
-it shows the command training_run.json records, and the framework versions are that run's.
+The repo's files (answers, training_run.json, trainer state, eval.py results) are read by
+`repo_records` into `CardFacts` first; each section is then rendered from its template in
+`templates/card/NAME.md.jinja`, which turns those facts into markdown. Until the repo is
+trained, the training section suggests the command for its base model; after, it shows the
+command training_run.json records, and the framework versions are that run's (never those
+of the environment running `ctcforge card`).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from dataclasses import dataclass, replace
+from importlib import resources
 from pathlib import Path
 
+import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ctcforge import plots
 from ctcforge.answers import ANSWERS_FILE, Answers
+from ctcforge.atomic import write_text_atomically
 from ctcforge.beam_search import has_language_model
-from ctcforge.catalogue import BaseModel, has_weights, looks_like_path, resolve_base_model
+from ctcforge.catalogue import BaseModel, looks_like_path, resolve_base_model
 from ctcforge.error_rates import SPACELESS_SPLITS
 from ctcforge.errors import CtcforgeError
 from ctcforge.profiles import Profile, load_profile
+from ctcforge.repo_records import (TRAINING_RUN_FILE, EvalFigures, TrainingRun, read_eval_results,
+                                   read_hyperparameters,
+                                   read_lm_tuning, read_log_history, read_training_run, trained_weights_folder)
 from ctcforge.spec import Spec, check_metric_value, spec_from_dict
 
 TASK_TYPE = "automatic-speech-recognition"
-RESULTS_SUFFIX = "_eval_results.txt"
-SUMMARY_SUFFIX = "_eval_summary.json"
-# Where `ctcforge card` looks for eval.py outputs: the repo root (decoder unknown) and
-# eval/greedy, eval/lm, the folders ctcforge's own runs write to.
-DECODER_FOLDERS = {"greedy": "without_lm", "lm": "with_lm"}
 SECTION = re.compile(r"<!-- ctcforge:begin (?P<name>[\w-]+) -->\n.*?<!-- ctcforge:end (?P=name) -->\n?",
                      re.DOTALL)
 METRIC_LABEL = {"wer": "WER", "cer": "CER"}
 TRAINING_SCRIPT = "run_speech_recognition_ctc.py"
-# What the training script writes once a run has finished (into the repo and its output_dir).
-TRAINING_RUN_FILE = "training_run.json"
-TRAINER_STATE_FILE = "trainer_state.json"
-HYPERPARAMETERS_FILE = "training_hyperparameters.json"
 # Where a command needs the dataset and the repo was stamped without one: a Common Voice
 # release folder, as speech_data.py loads it.
 DATASET_PLACEHOLDER = "PATH/TO/cv-corpus-X/"
@@ -59,43 +57,6 @@ PERMISSIVE_LICENCES = {"apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "cc-
 QUOTED_FIGURE = re.compile(r"^\s*[-*]\s*\**\s*(loss|wer|cer)(\s*\+\s*lm)?\s*\**\s*:\s*\**\s*[-+]?[\d.]+(e[-+]?\d+)?"
                            r"\s*\**\s*$", re.IGNORECASE)
 QUOTED_FIGURES_INTRO = re.compile(r"achieves the following results", re.IGNORECASE)
-
-
-@dataclass
-class EvalFigures:
-    """One eval.py run: its dataset and decoder, and what it measured."""
-
-    dataset: str  # dataset name as eval.py's dataset_id has it (Hub id or folder name)
-    config: str
-    split: str
-    decoder: str  # "without_lm", "with_lm" or "unknown"
-    metrics: dict[str, float]
-
-    @property
-    def label(self) -> str:
-        return f"{self.dataset} {self.config} ({self.split})"
-
-
-@dataclass(frozen=True)
-class TrainingRun:
-    """training_run.json, as the repo's training script writes it at the end of a run."""
-
-    command: str  # the shell command really run
-    output_dir: str  # absolute
-    started_from: str  # a base model id or folder, "random initialisation", or a checkpoint
-    steps: int
-    framework_versions: dict[str, str]
-    finished_at: str  # ISO 8601
-
-    def argument(self, name: str) -> str | None:
-        """The value the command gave `--name` (as `--name VALUE` or `--name=VALUE`)."""
-        argv = shlex.split(self.command)
-        for i, token in enumerate(argv):
-            if token == f"--{name}" and i + 1 < len(argv):
-                return argv[i + 1]
-            if token.startswith(f"--{name}="):
-                return token.split("=", 1)[1]
-        return None
 
 
 @dataclass(frozen=True)
@@ -162,57 +123,43 @@ def eval_results(facts: CardFacts) -> list[EvalResult]:
 
 # ---------------------------------------------------------------------------- body sections
 
+# The body's sections, in card order; each is rendered from templates/card/NAME.md.jinja.
+SECTION_ORDER = ("description", "usage", "evaluation", "corrections", "language-model", "training", "framework",
+                 "standalone")
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(Path(str(resources.files("ctcforge"))) / "templates" / "card")),
+    # As render.py renders the repo: a fact the template names but the context lacks is an
+    # error, never an empty string in a published card.
+    undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False)
+_TEMPLATES.filters.update(cell=lambda text: str(text).replace("|", "\\|"),
+                          fraction=lambda value: _fraction(value),
+                          metric_label=METRIC_LABEL.__getitem__)
+
+
 def body_sections(facts: CardFacts) -> dict[str, str]:
     """name -> markdown, in card order; an empty section is left out."""
-    sections = {
-        "description": _description(facts),
-        "usage": _usage(facts),
-        "evaluation": _evaluation_table(facts),
-        "corrections": _corrections(facts),
-        "language-model": _language_model(facts),
-        "training": _training(facts),
-        "framework": _framework(facts),
-        "standalone": _standalone(facts),
-    }
-    return {name: text for name, text in sections.items() if text}
+    context = _section_context(facts)
+    sections = {}
+    for name in SECTION_ORDER:
+        try:
+            text = _TEMPLATES.get_template(f"{name}.md.jinja").render(context).strip("\n")
+        except jinja2.UndefinedError as exc:
+            raise CtcforgeError(f"card template {name}.md.jinja: {exc}") from exc
+        if text:
+            sections[name] = text
+    return sections
 
 
-def _description(facts: CardFacts) -> str:
-    profile = facts.profile
-    lines = [f"# {facts.title or facts.model_name}", ""]
-    if facts.description:
-        lines.append(facts.description.rstrip())
-    else:
-        base = (f"[{facts.base_model}](https://huggingface.co/{facts.base_model})"
-                if _hub_base_model(facts.base_model) else f"`{facts.base_model}`")
-        origin = ("trained from scratch on ctcforge's `tiny` architecture (randomly initialised, "
-                  "about 2 M parameters)" if facts.base_model == "tiny" else f"fine-tuned from {base}")
-        lines.append(f"A CTC speech recogniser for {profile.name} (`{profile.code}`), {origin}.")
-    lines += ["", _metric_note(profile)]
-    return "\n".join(lines)
-
-
-def _metric_note(profile: Profile) -> str:
-    split = {"space": "words split at spaces",
-             "fugashi": "words split by fugashi (unidic-lite), since Japanese is written without spaces",
-             "char": "one token per character, since the text has no spaces between words"}[profile.word_split]
-    characters = ("characters without spaces, since the language writes none"
-                  if profile.word_split in SPACELESS_SPLITS else "characters, spaces included")
-    headline = METRIC_LABEL[profile.headline_metric]
-    extra = " Transcripts are written in hiragana (pykakasi)." if profile.transliteration == "hiragana" else ""
-    return (f"Text is normalised by the repo's `text_normalizer.py` for training, evaluation and the "
-            f"language model alike, and scored by its `error_rates.py`. WER counts {split}; CER counts "
-            f"{characters}; {headline} is the headline metric.{extra}")
-
-
-def _usage(facts: CardFacts) -> str:
-    return "\n".join([
-        "## Usage", "",
-        "```bash",
-        "pip install -r requirements.txt && pip install --no-deps -r requirements-nodeps.txt",
-        eval_command(facts),
-        "```",
-    ])
+def _section_context(facts: CardFacts) -> dict:
+    """What the section templates are given: the facts, and the commands and tables made of them."""
+    run = facts.training_run
+    training_argv = suggested_training_argv(facts) if run is None else shlex.split(run.command)
+    return {"facts": facts, "profile": facts.profile, "hub_base_model": bool(_hub_base_model(facts.base_model)),
+            "spaceless": facts.profile.word_split in SPACELESS_SPLITS,
+            "eval_command": eval_command(facts), "lm_command": lm_command(facts),
+            "training_command": shell_lines(training_argv), "dataset_placeholder": DATASET_PLACEHOLDER,
+            "training_run_file": TRAINING_RUN_FILE, "evaluation_rows": _evaluation_rows(facts),
+            "training_rows": _training_rows(facts), "tuned_on": _tuned_on(facts.lm_tuning or {})}
 
 
 def _dataset_and_config(facts: CardFacts) -> tuple[str, str]:
@@ -261,174 +208,41 @@ def shell_lines(argv: list[str]) -> str:
     return " \\\n    ".join(" ".join(line) for line in lines)
 
 
-def _starting_point(facts: CardFacts) -> str:
-    """Where `--model_name_or_path ./` takes its weights from before the repo holds any."""
-    base = facts.base
-    recorded = "`--model_name_or_path ./` starts from the base model that `base_model.json` records"
-    if base is None:
-        return f"{recorded}, `{facts.base_model}`."
-    if base.source == "scratch":
-        start = (f"{recorded}, ctcforge's `tiny` architecture: random weights, trained from scratch "
-                 "(nothing is frozen, since a random encoder has to learn too).")
-    else:
-        weights = (f"the weights of the local folder `{base.local_path}`" if base.source == "local" else
-                   f"[{base.id}](https://huggingface.co/{base.id}), loaded with `from_pretrained` from the "
-                   "Hub or its local cache")
-        start = f"{recorded}: {weights}, under a new CTC head sized to `vocab.json`."
-        start += (" Its convolutional feature encoder stays frozen (`--freeze_feature_encoder`, the default "
-                  "for wav2vec2 models)." if base.family == "wav2vec2" else
-                  " A w2v-BERT model has no convolutional feature encoder to freeze.")
-    return start + " Once this folder holds trained weights, `./` continues from them."
-
-
-GPU_FLAGS = ("GPU flags: `--fp16` trains in half precision (`--bf16` instead on Ampere or newer GPUs; "
-             "`--fp16` without a CUDA GPU trains in bf16, saying so), `--gradient_checkpointing` saves memory "
-             "for compute, and `--group_by_length` batches clips of similar length, so less is padding.")
-
-
-def _training_command(facts: CardFacts) -> list[str]:
-    run = facts.training_run
-    if run is None:
-        lines = ["Not trained yet. The command that fine-tunes this repo, with the settings ctcforge's "
-                 "catalogue suggests for its base model"
-                 + ("" if facts.dataset else f" (`{DATASET_PLACEHOLDER}` stands for a Common Voice release "
-                                              "folder)") + ":", "",
-                 "```bash", shell_lines(suggested_training_argv(facts)), "```", "",
-                 _starting_point(facts) + " " + GPU_FLAGS]
-    else:
-        lines = [f"The command that trained this model ({run.steps} steps from {run.started_from}, finished "
-                 f"{run.finished_at}), as `{TRAINING_RUN_FILE}` records it:", "",
-                 "```bash", shell_lines(shlex.split(run.command)), "```", "", GPU_FLAGS]
-        if facts.weights_folder:
-            lines += ["", f"The trained weights are in `{facts.weights_folder}`, the run's `--output_dir`, not in "
-                      "this folder: copy its `model.safetensors` (or `pytorch_model.bin`) and `config.json` here "
-                      "before evaluating `./` or pushing, or train with `--output_dir ./`."]
-    return lines + ["", "Then the n-gram LM, tuned on the dev split (`--text FILE` adds more text), and the "
-                    "test-split evaluation:", "",
-                    "```bash", lm_command(facts), eval_command(facts), "```"]
-
-
-def _fmt(value: float | None) -> str:
-    return "" if value is None else f"{value:.4f}"
-
-
-def _evaluation_table(facts: CardFacts) -> str:
+def _evaluation_rows(facts: CardFacts) -> list[list[str]]:
+    """The evaluation table's rows below its header: per decoder, one row a metric that some
+    dataset has, the decoder named on its first row only."""
     rows = facts.evaluation
-    if not rows:
-        return ""
     metrics = [m for m in facts.profile.metrics
                if any(m in row.get(side, {}) for row in rows for side in ("without_lm", "with_lm"))]
-    header = ["Model", "Metric"] + [row["dataset"] for row in rows]
-    lines = ["## Evaluation results", "",
-             "Fractions, as `eval.py` writes them (0.25 = 25%).", "",
-             "| " + " | ".join(_cell(h) for h in header) + " |",
-             "|" + "|".join([":---:"] * len(header)) + "|"]
+    table = []
     for side, title in (("without_lm", "w/o LM"), ("with_lm", "w/ LM")):
         if not any(row.get(side) for row in rows):
             continue
         for i, metric in enumerate(metrics):
-            cells = [title if i == 0 else "", METRIC_LABEL[metric]]
-            cells += [_fmt(row.get(side, {}).get(metric)) for row in rows]
-            lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            value = [row.get(side, {}).get(metric) for row in rows]
+            table.append([title if i == 0 else "", METRIC_LABEL[metric]] +
+                         [_fraction(v) for v in value])
+    return table
 
 
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|")
+def _fraction(value: float | None) -> str:
+    """A WER or CER as the card's tables show it: four decimals, blank when not measured."""
+    return "" if value is None else f"{value:.4f}"
 
 
-def _corrections(facts: CardFacts) -> str:
-    if not facts.corrections:
-        return ""
-    return "\n".join(["## Corrections to the original card", ""] +
-                     [f"- {note.strip()}" for note in facts.corrections])
+def _training_rows(facts: CardFacts) -> list[list[str]]:
+    """The training-results rows, each padded to the table's width."""
+    table = facts.training_results
+    if not table.get("rows"):
+        return []
+    return [list(row) + [""] * (len(table["columns"]) - len(row)) for row in table["rows"]]
 
 
-def _language_model(facts: CardFacts) -> str:
-    """The n-gram LM's weights and what tuning them on the dev split measured."""
-    tuning = facts.lm_tuning
-    if not tuning:
-        return ""
+def _tuned_on(tuning: dict) -> str:
+    """The dev data the LM weights were tuned on, as `cv-corpus-17.0 hy-AM (dev)`."""
     dev = " ".join(str(part) for part in (Path(str(tuning.get("dataset", ""))).name, tuning.get("config"))
                    if part)
-    dev = f"{dev} ({tuning.get('split', 'dev')})" if dev else "the dev split"
-    lines = ["## Language model", "",
-             "An n-gram LM (KenLM) in `language_model/`, applied by pyctcdecode's beam search. "
-             f"Its weights were tuned on {tuning.get('dev_clips', '?')} clips of {dev}; the best are in "
-             "`language_model/attrs.json`.", "",
-             "| decoder | alpha | beta | beam width | dev WER | dev CER |",
-             "|:---|:---:|:---:|:---:|:---:|:---:|"]
-    if tuning.get("greedy_wer") is not None:
-        lines.append(f"| greedy (no LM) | | | | {_fmt(tuning['greedy_wer'])} | {_fmt(tuning.get('greedy_cer'))} |")
-    if tuning.get("default_wer") is not None:
-        lines.append(f"| LM, pyctcdecode's default weights | | | | {_fmt(tuning['default_wer'])} | "
-                     f"{_fmt(tuning.get('default_cer'))} |")
-    lines.append(f"| LM, tuned | {tuning.get('alpha', '')} | {tuning.get('beta', '')} | "
-                 f"{tuning.get('beam_width', '')} | {_fmt(tuning.get('wer'))} | {_fmt(tuning.get('cer'))} |")
-    if tuning.get("heatmap"):
-        lines += ["", f"![Dev WER over the alpha/beta grid]({tuning['heatmap']})"]
-    return "\n".join(lines)
-
-
-def _training(facts: CardFacts) -> str:
-    lines = ["## Training procedure", "", *_training_command(facts), ""]
-    if facts.training_curve:
-        lines += [f"![Training curve]({facts.training_curve})", ""]
-    if facts.hyperparameters:
-        lines += ["### Training hyperparameters", "",
-                  "The following hyperparameters were used during training:"]
-        lines += [f"- {key}: {value}" for key, value in facts.hyperparameters.items()]
-        lines.append("")
-    table = facts.training_results
-    if table.get("rows"):
-        columns = table["columns"]
-        lines += ["### Training results", "",
-                  "| " + " | ".join(_cell(c) for c in columns) + " |",
-                  "|" + "|".join([":---:"] * len(columns)) + "|"]
-        for row in table["rows"]:
-            cells = [_cell(c) for c in row] + [""] * (len(columns) - len(row))
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-    return "\n".join(lines).rstrip()
-
-
-def _framework(facts: CardFacts) -> str:
-    """The training run's versions (or the original's, for a spec), never those of the
-    environment that happens to run `ctcforge card`."""
-    if not facts.framework_versions:
-        return "\n".join(["### Framework versions", "",
-                          "Not trained yet: `requirements.txt` pins the versions training will run with."])
-    return "\n".join(["### Framework versions", ""] +
-                     [f"- {k} {v}" for k, v in facts.framework_versions.items()])
-
-
-def _standalone(facts: CardFacts) -> str:
-    """What the repo needs outside Python, and how to rebuild its LM without ctcforge."""
-    return "\n".join([
-        "## Running without ctcforge", "",
-        "Besides the Python packages above, this folder needs FFmpeg's shared libraries, which torchcodec "
-        "loads to decode audio (Debian and Ubuntu: `apt-get install ffmpeg`). espeak-ng is not needed.", "",
-        "`ctcforge lm` builds `language_model/`. Without it, KenLM's `lmplz` and `build_binary` are compiled "
-        "from the C++ sources in the PyPI sdist `kenlm==0.3.0` (its wheel holds only the Python module), "
-        "and the LM text is one sentence a line through this repo's normaliser, with no test-split "
-        "sentence in it:", "",
-        "```bash",
-        "apt-get install cmake build-essential libboost-program-options-dev libboost-system-dev "
-        "libboost-thread-dev libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev",
-        "pip download --no-deps --no-binary kenlm kenlm==0.3.0 && tar -xzf kenlm-0.3.0.tar.gz",
-        "cmake -S kenlm-0.3.0 -B kenlm-build -DCMAKE_BUILD_TYPE=Release && make -C kenlm-build lmplz build_binary",
-        "python -c 'import sys, text_normalizer; n = text_normalizer.load(\"language_profile.json\"); "
-        "print(*filter(None, map(n, sys.stdin)), sep=\"\\n\")' < sentences.txt > text.txt",
-        "kenlm-build/bin/lmplz -o 5 -S 10% --discount_fallback < text.txt > 5gram.arpa",
-        "kenlm-build/bin/build_binary 5gram.arpa language_model/lm.binary",
-        "```", "",
-        "pyctcdecode loads `language_model/` only if it holds exactly three files: `lm.binary`, `unigrams.txt` "
-        "(the words of the ARPA's `\\1-grams:` section, one a line) and `attrs.json` (`{\"alpha\": 0.5, "
-        "\"beta\": 1.5, \"unk_score_offset\": -10.0, \"score_boundary\": true}`: the LM weight, the word "
-        "bonus and pyctcdecode's defaults). A first build also needs what `ctcforge lm` writes beside it: "
-        "`alphabet.json` (the model's labels) and `\"processor_class\": \"Wav2Vec2ProcessorWithLM\"` in "
-        "`preprocessor_config.json`.",
-    ])
+    return f"{dev} ({tuning.get('split', 'dev')})" if dev else "the dev split"
 
 
 # ---------------------------------------------------------------------------- the file
@@ -473,10 +287,7 @@ def write_card(facts: CardFacts, repo: Path) -> Path:
     existing = path.read_text(encoding="utf-8") if path.is_file() else None
     text = render_card(facts, existing)
     check_card(text, facts)
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomically(path, text)
 
 
 def check_card(text: str, facts: CardFacts) -> None:
@@ -492,47 +303,7 @@ def check_card(text: str, facts: CardFacts) -> None:
         raise CtcforgeError("card model-index does not survive YAML; check dataset and metric names")
 
 
-# ---------------------------------------------------------------------------- repo artefacts
-
-def read_eval_results(repo: Path) -> list[EvalFigures]:
-    """Every `*_eval_results.txt` in the repo root and in eval/greedy, eval/lm."""
-    places = [(repo, "unknown")] + [(repo / "eval" / folder, side) for folder, side in DECODER_FOLDERS.items()]
-    figures = []
-    for folder, decoder in places:
-        for path in sorted(folder.glob(f"*{RESULTS_SUFFIX}")):
-            dataset_id = path.name[: -len(RESULTS_SUFFIX)]
-            parts = dataset_id.rsplit("_", 2)
-            if len(parts) != 3:
-                raise CtcforgeError(f"{path}: name is not <dataset>_<config>_<split>{RESULTS_SUFFIX}")
-            decoder = _decoder_from_summary(folder / f"{dataset_id}{SUMMARY_SUFFIX}") or decoder
-            figures.append(EvalFigures(*parts, decoder=decoder, metrics=_parse_results(path)))
-    return figures
-
-
-def _decoder_from_summary(path: Path) -> str | None:
-    """eval.py records its decoder ("greedy" or "lm") beside the results; older runs did not."""
-    if not path.is_file():
-        return None
-    try:
-        decoder = json.loads(path.read_text(encoding="utf-8")).get("decoder")
-    except (json.JSONDecodeError, AttributeError):
-        raise CtcforgeError(f"{path}: not eval.py's summary JSON; delete it or rerun eval.py") from None
-    return {"greedy": "without_lm", "lm": "with_lm"}.get(decoder)
-
-
-def _parse_results(path: Path) -> dict[str, float]:
-    metrics = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in METRIC_LABEL:
-            try:
-                metrics[key.strip().lower()] = float(value)
-            except ValueError:
-                raise CtcforgeError(f"{path}: {line!r} is not 'WER: <number>'") from None
-    if not metrics:
-        raise CtcforgeError(f"{path}: expected lines 'WER: <number>' and 'CER: <number>'")
-    return metrics
-
+# ---------------------------------------------------------------------------- facts from the repo's records
 
 def evaluation_from_runs(runs: list[EvalFigures], profile: Profile, lm_present: bool) -> tuple[list, list]:
     """Body table rows and model-index results from eval.py's result files."""
@@ -556,7 +327,7 @@ def evaluation_from_runs(runs: list[EvalFigures], profile: Profile, lm_present: 
 def training_from_state(folder: Path, profile: Profile) -> tuple[dict, dict]:
     """Hyperparameters and the training-results table from the trainer_state.json (and the
     hyperparameters the training script records) in `folder`."""
-    hyperparameters = _read_json(folder / HYPERPARAMETERS_FILE) or {}
+    hyperparameters = read_hyperparameters(folder)
     history = read_log_history(folder)
     metric_keys = [m for m in profile.metrics]
     columns = ["Training Loss", "Epoch", "Step", "Validation Loss"] + [m.capitalize() for m in metric_keys]
@@ -569,65 +340,6 @@ def training_from_state(folder: Path, profile: Profile) -> tuple[dict, dict]:
                    _num(entry["eval_loss"])] + [_num(entry.get(f"eval_{m}")) for m in metric_keys]
             rows.append(row)
     return hyperparameters, ({"columns": columns, "rows": rows} if rows else {})
-
-
-def read_log_history(folder: Path) -> list[dict]:
-    """trainer_state.json's log history; empty when there is no such file."""
-    state = _read_json(folder / TRAINER_STATE_FILE) or {}
-    history = state.get("log_history", [])
-    if not isinstance(history, list) or not all(isinstance(entry, dict) for entry in history):
-        raise CtcforgeError(f"{folder / TRAINER_STATE_FILE}: log_history is not a list of records; "
-                            "delete the file or train again to rewrite it")
-    return history
-
-
-def _read_json(path: Path) -> dict | None:
-    """A JSON object the training script wrote, or None when the file is absent."""
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CtcforgeError(f"{path}: not JSON ({exc}); delete it or train again to rewrite it") from None
-    if not isinstance(data, dict):
-        raise CtcforgeError(f"{path}: not a JSON object; delete it or train again to rewrite it")
-    return data
-
-
-def read_training_run(repo: Path) -> TrainingRun | None:
-    """training_run.json; None when there is none (the repo is not trained yet)."""
-    path = repo / TRAINING_RUN_FILE
-    data = _read_json(path)
-    if data is None:
-        return None
-    kinds = {"command": str, "output_dir": str, "started_from": str, "steps": int, "framework_versions": dict,
-             "finished_at": str}
-    for key, kind in kinds.items():
-        value = data.get(key)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise CtcforgeError(f"{path}: {key!r} should be a {kind.__name__}, found {value!r}; delete the file "
-                                "or train again to rewrite it")
-    versions = data["framework_versions"]
-    if not all(isinstance(v, str) for v in versions.values()):
-        raise CtcforgeError(f"{path}: framework_versions should map names to version strings, found {versions!r}")
-    try:
-        shlex.split(data["command"])
-    except ValueError as exc:
-        raise CtcforgeError(f"{path}: command is not a shell command line ({exc})") from None
-    return TrainingRun(**{key: data[key] for key in kinds})
-
-
-def trained_weights_folder(repo: Path, run: TrainingRun | None) -> Path | None:
-    """The folder holding the weights `run` trained: the repo, or else the run's output_dir
-    when only it has them. None when there is no run or neither folder holds weights (a run
-    whose weights were deleted or moved trained nothing the card can describe)."""
-    if run is None:
-        return None
-    if has_weights(repo):
-        return repo
-    output_dir = Path(run.output_dir)
-    output_dir = output_dir if output_dir.is_absolute() else repo / output_dir
-    return output_dir if has_weights(output_dir) else None
 
 
 def dataset_label(dataset: str) -> str:
@@ -743,7 +455,6 @@ def rebuild_card(repo: Path) -> Path:
 
 
 TRAINING_CURVE = "training_curve.png"
-LM_TUNING_DIR = "lm_tuning"
 
 
 def draw_training_curve(state_folder: Path, repo: Path, profile: Profile) -> str | None:
@@ -756,16 +467,3 @@ def draw_training_curve(state_folder: Path, repo: Path, profile: Profile) -> str
     return TRAINING_CURVE if drawn else None
 
 
-def read_lm_tuning(repo: Path) -> dict | None:
-    """What `ctcforge lm --tune-*` wrote to lm_tuning/best.json, plus its heatmap's path."""
-    best = repo / LM_TUNING_DIR / "best.json"
-    if not best.is_file():
-        return None
-    try:
-        tuning = json.loads(best.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CtcforgeError(f"{best}: not JSON ({exc}); rerun `ctcforge lm` with --tune-*") from None
-    heatmap = repo / LM_TUNING_DIR / "wer_heatmap.png"
-    if heatmap.is_file():
-        tuning["heatmap"] = f"{LM_TUNING_DIR}/{heatmap.name}"
-    return tuning

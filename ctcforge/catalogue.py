@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from ctcforge.atomic import write_text_atomically
 from ctcforge.errors import CtcforgeError
 # The repo's training script reads base_model.json through this shipped module.
 from ctcforge.starting_weights import BASE_MODEL_FILE, WEIGHT_FILES, has_weights
@@ -137,4 +138,4 @@ def write_model_files(base: BaseModel, vocab: dict[str, int], repo: Path) -> Non
     if len(tokenizer) != len(vocab):
         raise CtcforgeError(f"tokenizer has {len(tokenizer)} tokens but vocab.json {len(vocab)}")
     tokenizer.save_pretrained(repo)
-    (repo / BASE_MODEL_FILE).write_text(json.dumps(base.record(), indent=2) + "\n", encoding="utf-8")
+    write_text_atomically(repo / BASE_MODEL_FILE, json.dumps(base.record(), indent=2) + "\n")

@@ -17,7 +17,7 @@ def cmd_new(args: argparse.Namespace) -> None:
     from ctcforge.render import new_repo
 
     repo = new_repo(args.language, args.output_dir, base_model=args.base_model, dataset=args.dataset,
-                    dataset_config=args.config, spec_path=args.spec, force=args.force)
+                    dataset_config=args.config, spec_path=args.spec, force=args.force, report=print)
     print(f"stamped {repo}")
     print(f"next: cd {repo} && python -m pytest -q")
 
@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "text_normalizer.py, vocab.json, config.json, README.md (model card), "
                     "requirements, tests/ and an empty language_model/.")
     new.add_argument("language", nargs="?",
-                     help="Common Voice locale of a profile (see `ctcforge languages`); optional with --spec")
+                     help="Common Voice locale of a profile (see `ctcforge languages`); optional with --spec "
+                          "or with --force over a repo ctcforge made")
     new.add_argument("--output-dir", type=Path, required=True, help="folder to create the repo in")
     new.add_argument("--base-model", help="catalogue id (see `ctcforge models`), a local model folder, "
                                           "or `tiny`; default: the spec's, else facebook/wav2vec2-xls-r-300m")
@@ -122,7 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--config", help="dataset config (Common Voice locale folder); default: the language")
     new.add_argument("--spec", type=Path, help="model spec YAML (e.g. specs/hy-AM.yaml) with the card's facts")
     new.add_argument("--force", action="store_true",
-                     help="stamp into a non-empty folder, overwriting generated files")
+                     help="stamp into a non-empty folder; over a repo ctcforge made, update the files nobody edited "
+                          "(the answers it recorded fill in what is not given), keep edited ones with the new "
+                          "version beside them as NAME.new, and never touch vocab.json, the tokenizer or "
+                          "config.json under trained weights")
     new.set_defaults(run=cmd_new)
 
     card = commands.add_parser(

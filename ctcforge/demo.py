@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ctcforge.errors import CtcforgeError
+from ctcforge.repo_records import RESULTS_SUFFIX, parse_eval_results
 
 DEFAULT_LANGUAGE = "hy-AM"
 DEFAULT_MINUTES = 15.0
@@ -208,7 +209,7 @@ def build_lm(demo: Demo) -> None:
 def evaluate(demo: Demo) -> None:
     for decoder in ("greedy", "lm"):
         folder = demo.repo / "eval" / decoder
-        if list(folder.glob("*_eval_results.txt")):
+        if list(folder.glob(f"*{RESULTS_SUFFIX}")):
             demo.log(f"skipped: eval/{decoder} has results")
             continue
         command = [sys.executable, "eval.py", "--model_id", "./", *demo.dataset_args("test"),
@@ -230,9 +231,8 @@ def card(demo: Demo) -> None:
 def read_results(demo: Demo) -> dict[str, dict[str, float]]:
     results = {}
     for decoder in ("greedy", "lm"):
-        path = next((demo.repo / "eval" / decoder).glob("*_eval_results.txt"))
-        figures = dict(line.split(": ") for line in path.read_text(encoding="utf-8").splitlines())
-        results[decoder] = {name.lower(): float(value) for name, value in figures.items()}
+        path = next((demo.repo / "eval" / decoder).glob(f"*{RESULTS_SUFFIX}"))
+        results[decoder] = parse_eval_results(path)
     return results
 
 

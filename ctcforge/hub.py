@@ -25,9 +25,9 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalToken
 from huggingface_hub.utils import validate_repo_id
 
 from ctcforge import __version__
-from ctcforge.card import TRAINING_RUN_FILE, read_training_run, trained_weights_folder
 from ctcforge.catalogue import has_weights
 from ctcforge.errors import CtcforgeError
+from ctcforge.repo_records import TRAINING_RUN_FILE, read_training_run, trained_weights_folder
 
 CARD = "README.md"
 LOGIN_FIX = "log in with `hf auth login` or set HF_TOKEN to a token with write access"

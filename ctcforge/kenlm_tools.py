@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from ctcforge.atomic import replacing
 from ctcforge.errors import CtcforgeError
 
 SETUP_HINT = "run ./setup.sh, which builds kenlm's lmplz and build_binary into .venv/bin"
@@ -155,10 +156,9 @@ def ensure_end_of_sentence_unigram(arpa: Path, log10_prob: float) -> bool:
     with open(arpa, encoding="utf-8") as file:
         if has_end_of_sentence_unigram(file):
             return False
-    fixed = arpa.with_name(arpa.name + ".fixed")
-    with open(arpa, encoding="utf-8") as source, open(fixed, "w", encoding="utf-8") as target:
+    with replacing(arpa) as fixed, open(arpa, encoding="utf-8") as source, \
+            open(fixed, "w", encoding="utf-8") as target:
         target.writelines(with_end_of_sentence_unigram(source, log10_prob))
-    os.replace(fixed, arpa)
     return True
 
 

@@ -3,8 +3,9 @@ needed, so `ctcforge card` works on a headless training machine)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from ctcforge.atomic import replacing
 
 
 def _pyplot():
@@ -51,12 +52,9 @@ def training_curve(log_history: list[dict], path: Path, metrics: list[str]) -> P
 
 def _save(figure, plt, path: Path) -> Path:
     """Write beside the target and rename, so a card never links to half a PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
     try:
-        figure.savefig(temporary, format="png")
-        os.replace(temporary, path)
+        with replacing(path) as temporary:
+            figure.savefig(temporary, format="png")
     finally:
         plt.close(figure)
-        temporary.unlink(missing_ok=True)
     return path

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from ctcforge.atomic import write_text_atomically
 from ctcforge.profiles import Profile, alphabet_characters
 from ctcforge.text_normalizer import Normalizer
 
@@ -36,4 +37,4 @@ def vocab_from_texts(texts: Iterable[str], normalize: Normalizer) -> dict[str, i
 
 
 def write_vocab(vocab: dict[str, int], path: Path) -> None:
-    path.write_text(json.dumps(vocab, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    write_text_atomically(path, json.dumps(vocab, ensure_ascii=False, indent=1) + "\n")

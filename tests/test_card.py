@@ -128,6 +128,49 @@ def test_malformed_eval_results_file_is_an_error_naming_it(tmp_path):
         rebuild_card(repo)
 
 
+def test_card_and_demo_read_eval_results_with_one_parser(tmp_path):
+    """The demo's table and the card read the same `WER: x` / `CER: y` file the same way,
+    so a results file the card refuses cannot give the demo a figure."""
+    from types import SimpleNamespace
+
+    from ctcforge import demo
+    from ctcforge.repo_records import parse_eval_results
+
+    for decoder, wer in (("greedy", "0.5"), ("lm", "0.25")):
+        folder = tmp_path / "eval" / decoder
+        folder.mkdir(parents=True)
+        (folder / "cv_hy-AM_test_eval_results.txt").write_text(f"WER: {wer}\nCER: 0.125\nclips: 12\n")
+    assert demo.read_results(SimpleNamespace(repo=tmp_path)) == {
+        "greedy": {"wer": 0.5, "cer": 0.125}, "lm": {"wer": 0.25, "cer": 0.125}}
+    bad = tmp_path / "eval" / "lm" / "cv_hy-AM_test_eval_results.txt"
+    bad.write_text("WER: lots\n")
+    with pytest.raises(CtcforgeError, match="is not 'WER: <number>'"):
+        parse_eval_results(bad)
+    with pytest.raises(CtcforgeError, match="is not 'WER: <number>'"):
+        demo.read_results(SimpleNamespace(repo=tmp_path))
+
+
+def test_card_sections_come_from_their_templates(tmp_path, monkeypatch):
+    """Each generated section is its template in templates/card rendered over the facts; a
+    fact a template names that the facts lack is an error naming the template, never a blank."""
+    import jinja2
+
+    from ctcforge import card as card_module
+
+    templates = tmp_path / "card"
+    for name in card_module.SECTION_ORDER:
+        templates.mkdir(exist_ok=True)
+        (templates / f"{name}.md.jinja").write_text(f"## {name} of {{{{ facts.model_name }}}}\n")
+    # A cache of its own, so the real templates' compiled copies are untouched.
+    monkeypatch.setattr(card_module._TEMPLATES, "loader", jinja2.FileSystemLoader(str(templates)))
+    monkeypatch.setattr(card_module._TEMPLATES, "cache", None)
+    sections = card_module.body_sections(facts())
+    assert sections == {name: f"## {name} of m" for name in card_module.SECTION_ORDER}
+    (templates / "usage.md.jinja").write_text("{{ facts.no_such_fact }}")
+    with pytest.raises(CtcforgeError, match="usage.md.jinja.*no_such_fact"):
+        card_module.body_sections(facts())
+
+
 def test_card_draws_the_training_curve_and_links_it(tmp_path):
     repo = new_repo("hy-AM", tmp_path / "repo", base_model="tiny")
     history = [{"loss": 4.0 - step / 100, "step": step} for step in (10, 20, 30)]

@@ -164,3 +164,137 @@ def test_base_model_option_overrides_the_spec_on_the_card(tmp_path):
     assert "base_model:" not in card.split("---")[1]  # tiny is no Hub model
     answers = yaml.safe_load((repo / ".ctcforge-answers.yml").read_text(encoding="utf-8"))
     assert answers["base_model"] == "tiny" and answers["spec"]["base_model"] == "facebook/wav2vec2-xls-r-1b"
+
+
+# ---------------------------------------------------------------------------- new --force over a repo
+
+def record(repo):
+    return yaml.safe_load((repo / ".ctcforge-answers.yml").read_text(encoding="utf-8"))
+
+
+def pretend_stamped(repo, name, text):
+    """Makes `name` look as an older ctcforge stamped it: its content and recorded sha256."""
+    import hashlib
+
+    (repo / name).write_text(text, encoding="utf-8")
+    answers = record(repo)
+    answers["files"][name] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    (repo / ".ctcforge-answers.yml").write_text(yaml.safe_dump(answers, allow_unicode=True), encoding="utf-8")
+
+
+def train(repo, vocab_size=None):
+    """Weights as a training run leaves them: model.safetensors, and a config.json the
+    Trainer rewrote (so its bytes are no longer the stamped ones)."""
+    config = AutoConfig.from_pretrained(repo)
+    if vocab_size is not None:
+        config.vocab_size = vocab_size
+    elsewhere = repo.parent / f"{repo.name}-weights"
+    AutoModelForCTC.from_config(config).save_pretrained(elsewhere)
+    shutil.copyfile(elsewhere / "model.safetensors", repo / "model.safetensors")
+    if vocab_size is None:
+        shutil.copyfile(elsewhere / "config.json", repo / "config.json")
+
+
+def test_answers_record_the_version_and_a_sha256_of_each_stamped_file(tiny_repo):
+    import hashlib
+
+    from ctcforge import __version__
+
+    answers = record(tiny_repo)
+    assert answers["ctcforge_version"] == __version__
+    files = answers["files"]
+    for name in ["eval.py", "vocab.json", "config.json", "tests/test_model_files.py", "language_profile.json"]:
+        assert files[name] == hashlib.sha256((tiny_repo / name).read_bytes()).hexdigest(), name
+    # The card and the record merge by their own rules, not by hash.
+    assert "README.md" not in files and ".ctcforge-answers.yml" not in files
+
+
+def test_force_takes_the_recorded_answers_for_what_the_command_leaves_out(tmp_path, capsys):
+    spec = Path(__file__).parents[1] / "specs" / "hy-AM.yaml"
+    repo = new_repo(None, tmp_path / "r", spec_path=spec, base_model="tiny")
+    before = record(repo)
+    assert main(["new", "--output-dir", str(repo), "--force"]) == 0
+    after = record(repo)
+    for key in ("language", "base_model", "model_name", "dataset", "dataset_config", "spec"):
+        assert after[key] == before[key], key
+    assert after["base_model"] == "tiny" and AutoConfig.from_pretrained(repo).model_type == "wav2vec2-bert"
+    assert "unchanged" in capsys.readouterr().out
+
+
+def test_force_updates_untouched_files_and_keeps_edited_ones_beside_the_new(tmp_path, capsys):
+    repo = new_repo("hy-AM", tmp_path / "r", base_model="tiny")
+    stamped_eval = (repo / "eval.py").read_text(encoding="utf-8")
+    stamped_requirements = (repo / "requirements.txt").read_text(encoding="utf-8")
+    pretend_stamped(repo, "requirements.txt", "torch==0.1\n")  # an older stamp nobody edited
+    pretend_stamped(repo, "eval.py", "print('an older eval.py')\n")
+    (repo / "eval.py").write_text("print('an older eval.py')\n# my change\n", encoding="utf-8")  # a person's edit
+    assert main(["new", "hy-AM", "--output-dir", str(repo), "--base-model", "tiny", "--force"]) == 0
+    out = capsys.readouterr().out
+    assert (repo / "requirements.txt").read_text(encoding="utf-8") == stamped_requirements
+    assert (repo / "eval.py").read_text(encoding="utf-8").endswith("# my change\n")
+    assert (repo / "eval.py.new").read_text(encoding="utf-8") == stamped_eval
+    assert not (repo / "requirements.txt.new").exists()
+    line = {word: next(line for line in out.splitlines() if line.startswith(word))
+            for word in ("updated", "kept", "unchanged")}
+    assert line["updated"] == "updated 1: requirements.txt"
+    assert line["kept"].startswith("kept 1 ") and line["kept"].endswith(": eval.py") and ".new" in line["kept"]
+    assert int(line["unchanged"].split()[1]) > 10
+    # A second run finds the edit again: still the person's file, and since this ctcforge
+    # has nothing newer than what it stamped last, no second NAME.new.
+    (repo / "eval.py.new").unlink()
+    assert main(["new", "--output-dir", str(repo), "--force"]) == 0
+    assert (repo / "eval.py").read_text(encoding="utf-8").endswith("# my change\n")
+    assert not (repo / "eval.py.new").exists()
+    assert "updated" not in capsys.readouterr().out
+
+
+def test_force_over_trained_weights_keeps_the_labels_and_architecture(tmp_path, capsys):
+    repo = new_repo("hy-AM", tmp_path / "r", base_model="tiny")
+    train(repo)
+    # Even a vocab.json the record says nobody edited stays: the weights were trained on it.
+    vocab = json.loads((repo / "vocab.json").read_text(encoding="utf-8"))
+    pretend_stamped(repo, "vocab.json", json.dumps(vocab, indent=2) + "\n")
+    before = {name: (repo / name).read_bytes() for name in ("vocab.json", "config.json", "tokenizer_config.json")}
+    assert main(["new", "--output-dir", str(repo), "--force"]) == 0
+    out = capsys.readouterr().out
+    assert {name: (repo / name).read_bytes() for name in before} == before
+    assert not (repo / "config.json.new").exists() and not (repo / "vocab.json.new").exists()
+    kept = next(line for line in out.splitlines() if "trained weights" in line)
+    assert "config.json" in kept and "vocab.json" in kept
+
+
+@pytest.mark.parametrize("argv", [["--base-model", "facebook/wav2vec2-xls-r-300m"], ["as"]])
+def test_force_refuses_answers_that_would_reshape_trained_weights(tmp_path, capsys, argv):
+    repo = new_repo("hy-AM", tmp_path / "r", base_model="tiny")
+    train(repo)
+    before = {path.name: path.read_bytes() for path in repo.iterdir() if path.is_file()}
+    capsys.readouterr()  # what saving the weights printed
+    assert main(["new", *argv, "--output-dir", str(repo), "--force"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "trained weights" in error and "--output-dir" in error
+    assert {path.name: path.read_bytes() for path in repo.iterdir() if path.is_file()} == before
+
+
+def test_repo_tests_catch_weights_that_do_not_fit_config(tmp_path):
+    repo = new_repo("hy-AM", tmp_path / "r", base_model="tiny")
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_model_files.py"]
+    train(repo)
+    fits = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=900)
+    assert fits.returncode == 0 and "skipped" not in fits.stdout, fits.stdout[-3000:]
+    train(repo, vocab_size=len(json.loads((repo / "vocab.json").read_text(encoding="utf-8"))) + 3)
+    misfit = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=900)
+    assert misfit.returncode == 1 and "test_trained_weights_fit_config_and_vocab" in misfit.stdout, (
+        misfit.stdout[-3000:])
+
+
+def test_repo_identity_tests_check_the_profile_against_the_record_and_vocab(tmp_path):
+    """A language_profile.json from another language's repo fails the stamped repo's own tests."""
+    repo = new_repo("hy-AM", tmp_path / "hy", base_model="tiny")
+    other = new_repo("as", tmp_path / "as", base_model="tiny")
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_identity.py"]
+    assert subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=900).returncode == 0
+    shutil.copyfile(other / "language_profile.json", repo / "language_profile.json")
+    result = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 1, result.stdout[-3000:]
+    for test in ("test_profile_is_the_recorded_language", "test_vocabulary_is_the_profile_alphabet"):
+        assert f"FAILED tests/test_identity.py::{test}" in result.stdout, result.stdout[-3000:]

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Wav2Vec2CTCTokenizer
 
@@ -41,3 +42,40 @@ def test_architecture_builds_and_maps_audio_to_logits():
     with torch.no_grad():
         logits = model(**inputs).logits
     assert logits.shape[0] == 1 and logits.shape[-1] == len(vocab) and logits.shape[1] > 10
+
+
+def weight_shapes() -> dict[str, tuple[int, ...]]:
+    """name -> shape of every tensor in the repo's trained weights, read without loading them."""
+    shards = [REPO / "model.safetensors"]
+    if (REPO / "model.safetensors.index.json").is_file():
+        index = json.loads((REPO / "model.safetensors.index.json").read_text(encoding="utf-8"))
+        shards = [REPO / name for name in sorted(set(index["weight_map"].values()))]
+    if all(shard.is_file() for shard in shards):
+        from safetensors import safe_open
+
+        shapes = {}
+        for shard in shards:
+            with safe_open(str(shard), framework="pt") as weights:
+                shapes.update({name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()})
+        return shapes
+    if (REPO / "pytorch_model.bin").is_file():
+        state = torch.load(REPO / "pytorch_model.bin", map_location="meta", weights_only=True)
+        return {name: tuple(tensor.shape) for name, tensor in state.items()}
+    pytest.skip("no trained weights yet")
+
+
+def test_trained_weights_fit_config_and_vocab():
+    """Weights for other labels or another architecture load with a warning at most, then
+    transcribe garbage; their shapes must be the ones config.json and vocab.json describe."""
+    shapes = weight_shapes()
+    config = AutoConfig.from_pretrained(REPO)
+    assert shapes.get("lm_head.weight", (None,))[0] == config.vocab_size == len(vocab), (
+        f"the weights' CTC head has {shapes.get('lm_head.weight')} rows, config.json vocab_size "
+        f"{config.vocab_size}, vocab.json {len(vocab)} labels: restore the files the weights were trained with")
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in AutoModelForCTC.from_config(config).state_dict().items()}
+    # Names that only one side has (a weight-norm parametrisation saved under another name)
+    # are no shape evidence; a tensor both name must agree.
+    wrong = {name: (shape, expected[name]) for name, shape in shapes.items()
+             if name in expected and shape != expected[name]}
+    assert not wrong, f"weights do not fit config.json (weights, config): {wrong}"

@@ -1,0 +1,194 @@
+"""Reading what a language repo's tools left in it: eval.py's results and summaries, the
+training script's training_run.json, trainer_state.json and hyperparameters, and what
+`ctcforge lm --tune-*` measured.
+
+Reading is kept apart from the card, which only turns these records into markdown, so the
+demo and `ctcforge push` read the same files the same way. Each reader raises one-line
+CtcforgeErrors naming the file and how to rewrite it.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from ctcforge.catalogue import has_weights
+from ctcforge.errors import CtcforgeError
+
+RESULTS_SUFFIX = "_eval_results.txt"
+SUMMARY_SUFFIX = "_eval_summary.json"
+# Where `ctcforge card` looks for eval.py outputs: the repo root (decoder unknown) and
+# eval/greedy, eval/lm, the folders ctcforge's own runs write to.
+DECODER_FOLDERS = {"greedy": "without_lm", "lm": "with_lm"}
+# The metrics eval.py writes into its results file, as `WER: 0.25` lines.
+RESULT_METRICS = ("wer", "cer")
+# What the training script writes once a run has finished (into the repo and its output_dir).
+TRAINING_RUN_FILE = "training_run.json"
+TRAINER_STATE_FILE = "trainer_state.json"
+HYPERPARAMETERS_FILE = "training_hyperparameters.json"
+LM_TUNING_DIR = "lm_tuning"
+
+
+@dataclass
+class EvalFigures:
+    """One eval.py run: its dataset and decoder, and what it measured."""
+
+    dataset: str  # dataset name as eval.py's dataset_id has it (Hub id or folder name)
+    config: str
+    split: str
+    decoder: str  # "without_lm", "with_lm" or "unknown"
+    metrics: dict[str, float]
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset} {self.config} ({self.split})"
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """training_run.json, as the repo's training script writes it at the end of a run."""
+
+    command: str  # the shell command really run
+    output_dir: str  # absolute
+    started_from: str  # a base model id or folder, "random initialisation", or a checkpoint
+    steps: int
+    framework_versions: dict[str, str]
+    finished_at: str  # ISO 8601
+
+    def argument(self, name: str) -> str | None:
+        """The value the command gave `--name` (as `--name VALUE` or `--name=VALUE`)."""
+        argv = shlex.split(self.command)
+        for i, token in enumerate(argv):
+            if token == f"--{name}" and i + 1 < len(argv):
+                return argv[i + 1]
+            if token.startswith(f"--{name}="):
+                return token.split("=", 1)[1]
+        return None
+
+
+# ---------------------------------------------------------------------------- eval.py
+
+def parse_eval_results(path: Path) -> dict[str, float]:
+    """One `*_eval_results.txt`: {"wer": 0.25, "cer": 0.08} from its `WER: x` / `CER: y` lines."""
+    metrics = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in RESULT_METRICS:
+            try:
+                metrics[key.strip().lower()] = float(value)
+            except ValueError:
+                raise CtcforgeError(f"{path}: {line!r} is not 'WER: <number>'; rerun eval.py") from None
+    if not metrics:
+        raise CtcforgeError(f"{path}: expected lines 'WER: <number>' and 'CER: <number>'; rerun eval.py")
+    return metrics
+
+
+def read_eval_results(repo: Path) -> list[EvalFigures]:
+    """Every `*_eval_results.txt` in the repo root and in eval/greedy, eval/lm."""
+    places = [(repo, "unknown")] + [(repo / "eval" / folder, side) for folder, side in DECODER_FOLDERS.items()]
+    figures = []
+    for folder, decoder in places:
+        for path in sorted(folder.glob(f"*{RESULTS_SUFFIX}")):
+            dataset_id = path.name[: -len(RESULTS_SUFFIX)]
+            parts = dataset_id.rsplit("_", 2)
+            if len(parts) != 3:
+                raise CtcforgeError(f"{path}: name is not <dataset>_<config>_<split>{RESULTS_SUFFIX}")
+            decoder = decoder_from_summary(folder / f"{dataset_id}{SUMMARY_SUFFIX}") or decoder
+            figures.append(EvalFigures(*parts, decoder=decoder, metrics=parse_eval_results(path)))
+    return figures
+
+
+def decoder_from_summary(path: Path) -> str | None:
+    """eval.py records its decoder ("greedy" or "lm") beside the results; older runs did not."""
+    if not path.is_file():
+        return None
+    try:
+        decoder = json.loads(path.read_text(encoding="utf-8")).get("decoder")
+    except (json.JSONDecodeError, AttributeError):
+        raise CtcforgeError(f"{path}: not eval.py's summary JSON; delete it or rerun eval.py") from None
+    return DECODER_FOLDERS.get(decoder)
+
+
+# ---------------------------------------------------------------------------- training
+
+def read_json(path: Path) -> dict | None:
+    """A JSON object the training script wrote, or None when the file is absent."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CtcforgeError(f"{path}: not JSON ({exc}); delete it or train again to rewrite it") from None
+    if not isinstance(data, dict):
+        raise CtcforgeError(f"{path}: not a JSON object; delete it or train again to rewrite it")
+    return data
+
+
+def read_hyperparameters(folder: Path) -> dict:
+    """training_hyperparameters.json in `folder`; empty when there is none."""
+    return read_json(folder / HYPERPARAMETERS_FILE) or {}
+
+
+def read_log_history(folder: Path) -> list[dict]:
+    """trainer_state.json's log history; empty when there is no such file."""
+    state = read_json(folder / TRAINER_STATE_FILE) or {}
+    history = state.get("log_history", [])
+    if not isinstance(history, list) or not all(isinstance(entry, dict) for entry in history):
+        raise CtcforgeError(f"{folder / TRAINER_STATE_FILE}: log_history is not a list of records; "
+                            "delete the file or train again to rewrite it")
+    return history
+
+
+def read_training_run(repo: Path) -> TrainingRun | None:
+    """training_run.json; None when there is none (the repo is not trained yet)."""
+    path = repo / TRAINING_RUN_FILE
+    data = read_json(path)
+    if data is None:
+        return None
+    kinds = {"command": str, "output_dir": str, "started_from": str, "steps": int, "framework_versions": dict,
+             "finished_at": str}
+    for key, kind in kinds.items():
+        value = data.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CtcforgeError(f"{path}: {key!r} should be a {kind.__name__}, found {value!r}; delete the file "
+                                "or train again to rewrite it")
+    versions = data["framework_versions"]
+    if not all(isinstance(v, str) for v in versions.values()):
+        raise CtcforgeError(f"{path}: framework_versions should map names to version strings, found {versions!r}")
+    try:
+        shlex.split(data["command"])
+    except ValueError as exc:
+        raise CtcforgeError(f"{path}: command is not a shell command line ({exc})") from None
+    return TrainingRun(**{key: data[key] for key in kinds})
+
+
+def trained_weights_folder(repo: Path, run: TrainingRun | None) -> Path | None:
+    """The folder holding the weights `run` trained: the repo, or else the run's output_dir
+    when only it has them. None when there is no run or neither folder holds weights (a run
+    whose weights were deleted or moved trained nothing the card can describe)."""
+    if run is None:
+        return None
+    if has_weights(repo):
+        return repo
+    output_dir = Path(run.output_dir)
+    output_dir = output_dir if output_dir.is_absolute() else repo / output_dir
+    return output_dir if has_weights(output_dir) else None
+
+
+# ---------------------------------------------------------------------------- LM tuning
+
+def read_lm_tuning(repo: Path) -> dict | None:
+    """What `ctcforge lm --tune-*` wrote to lm_tuning/best.json, plus its heatmap's path."""
+    best = repo / LM_TUNING_DIR / "best.json"
+    if not best.is_file():
+        return None
+    try:
+        tuning = json.loads(best.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CtcforgeError(f"{best}: not JSON ({exc}); rerun `ctcforge lm` with --tune-*") from None
+    heatmap = repo / LM_TUNING_DIR / "wer_heatmap.png"
+    if heatmap.is_file():
+        tuning["heatmap"] = f"{LM_TUNING_DIR}/{heatmap.name}"
+    return tuning
