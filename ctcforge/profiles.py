@@ -9,6 +9,7 @@ import difflib
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -145,11 +146,8 @@ def _check_replacements(data: dict, fail) -> None:
     for key, value in mapping.items():
         if len(key) != 1:
             raise fail("replacements", f"{key!r}: a key must be one character")
-        # A key with a canonical decomposition could be composed again by the final NFC step
-        # out of a replacement followed by a combining mark.
-        if unicodedata.normalize(form, key) != key or unicodedata.decomposition(key)[:1] not in ("", "<"):
-            raise fail("replacements", f"{key!r} (U+{ord(key):04X}) is not one {form} code point "
-                                       f"without a decomposition: the step would never see it")
+        if unicodedata.normalize(form, key) != key:
+            raise fail("replacements", f"{key!r} (U+{ord(key):04X}) is not {form} text: the step never sees it")
         if key in ignored:
             raise fail("replacements", f"{key!r} is also in chars_to_ignore, which removes it first")
         if lower(key) != key:
@@ -159,6 +157,19 @@ def _check_replacements(data: dict, fail) -> None:
                 or unicodedata.normalize(form, value) != value:
             raise fail("replacements", f"{key!r} -> {value!r}: the replacement must be {form} text that "
                                        f"casing keeps, holding no key and no ignored character")
+        # The step runs after the final composition too, so its output is not composed again:
+        # a value must not compose with a mark that follows it (e -> e + U+0301 would be é).
+        joined = [m for m in _marks()
+                  if unicodedata.normalize(form, value + m) != value + unicodedata.normalize(form, m)]
+        if joined:
+            raise fail("replacements", f"{key!r} -> {value!r}: the replacement composes with a following "
+                                       f"U+{ord(joined[0]):04X}")
+
+
+@lru_cache(maxsize=1)
+def _marks() -> tuple[str, ...]:
+    """Every combining mark of the BMP (categories Mn and Mc: Indic vowel signs compose too)."""
+    return tuple(chr(cp) for cp in range(0x300, 0x10000) if unicodedata.category(chr(cp)) in ("Mn", "Mc"))
 
 
 def _check_alphabet(profile: Profile, fail) -> None:

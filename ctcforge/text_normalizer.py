@@ -12,7 +12,7 @@ callable `str -> str`, applied in turn; `split_words` is separate because it dec
 what a "word" is for WER and does not change the text.
 
 The steps, in order: Unicode form, transliteration, removal of ignored characters, casing,
-replacement of letter variants, whitespace, and the Unicode form again.
+replacement of letter variants, whitespace, the Unicode form again and the replacements again.
 """
 
 from __future__ import annotations
@@ -116,8 +116,9 @@ class ReplaceCharacters:
     Keyboards give one letter several code points: the apostrophe of Swahili ng'ombe is typed
     as ' or ’, Persian yeh as Arabic ي or Persian ی. CTC labels must be one code point each,
     so `{"’": "'"}` maps the variants onto the letter the alphabet lists. Keys are single
-    characters; the profile check makes sure no replacement writes a key, an ignored character
-    or a character the casing step changes, so the step is idempotent.
+    characters; the profile check makes sure no replacement writes a key, an ignored character,
+    a character the casing step changes or text that composes with a following mark, so the
+    normaliser stays idempotent.
     """
 
     def __init__(self, mapping: dict[str, str]):
@@ -155,9 +156,10 @@ def build_steps(profile: dict) -> list[Step]:
     elif casing != "keep":
         raise ValueError(f"casing must be lower, lower-turkic or keep, not {casing!r}")
     # After casing, so keys and values are matched as the model writes them (lower case).
-    steps.append(ReplaceCharacters(profile.get("replacements", {})))
+    replace = ReplaceCharacters(profile.get("replacements", {}))
     # Deleting characters can bring a base letter next to a combining mark; compose again.
-    steps += [CollapseWhitespace(), UnicodeForm(form)]
+    # Composing can make a key (Chuvash Latin ă from a + breve): replace once more after it.
+    steps += [replace, CollapseWhitespace(), UnicodeForm(form), replace]
     return steps
 
 

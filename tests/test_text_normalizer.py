@@ -376,7 +376,8 @@ def test_valid_test_profile_loads(tmp_path):
     ({"replacements": {"’'": "'"}}, "xx.yaml", "replacements"),  # keys are one character
     ({"replacements": {",": "'"}}, "xx.yaml", "replacements"),  # removed before it is replaced
     ({"replacements": {"K": "k"}}, "xx.yaml", "replacements"),  # lower-cased before it is replaced
-    ({"replacements": {"é": "e"}}, "xx.yaml", "replacements"),  # e + U+0301 would compose back
+    ({"replacements": {"é": "e"}}, "xx.yaml", "replacements"),  # e + U+0301 would compose to é
+    ({"replacements": {"e\u0301": "e"}}, "xx.yaml", "replacements"),  # not one NFC character
     ({"replacements": {"’": "'", "'": "`"}}, "xx.yaml", "replacements"),  # a chain: not idempotent
     ({"replacements": {"’": "Q"}}, "xx.yaml", "replacements"),  # casing would change the value
     ({"replacements": {"’": ","}}, "xx.yaml", "replacements"),  # an ignored value
