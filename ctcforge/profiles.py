@@ -157,13 +157,16 @@ def _check_replacements(data: dict, fail) -> None:
                 or unicodedata.normalize(form, value) != value:
             raise fail("replacements", f"{key!r} -> {value!r}: the replacement must be {form} text that "
                                        f"casing keeps, holding no key and no ignored character")
-        # The step runs after the final composition too, so its output is not composed again:
-        # a value must not compose with a mark that follows it (e -> e + U+0301 would be é).
-        joined = [m for m in _marks()
-                  if unicodedata.normalize(form, value + m) != value + unicodedata.normalize(form, m)]
-        if joined:
-            raise fail("replacements", f"{key!r} -> {value!r}: the replacement composes with a following "
-                                       f"U+{ord(joined[0]):04X}")
+        # A key that decomposes (Latin ă = a + U+0306) can be made by the final composition,
+        # so the step runs once more after it, and that output is not composed again: its
+        # value must neither start with a mark nor compose with a mark that follows it.
+        if unicodedata.decomposition(key)[:1] not in ("", "<"):
+            joined = [m for m in _marks()
+                      if unicodedata.normalize(form, value + m) != value + unicodedata.normalize(form, m)]
+            if value[0] in _marks() or joined:
+                raise fail("replacements", f"{key!r} -> {value!r}: a key that decomposes needs a value that "
+                                           f"cannot compose with its neighbours"
+                                           + (f" (U+{ord(joined[0]):04X} follows)" if joined else ""))
 
 
 @lru_cache(maxsize=1)
