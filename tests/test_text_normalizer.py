@@ -308,6 +308,9 @@ def test_idempotent_property_japanese(text):
     pytest.param("ka", "საქართველო ლამაზი ქვეყანაა", ["საქართველო", "ლამაზი", "ქვეყანაა"], id="ka"),
     pytest.param("ta", "நான் தமிழ் பேசுகிறேன்", ["நான்", "தமிழ்", "பேசுகிறேன்"], id="ta"),
     pytest.param("eu", "kaixo zer moduz", ["kaixo", "zer", "moduz"], id="eu"),
+    # Thai writes no spaces between words: WER counts characters, spaces between phrases ignored.
+    pytest.param("th", "ฝนตก หนัก", ["ฝ", "น", "ต", "ก", "ห", "น", "ั", "ก"], id="th-chars"),
+    pytest.param("uk", "мʼясо і хліб", ["мʼясо", "і", "хліб"], id="uk-apostrophe-inside-word"),
 ])
 def test_split_words(code, text, expected):
     normalize = normalizer(code)
@@ -418,6 +421,23 @@ def test_language_codes_are_case_insensitive():
 
 def test_the_ten_profiles_exist():
     assert set(LANGUAGES) <= set(available_codes())
+
+
+def test_forty_profiles_across_scripts():
+    profiles = [load_profile(code) for code in available_codes()]
+    assert len(profiles) >= 40
+    scripts = {p.script for p in profiles}
+    assert {"Latin", "Cyrillic", "Arabic", "Devanagari", "Ethiopic", "Thai", "Greek", "Hebrew"} <= scripts
+
+
+@pytest.mark.parametrize("code", available_codes())
+def test_each_replacement_reaches_the_alphabet(code):
+    # Every variant a profile maps is written as letters the model has (or as a space).
+    normalize = normalizer(code)
+    for key, value in load_profile(code).replacements.items():
+        out = normalize(f"a{key}a" if code == "ja" else key)
+        assert out == normalize(value)
+        assert all(c in _letters_of(code) or c == "a" for c in out), f"{code}: {key!r} -> {out!r}"
 
 
 def test_zh_hk_headline_metric_is_cer():
