@@ -116,9 +116,9 @@ class ReplaceCharacters:
     Keyboards give one letter several code points: the apostrophe of Swahili ng'ombe is typed
     as ' or ’, Persian yeh as Arabic ي or Persian ی. CTC labels must be one code point each,
     so `{"’": "'"}` maps the variants onto the letter the alphabet lists. Keys are single
-    characters; the profile check makes sure no replacement writes a key, an ignored character,
-    a character the casing step changes or text that composes with a following mark, so the
-    normaliser stays idempotent.
+    characters; ctcforge checks each profile (ctcforge/profiles.py) so that no replacement
+    writes a key, an ignored character, a character the casing step changes or text that
+    composes with a neighbouring mark where that matters: normalising twice changes nothing.
     """
 
     def __init__(self, mapping: dict[str, str]):

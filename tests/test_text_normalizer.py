@@ -134,6 +134,9 @@ EXCLUDED_FROM_COMPOSITION = [
 COMPOSE_AFTER_REMOVAL = [
     row("eu", "IN\u201d\u0303AKI etorri da", "i\u00f1aki etorri da", "quote-before-tilde"),
     row("tr", "kus\u2019\u0327 uc\u0327tu", "ku\u015f u\u00e7tu", "apostrophe-before-cedilla"),
+    # Chuvash: the Latin a + breve meet only after the quote goes, and compose to the Latin ă,
+    # a replacement key: the replacements run again after composing and write Cyrillic ӑ.
+    row("cv", "пурa\u201d\u0306натпӑр", "пур\u04d1натпӑр", "latin-a-breve-after-removal"),
 ]
 
 ALL_ROWS = NORMALIZE + DECOMPOSED + EXCLUDED_FROM_COMPOSITION + COMPOSE_AFTER_REMOVAL
