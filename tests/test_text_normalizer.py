@@ -384,6 +384,7 @@ def test_valid_test_profile_loads(tmp_path):
     ({"replacements": {"K": "k"}}, "xx.yaml", "replacements"),  # lower-cased before it is replaced
     ({"replacements": {"é": "e"}}, "xx.yaml", "replacements"),  # e + U+0301 would compose to é
     ({"replacements": {"e\u0301": "e"}}, "xx.yaml", "replacements"),  # not one NFC character
+    ({"replacements": {"ă": "\u0306"}}, "xx.yaml", "replacements"),  # a decomposable key's value starts with a mark
     ({"replacements": {"’": "'", "'": "`"}}, "xx.yaml", "replacements"),  # a chain: not idempotent
     ({"replacements": {"’": "Q"}}, "xx.yaml", "replacements"),  # casing would change the value
     ({"replacements": {"’": ","}}, "xx.yaml", "replacements"),  # an ignored value
