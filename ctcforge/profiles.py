@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 from ctcforge.datafile import check_mapping, field_error, read_yaml
 from ctcforge.errors import CtcforgeError
-from ctcforge.text_normalizer import Normalizer
+from ctcforge.text_normalizer import Lowercase, Normalizer
 
 PROFILE_DIR = Path(str(resources.files("ctcforge") / "profiles"))
 
@@ -35,6 +37,9 @@ class Profile:
     # Scripts too large to list (Han) add code-point ranges such as "U+4E00-U+9FFF".
     alphabet_ranges: list[str] = field(default_factory=list)
     chars_to_ignore: list[str] = field(default_factory=list)
+    # One character written as another after casing (’ -> ' in sw, Arabic ي -> Persian ی in fa),
+    # so every spelling of a letter reaches the one label the alphabet lists.
+    replacements: dict[str, str] = field(default_factory=dict)
     casing: str = "lower"
     transliteration: str = "none"
     word_split: str = "space"
@@ -112,6 +117,7 @@ def profile_from_dict(data: object, source: str) -> Profile:
     ignore = data.get("chars_to_ignore", [])
     if not isinstance(ignore, list) or not all(isinstance(c, str) and c for c in ignore):
         raise fail("chars_to_ignore", "must be a list of non-empty strings")
+    _check_replacements(data, fail)
     metrics = data.get("metrics", ["wer", "cer"])
     if not isinstance(metrics, list) or not metrics or not set(metrics) <= set(METRICS):
         raise fail("metrics", f"must be a non-empty list drawn from {', '.join(METRICS)}")
@@ -125,6 +131,48 @@ def profile_from_dict(data: object, source: str) -> Profile:
     profile = Profile(**data)
     _check_alphabet(profile, fail)
     return profile
+
+
+def _check_replacements(data: dict, fail) -> None:
+    """Replacements that keep the normaliser idempotent: a second pass must change nothing."""
+    mapping = data.get("replacements", {})
+    if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
+                                                for k, v in mapping.items()):
+        raise fail("replacements", 'must map characters to non-empty strings, e.g. {"’": "\'"}')
+    form = data.get("unicode_form", "NFC")
+    casing = data.get("casing", "lower")
+    lower = (lambda t: t) if casing == "keep" else Lowercase(turkic=casing == "lower-turkic")
+    ignored = set(data.get("chars_to_ignore", []))
+    for key, value in mapping.items():
+        if len(key) != 1:
+            raise fail("replacements", f"{key!r}: a key must be one character")
+        if unicodedata.normalize(form, key) != key:
+            raise fail("replacements", f"{key!r} (U+{ord(key):04X}) is not {form} text: the step never sees it")
+        if key in ignored:
+            raise fail("replacements", f"{key!r} is also in chars_to_ignore, which removes it first")
+        if lower(key) != key:
+            raise fail("replacements", f"{key!r} is changed by casing {casing!r} before replacement")
+        written = [k for k in mapping if k in value]
+        if written or any(c in ignored for c in value) or lower(value) != value \
+                or unicodedata.normalize(form, value) != value:
+            raise fail("replacements", f"{key!r} -> {value!r}: the replacement must be {form} text that "
+                                       f"casing keeps, holding no key and no ignored character")
+        # A key that decomposes (Latin ă = a + U+0306) can be made by the final composition,
+        # so the step runs once more after it, and that output is not composed again: its
+        # value must neither start with a mark nor compose with a mark that follows it.
+        if unicodedata.decomposition(key)[:1] not in ("", "<"):
+            joined = [m for m in _marks()
+                      if unicodedata.normalize(form, value + m) != value + unicodedata.normalize(form, m)]
+            if value[0] in _marks() or joined:
+                raise fail("replacements", f"{key!r} -> {value!r}: a key that decomposes needs a value that "
+                                           f"cannot compose with its neighbours"
+                                           + (f" (U+{ord(joined[0]):04X} follows)" if joined else ""))
+
+
+@lru_cache(maxsize=1)
+def _marks() -> tuple[str, ...]:
+    """Every combining mark of the BMP (categories Mn and Mc: Indic vowel signs compose too)."""
+    return tuple(chr(cp) for cp in range(0x300, 0x10000) if unicodedata.category(chr(cp)) in ("Mn", "Mc"))
 
 
 def _check_alphabet(profile: Profile, fail) -> None:

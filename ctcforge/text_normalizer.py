@@ -10,6 +10,9 @@ A profile is plain data (`language_profile.json` next to this file in a generate
 repo). `Normalizer(profile)` turns it into an ordered list of small steps, each a
 callable `str -> str`, applied in turn; `split_words` is separate because it decides
 what a "word" is for WER and does not change the text.
+
+The steps, in order: Unicode form, transliteration, removal of ignored characters, casing,
+replacement of letter variants, whitespace, the Unicode form again and the replacements again.
 """
 
 from __future__ import annotations
@@ -107,6 +110,28 @@ class Lowercase:
         return text.lower()
 
 
+class ReplaceCharacters:
+    """Writes each listed character as another: one spelling per letter.
+
+    Keyboards give one letter several code points: the apostrophe of Swahili ng'ombe is typed
+    as ' or ’, Persian yeh as Arabic ي or Persian ی. CTC labels must be one code point each,
+    so `{"’": "'"}` maps the variants onto the letter the alphabet lists. Keys are single
+    characters; ctcforge checks each profile (ctcforge/profiles.py) so that no replacement
+    writes a key, an ignored character, a character the casing step changes or text that
+    composes with a neighbouring mark where that matters: normalising twice changes nothing.
+    """
+
+    def __init__(self, mapping: dict[str, str]):
+        self.keys = tuple(mapping)
+        self.table = str.maketrans(mapping) if mapping else None
+
+    def __call__(self, text: str) -> str:
+        # As in Lowercase: look first, translate only when a key is there.
+        if self.table and any(key in text for key in self.keys):
+            text = text.translate(self.table)
+        return text
+
+
 class CollapseWhitespace:
     """Turns any run of Unicode whitespace (ideographic space included) into one space."""
 
@@ -130,8 +155,11 @@ def build_steps(profile: dict) -> list[Step]:
         steps.append(Lowercase(turkic=True))
     elif casing != "keep":
         raise ValueError(f"casing must be lower, lower-turkic or keep, not {casing!r}")
+    # After casing, so keys and values are matched as the model writes them (lower case).
+    replace = ReplaceCharacters(profile.get("replacements", {}))
     # Deleting characters can bring a base letter next to a combining mark; compose again.
-    steps += [CollapseWhitespace(), UnicodeForm(form)]
+    # Composing can make a key (Chuvash Latin ă from a + breve): replace once more after it.
+    steps += [replace, CollapseWhitespace(), UnicodeForm(form), replace]
     return steps
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from pathlib import Path
 import shutil
 import subprocess
 import unicodedata
@@ -27,10 +28,10 @@ from ctcforge.profiles import (
     load_profile,
     load_profile_file,
 )
-from ctcforge.text_normalizer import Normalizer, RemoveCharacters
+from ctcforge.text_normalizer import Normalizer, RemoveCharacters, ReplaceCharacters
 
 LANGUAGES = ["ja", "km", "zh-HK", "as", "hy-AM", "tr", "sw", "ka", "ta", "eu"]
-NON_JA = [code for code in LANGUAGES if code != "ja"]
+NON_JA = [code for code in available_codes() if code != "ja"]
 
 HAS_PYKAKASI = importlib.util.find_spec("pykakasi") is not None
 HAS_FUGASHI = importlib.util.find_spec("fugashi") is not None and importlib.util.find_spec("unidic_lite") is not None
@@ -133,6 +134,9 @@ EXCLUDED_FROM_COMPOSITION = [
 COMPOSE_AFTER_REMOVAL = [
     row("eu", "IN\u201d\u0303AKI etorri da", "i\u00f1aki etorri da", "quote-before-tilde"),
     row("tr", "kus\u2019\u0327 uc\u0327tu", "ku\u015f u\u00e7tu", "apostrophe-before-cedilla"),
+    # Chuvash: the Latin a + breve meet only after the quote goes, and compose to the Latin ă,
+    # a replacement key: the replacements run again after composing and write Cyrillic ӑ.
+    row("cv", "пурa\u201d\u0306натпӑр", "пур\u04d1натпӑр", "latin-a-breve-after-removal"),
 ]
 
 ALL_ROWS = NORMALIZE + DECOMPOSED + EXCLUDED_FROM_COMPOSITION + COMPOSE_AFTER_REMOVAL
@@ -260,7 +264,7 @@ def _interesting(code: str) -> st.SearchStrategy[str]:
     whitespace and combining marks: where the steps meet."""
     profile = load_profile(code)
     letters = [c for c in profile.alphabet if not c.isspace()]
-    pieces = (letters + [c.upper() for c in letters] + list(profile.chars_to_ignore)
+    pieces = (letters + [c.upper() for c in letters] + list(profile.chars_to_ignore) + list(profile.replacements)
               + [" ", "\t", "\n", "\u3000", "\u00a0", "\u0301", "\u0307", "\u0327", "\u0303", "I", "İ", "Σ"])
     return st.lists(st.sampled_from(pieces), max_size=30).map("".join)
 
@@ -307,6 +311,9 @@ def test_idempotent_property_japanese(text):
     pytest.param("ka", "საქართველო ლამაზი ქვეყანაა", ["საქართველო", "ლამაზი", "ქვეყანაა"], id="ka"),
     pytest.param("ta", "நான் தமிழ் பேசுகிறேன்", ["நான்", "தமிழ்", "பேசுகிறேன்"], id="ta"),
     pytest.param("eu", "kaixo zer moduz", ["kaixo", "zer", "moduz"], id="eu"),
+    # Thai writes no spaces between words: WER counts characters, spaces between phrases ignored.
+    pytest.param("th", "ฝนตก หนัก", ["ฝ", "น", "ต", "ก", "ห", "น", "ั", "ก"], id="th-chars"),
+    pytest.param("uk", "мʼясо і хліб", ["мʼясо", "і", "хліб"], id="uk-apostrophe-inside-word"),
 ])
 def test_split_words(code, text, expected):
     normalize = normalizer(code)
@@ -370,6 +377,17 @@ def test_valid_test_profile_loads(tmp_path):
     ({"chars_to_ignore": ","}, "xx.yaml", "chars_to_ignore"),
     ({"chars_to_ignore": [",", ""]}, "xx.yaml", "chars_to_ignore"),
     ({"name": ""}, "xx.yaml", "name"),
+    ({"replacements": {"’": ""}}, "xx.yaml", "replacements"),  # deleting is chars_to_ignore's job
+    ({"replacements": ["’"]}, "xx.yaml", "replacements"),
+    ({"replacements": {"’'": "'"}}, "xx.yaml", "replacements"),  # keys are one character
+    ({"replacements": {",": "'"}}, "xx.yaml", "replacements"),  # removed before it is replaced
+    ({"replacements": {"K": "k"}}, "xx.yaml", "replacements"),  # lower-cased before it is replaced
+    ({"replacements": {"é": "e"}}, "xx.yaml", "replacements"),  # e + U+0301 would compose to é
+    ({"replacements": {"e\u0301": "e"}}, "xx.yaml", "replacements"),  # not one NFC character
+    ({"replacements": {"ă": "\u0306"}}, "xx.yaml", "replacements"),  # a decomposable key's value starts with a mark
+    ({"replacements": {"’": "'", "'": "`"}}, "xx.yaml", "replacements"),  # a chain: not idempotent
+    ({"replacements": {"’": "Q"}}, "xx.yaml", "replacements"),  # casing would change the value
+    ({"replacements": {"’": ","}}, "xx.yaml", "replacements"),  # an ignored value
     # U+09DF, which NFC splits into য + nukta, is a letter the normaliser never writes.
     pytest.param({"alphabet": "অআকখ\u09df"}, "xx.yaml", "alphabet", id="composition-excluded-letter"),
 ])
@@ -407,6 +425,23 @@ def test_language_codes_are_case_insensitive():
 
 def test_the_ten_profiles_exist():
     assert set(LANGUAGES) <= set(available_codes())
+
+
+def test_forty_profiles_across_scripts():
+    profiles = [load_profile(code) for code in available_codes()]
+    assert len(profiles) >= 40
+    scripts = {p.script for p in profiles}
+    assert {"Latin", "Cyrillic", "Arabic", "Devanagari", "Ethiopic", "Thai", "Greek", "Hebrew"} <= scripts
+
+
+@pytest.mark.parametrize("code", available_codes())
+def test_each_replacement_reaches_the_alphabet(code):
+    # Every variant a profile maps is written as letters the model has (or as a space).
+    normalize = normalizer(code)
+    for key, value in load_profile(code).replacements.items():
+        out = normalize(f"a{key}a" if code == "ja" else key)
+        assert out == normalize(value)
+        assert all(c in _letters_of(code) or c == "a" for c in out), f"{code}: {key!r} -> {out!r}"
 
 
 def test_zh_hk_headline_metric_is_cer():
@@ -451,3 +486,104 @@ def test_espeak_voice_exists(code):
         assert code.split("-")[0].lower() not in voices
     else:
         assert profile.espeak_voice in voices
+
+
+# ---------------------------------------------------------------------------------------
+# ReplaceCharacters: one spelling per letter.
+
+def test_replace_characters_maps_each_key():
+    replace = ReplaceCharacters({"’": "'", "ي": "ی"})
+    assert replace("ng’ombe") == "ng'ombe"
+    assert replace("علي") == "علی"
+    assert replace("plain") == "plain"
+    assert ReplaceCharacters({})("a’b") == "a’b"
+
+
+def test_replacement_runs_after_casing_and_is_idempotent():
+    normalize = Normalizer({**VALID, "alphabet": "abc'", "replacements": {"’": "'"}})
+    assert normalize("NG’OMBE") == "ng'ombe"
+    assert normalize(normalize("NG’OMBE")) == "ng'ombe"
+
+
+def test_swahili_apostrophes_are_one_letter():
+    # Both ways of typing ng'ombe give the same word, and it keeps the letter.
+    sw = normalizer("sw")
+    assert sw("Ng’ombe") == sw("Ng'ombe") == "ng'ombe"
+
+
+def test_valid_replacements_load(tmp_path):
+    profile = load_profile_file(_write(tmp_path, {**VALID, "alphabet": "abc'", "replacements": {"’": "'"}}))
+    assert profile.replacements == {"’": "'"}
+
+
+# ---------------------------------------------------------------------------------------
+# Sentence tables: tests/normalisation/LANG.tsv, one per profile, `input<TAB>expected`.
+# Written for these tests, each expected value worked out by hand. In both columns \t, \n,
+# \\ and \uXXXX stand for a tab, a newline, a backslash and that code point (so invisible
+# characters and decomposed letters are visible in the file); `#` lines are comments.
+
+TABLE_DIR = Path(__file__).parent / "normalisation"
+ESCAPE = re.compile(r"\\(u[0-9A-Fa-f]{4}|t|n|\\)")
+MIN_ROWS = 8
+
+
+def _unescape(cell: str) -> str:
+    def one(match: re.Match) -> str:
+        code = match.group(1)
+        return {"t": "\t", "n": "\n", "\\": "\\"}.get(code) or chr(int(code[1:], 16))
+
+    return ESCAPE.sub(one, cell)
+
+
+def read_table(code: str) -> list[tuple[str, str]]:
+    rows = []
+    path = TABLE_DIR / f"{code}.tsv"
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        cells = line.split("\t")
+        assert len(cells) == 2, f"{path}:{number}: want input<TAB>expected, got {len(cells)} cells"
+        rows.append((_unescape(cells[0]), _unescape(cells[1])))
+    return rows
+
+
+def _table_rows():
+    for code in available_codes():
+        if not (TABLE_DIR / f"{code}.tsv").is_file():
+            continue
+        for index, (text, expected) in enumerate(read_table(code), 1):
+            yield row(code, text, expected, f"table{index}")
+
+
+TABLE_ROWS = list(_table_rows())
+
+
+def test_unescape():
+    assert _unescape("a\\tb\\u0301\\\\n") == "a\tb\u0301\\n"
+
+
+@pytest.mark.parametrize("code", available_codes())
+def test_every_profile_has_a_sentence_table(code):
+    assert len(read_table(code)) >= MIN_ROWS, f"{TABLE_DIR / (code + '.tsv')}: fewer than {MIN_ROWS} sentences"
+
+
+@pytest.mark.parametrize("code, text, expected", TABLE_ROWS)
+def test_table_sentence(code, text, expected):
+    normalize = normalizer(code)
+    out = normalize(text)
+    assert out == expected
+    # Idempotent, composed, and written only in the alphabet's letters.
+    assert normalize(out) == out
+    assert unicodedata.is_normalized("NFC", out)
+    # Digits are kept, in every script (no profile spells them out or drops them: dropping
+    # would delete a spoken word from the reference); Common Voice's sentence rules keep them
+    # rare. Latin in a Japanese sentence has no hiragana label.
+    if code != "ja":
+        outside = sorted({c for c in out if c != " " and not c.isdigit() and c not in _letters_of(code)})
+        assert not outside, f"{code}: {outside} not in the alphabet"
+
+
+@pytest.mark.parametrize("code, text, expected", TABLE_ROWS)
+def test_table_sentence_decomposed_gives_the_same(code, text, expected):
+    # The same sentence typed with combining marks (NFD) must come out the same.
+    assert normalizer(code)(unicodedata.normalize("NFD", text)) == expected
