@@ -44,6 +44,16 @@ def tristage_lr_scale(step: int, warmup_steps: int, hold_steps: int, decay_steps
     return final_lr_scale
 
 
+def check_tristage(ratios: list[float], init_lr_scale: float, final_lr_scale: float) -> None:
+    """Raises ValueError, naming the option to fix, for settings tristage cannot follow."""
+    if len(ratios) != 3 or min(ratios) < 0:
+        raise ValueError("--lr_scheduler_ratios takes three shares: warm-up, hold and decay")
+    if abs(sum(ratios) - 1) > 1e-6:
+        raise ValueError(f"--lr_scheduler_ratios {ratios} must add up to 1")
+    if not (0 <= init_lr_scale <= 1 and 0 < final_lr_scale <= 1):
+        raise ValueError("--init_lr_scale must be in [0, 1] and --final_lr_scale in (0, 1]")
+
+
 def tristage_lambda(num_training_steps: int, ratios: list[float],
                     init_lr_scale: float = TRISTAGE_INIT_LR_SCALE,
                     final_lr_scale: float = TRISTAGE_FINAL_LR_SCALE) -> Callable[[int], float]:

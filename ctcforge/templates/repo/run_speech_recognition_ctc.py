@@ -32,6 +32,12 @@ differs, and why:
   on the share of the budget used (or of --max_steps, whichever is further along), and
   training stops, saving the model, when the time is up.
 
+main() reads top to bottom like upstream's. The machinery is in modules next to this
+script, each named for its concern: `training_vocabulary` (the label set and tokenizer),
+`clip_preparation` (decoding, the filters that drop clips and their table, speed
+perturbation, the collator), `training_schedule` (tristage, the time budget),
+`checkpoints` (which checkpoint to resume) and `training_record` (what the card reads).
+
 Example:
     python run_speech_recognition_ctc.py --model_name_or_path ./ \
         --dataset_name /data/cv-corpus-17.0 --dataset_config_name hy-AM \
@@ -41,7 +47,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -75,6 +80,7 @@ import starting_weights
 import text_normalizer
 import training_record
 import training_schedule
+import training_vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -275,12 +281,7 @@ class SpeechTrainingArguments(TrainingArguments):
         if not tristage:
             return
         self.lr_scheduler_type = training_schedule.TRISTAGE
-        if len(self.lr_scheduler_ratios) != 3 or min(self.lr_scheduler_ratios) < 0:
-            raise ValueError("--lr_scheduler_ratios takes three shares: warm-up, hold and decay")
-        if abs(sum(self.lr_scheduler_ratios) - 1) > 1e-6:
-            raise ValueError(f"--lr_scheduler_ratios {self.lr_scheduler_ratios} must add up to 1")
-        if not (0 <= self.init_lr_scale <= 1 and 0 < self.final_lr_scale <= 1):
-            raise ValueError("--init_lr_scale must be in [0, 1] and --final_lr_scale in (0, 1]")
+        training_schedule.check_tristage(self.lr_scheduler_ratios, self.init_lr_scale, self.final_lr_scale)
 
     def choose_precision_for_the_machine(self) -> None:
         """GPU command lines on a machine without an accelerator: --fp16 needs CUDA, so it
@@ -364,7 +365,8 @@ def setup_logging(training_args: TrainingArguments) -> None:
     # This script's own messages and its modules' (the dropped-clip table, what the weights
     # started from, the checkpoint resumed) are worth reading on the main process; the
     # libraries follow --log_level.
-    own_modules = (starting_weights, speech_data, checkpoints, clip_preparation, training_schedule)
+    own_modules = (starting_weights, speech_data, checkpoints, training_vocabulary, clip_preparation,
+                   training_schedule)
     for name in (__name__, *(module.__name__ for module in own_modules)):
         logging.getLogger(name).setLevel(logging.INFO if training_args.should_log else logging.WARNING)
     library_level = training_args.get_process_log_level()
@@ -375,7 +377,7 @@ def setup_logging(training_args: TrainingArguments) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# Text and vocabulary
+# Text
 # ---------------------------------------------------------------------------------------
 
 
@@ -399,126 +401,6 @@ def load_normalizer(extra_chars_to_ignore: list[str] | None) -> text_normalizer.
         "add them to language_profile.json so that eval.py deletes them too."
     )
     return text_normalizer.Normalizer({**normalizer.profile, "chars_to_ignore": listed + extra})
-
-
-def build_vocabulary(characters: set[str], data_args: DataTrainingArguments) -> dict[str, int]:
-    """The upstream order: the word delimiter (for the space) and the letters sorted, then
-    the unknown and padding tokens, so checkpoints trained upstream line up."""
-    special = {data_args.word_delimiter_token, data_args.unk_token, data_args.pad_token}
-    letters = sorted(characters - {" "} - special)
-    tokens = [data_args.word_delimiter_token, *letters, data_args.unk_token, data_args.pad_token]
-    return {token: index for index, token in enumerate(tokens)}
-
-
-def read_vocabulary(folder: Path) -> dict[str, int] | None:
-    vocab_file = folder / "vocab.json"
-    if not vocab_file.is_file():
-        return None
-    return json.loads(vocab_file.read_text(encoding="utf-8"))
-
-
-def uncovered_characters(vocab: dict[str, int], characters: set[str], word_delimiter: str) -> set[str]:
-    """Characters of the text that the vocabulary has no label for."""
-    labels = set(vocab) | ({" "} if word_delimiter in vocab else set())
-    return characters - labels
-
-
-def missing_special_tokens(vocab: dict[str, int], data_args: DataTrainingArguments) -> list[str]:
-    tokens = (data_args.word_delimiter_token, data_args.unk_token, data_args.pad_token)
-    return [token for token in tokens if token not in vocab]
-
-
-def choose_vocabulary(
-    model_args: ModelArguments,
-    data_args: DataTrainingArguments,
-    training_characters: set[str] | None,
-    resuming_in: Path | None,
-) -> dict[str, int]:
-    """The label set, first match wins:
-
-    1. resuming: the run folder's vocab.json, which the checkpoint's output layer was
-       built for;
-    2. --tokenizer_name_or_path: its vocab.json, as given;
-    3. the model folder's vocab.json (this repo's, from the profile's alphabet) when it
-       covers every character of the normalised training text;
-    4. otherwise a new one from the training text.
-    """
-    if resuming_in is not None and (vocab := read_vocabulary(resuming_in)) is not None:
-        logger.info(f"Vocabulary: {resuming_in / 'vocab.json'} (resuming)")
-        return vocab
-    if model_args.tokenizer_name_or_path:
-        tokenizer_folder = Path(model_args.tokenizer_name_or_path)
-        vocab = read_vocabulary(tokenizer_folder)
-        if vocab is None:
-            raise SystemExit(f"error: no vocab.json in --tokenizer_name_or_path {tokenizer_folder}")
-        logger.info(f"Vocabulary: {tokenizer_folder / 'vocab.json'} (--tokenizer_name_or_path)")
-        return vocab
-    model_folder = Path(model_args.model_name_or_path)
-    model_vocab = read_vocabulary(model_folder)
-    if training_characters is None:
-        if model_vocab is None:
-            raise SystemExit(
-                "error: without a training split the vocabulary must come from the model folder "
-                "or --tokenizer_name_or_path, and neither has a vocab.json."
-            )
-        return model_vocab
-    if model_vocab is not None:
-        uncovered = uncovered_characters(model_vocab, training_characters, data_args.word_delimiter_token)
-        missing = sorted(uncovered) + missing_special_tokens(model_vocab, data_args)
-        if not missing:
-            logger.info(f"Vocabulary: {model_folder / 'vocab.json'} (covers the training text)")
-            return model_vocab
-        logger.warning(
-            f"{model_folder / 'vocab.json'} lacks {' '.join(missing)}: "
-            "building the vocabulary from the training text instead."
-        )
-    vocab = build_vocabulary(training_characters, data_args)
-    logger.info(f"Vocabulary: {len(vocab)} labels built from the training text")
-    return vocab
-
-
-def warn_about_unknown_training_characters(vocab: dict[str, int], characters: set[str] | None,
-                                           data_args: DataTrainingArguments) -> None:
-    """A vocabulary taken as given (resuming, --tokenizer_name_or_path) may lack letters of
-    the training text; they are trained as [UNK], which is worth knowing."""
-    missing = uncovered_characters(vocab, characters or set(), data_args.word_delimiter_token)
-    if missing:
-        logger.warning(f"The training text holds {''.join(sorted(missing))!r}, which the vocabulary "
-                       f"lacks: those characters are learnt as {data_args.unk_token}.")
-
-
-def create_tokenizer(
-    vocab: dict[str, int], output_dir: Path, data_args: DataTrainingArguments, write: bool = True
-) -> Wav2Vec2CTCTokenizer:
-    """A CTC tokenizer over exactly the labels of `vocab`, saved as output_dir/vocab.json
-    (by the process that `write`s it; the others read it)."""
-    missing = missing_special_tokens(vocab, data_args)
-    if missing:
-        raise SystemExit(
-            f"error: the vocabulary has no {' '.join(missing)}; set --word_delimiter_token, "
-            "--unk_token and --pad_token to the special tokens it uses."
-        )
-    vocab_file = output_dir / "vocab.json"
-    if write:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        # Written aside and renamed into place: with output_dir ./ this is the model folder's
-        # vocab.json, which the other processes of a distributed run may be reading.
-        partial_file = output_dir / f".vocab.json.{os.getpid()}"
-        partial_file.write_text(json.dumps(vocab, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-        os.replace(partial_file, vocab_file)
-    tokenizer = Wav2Vec2CTCTokenizer(
-        str(vocab_file),
-        unk_token=data_args.unk_token,
-        pad_token=data_args.pad_token,
-        word_delimiter_token=data_args.word_delimiter_token,
-        # transformers 5 would otherwise add <s> and </s>, two labels more than vocab.json
-        # has, and the model's output layer, the tokenizer and an LM decoder would disagree.
-        bos_token=None,
-        eos_token=None,
-    )
-    if len(tokenizer) != len(vocab):
-        raise SystemExit(f"error: the tokenizer has {len(tokenizer)} labels but vocab.json {len(vocab)}")
-    return tokenizer
 
 
 # ---------------------------------------------------------------------------------------
@@ -740,13 +622,13 @@ def main() -> None:
         training_characters = set("".join(raw_splits["train"]["target_text"]))
     # A checkpoint's own folder holds no vocab.json; the run folder above it does.
     resuming_in = Path(checkpoint).parent if checkpoint else None
-    vocab = choose_vocabulary(model_args, data_args, training_characters, resuming_in)
-    warn_about_unknown_training_characters(vocab, training_characters, data_args)
+    vocab = training_vocabulary.choose_vocabulary(model_args, data_args, training_characters, resuming_in)
+    training_vocabulary.warn_about_unknown_training_characters(vocab, training_characters, data_args)
     with training_args.main_process_first(desc="writing vocab.json"):
         # One writer per machine (main_process_first lets each machine's first process go
         # first); the others then read what it wrote.
-        tokenizer = create_tokenizer(vocab, output_dir, data_args,
-                                     write=training_args.local_process_index == 0)
+        tokenizer = training_vocabulary.create_tokenizer(vocab, output_dir, data_args,
+                                                         write=training_args.local_process_index == 0)
 
     config = AutoConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
     configure_for_ctc(config, model_args, tokenizer)
