@@ -242,6 +242,14 @@ def test_tristage_and_adam_betas_reach_the_optimizer_and_the_card(script, monkey
     assert all(group["betas"] == (0.85, 0.98) for group in trainer.optimizer.param_groups)
     assert trainer.lr_scheduler.get_last_lr()[0] == pytest.approx(0.01 * LEARNING_RATE)
 
+    # A second train() call gets a schedule of its own steps, as with the Trainer's schedules.
+    for _ in range(10):
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    assert trainer.lr_scheduler.get_last_lr()[0] == pytest.approx(LEARNING_RATE)
+    trainer.create_scheduler(num_training_steps=1000)
+    assert trainer.lr_scheduler.get_last_lr()[0] == pytest.approx(0.01 * LEARNING_RATE)
+
     card = script.training_record.card_hyperparameters(training_args)
     assert card["lr_scheduler_type"] == "tristage"
     assert card["lr_scheduler_ratios"] == [0.1, 0.4, 0.5]

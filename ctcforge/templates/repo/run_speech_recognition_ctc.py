@@ -266,8 +266,9 @@ class SpeechTrainingArguments(TrainingArguments):
         self.choose_precision_for_the_machine()
         tristage = self.lr_scheduler_type == training_schedule.TRISTAGE
         if tristage:
-            # TrainingArguments turns the name into a SchedulerType, which has no tristage: it
-            # checks everything else against a stand-in, and gets the real name back after.
+            # TrainingArguments turns the name into a SchedulerType, which has no tristage and
+            # no way to add one: it checks everything else against a stand-in, and gets the
+            # real name back after (CTCTrainer.create_scheduler builds the schedule itself).
             self.lr_scheduler_type = SchedulerType.CONSTANT.value
         super().__post_init__()
         if self.max_train_minutes is not None:
@@ -450,11 +451,13 @@ class CTCTrainer(Trainer):
     place of the logits at evaluation."""
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
-        # The Trainer's documented place for a schedule of one's own.
-        if self.lr_scheduler is None:
+        # The Trainer's documented place for a schedule of one's own. Each train() call asks
+        # for one: a schedule made here is made again for that call's steps, as the Trainer
+        # does with its own; one passed in through `optimizers` is kept.
+        if self.lr_scheduler is None or self.lr_scheduler is getattr(self, "own_schedule", None):
             clock = next((callback for callback in self.callback_handler.callbacks
                           if isinstance(callback, training_schedule.TrainingClock)), None)
-            self.lr_scheduler = training_schedule.learning_rate_schedule(
+            self.own_schedule = self.lr_scheduler = training_schedule.learning_rate_schedule(
                 self.args, optimizer if optimizer is not None else self.optimizer, num_training_steps, clock)
         return self.lr_scheduler
 
