@@ -169,6 +169,8 @@ def log_drop_table(counts: dict[str, Counter], splits: dict[str, datasets.Datase
 
 def prepare_split(dataset, name: str, preparer: ClipPreparer, model, data_args, training_args,
                   fastest_speed: float = 1.0):
+    """`preparer` over every clip of `dataset` (by the first process of each machine, then
+    read from the cache by the others), less the clips it cannot use, and their counts."""
     with training_args.main_process_first(desc=f"preparing {name}"):
         prepared = dataset.map(
             preparer,
@@ -228,8 +230,9 @@ class DataCollatorCTCWithPadding:
     CTC loss ignores, so padding never counts as a label.
 
     It reads only the model's inputs and the labels from each example (the Trainer leaves
-    the other columns in, see `resolve_training_arguments`). A clip kept as audio (training
-    under --speed_perturbation) is first played at a random speed and turned into features.
+    the other columns in: see `resolve_training_arguments` in the training script). A clip
+    kept as audio (training under --speed_perturbation) is first played at a random speed
+    and turned into features.
 
     Each clip's input length before padding goes into the batch as INPUT_LENGTHS: the
     evaluation counts the clip's output frames from it (see ctc_frames), and the Trainer
