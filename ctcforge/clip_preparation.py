@@ -235,8 +235,8 @@ class DataCollatorCTCWithPadding:
     and turned into features.
 
     Each clip's input length before padding goes into the batch as INPUT_LENGTHS: the
-    evaluation counts the clip's output frames from it (see ctc_frames), and the Trainer
-    takes it out before the model's forward().
+    evaluation counts the clip's output frames from it (see ctc_frames), and the training
+    script's CTCTrainer takes it out before the model's forward().
     """
 
     feature_extractor: object
