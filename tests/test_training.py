@@ -1,6 +1,6 @@
 """The repo training script's own additions: the tristage schedule, speed perturbation,
-length grouping by precomputed lengths, resuming (past a corrupted checkpoint) and a
-two-process run. The schedule, perturbation and sampler are checked in process on the
+length grouping by the length column, output frames counted from each clip's own input
+length, resuming (past a corrupted checkpoint) and a two-process run. The schedule, perturbation and sampler are checked in process on the
 script imported as a module; the rest runs the script on a tiny hy-AM repo trained from
 scratch on synthesised speech."""
 
@@ -116,7 +116,7 @@ def logged(output_dir, key):
 def learning_rates(script, steps, ratios, **scales):
     """The learning rate before each optimizer step 0..steps, as a fraction of the peak."""
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=LEARNING_RATE)
-    schedule = script.tristage_schedule(optimizer, steps, ratios, **scales)
+    schedule = script.training_schedule.tristage_schedule(optimizer, steps, ratios, **scales)
     rates = []
     for _ in range(steps + 1):
         rates.append(schedule.get_last_lr()[0] / LEARNING_RATE)
@@ -182,7 +182,7 @@ class FakeClock:
 ])
 def test_schedule_follows_the_clock_or_the_steps_whichever_is_further(script, step, used, expected_step):
     seen = []
-    scale = script.follow_clock(lambda s: seen.append(s) or 0.5, FakeClock(used), 100)
+    scale = script.training_schedule.follow_clock(lambda s: seen.append(s) or 0.5, FakeClock(used), 100)
     assert scale(step) == 0.5 and seen == [expected_step]
 
 
@@ -195,19 +195,26 @@ def test_time_budget_needs_a_warmup_fraction(script, tmp_path):
     assert script.SpeechTrainingArguments(warmup_steps=0.1, **common).max_train_minutes == 5
 
 
-def test_evaluation_blanks_the_frames_computed_from_padding(script, repo, tiny_model, tmp_path):
+def test_evaluation_counts_each_clips_frames_from_its_own_input_length(script, repo, tiny_model, tmp_path):
     trainer = script.CTCTrainer(model=tiny_model.eval(), args=script.SpeechTrainingArguments(
         output_dir=str(tmp_path), use_cpu=True, report_to="none"))
     extractor = AutoFeatureExtractor.from_pretrained(repo)
+    input_name = extractor.model_input_names[0]
     rng = np.random.default_rng(0)
-    clips = [rng.standard_normal(16000).astype(np.float32), rng.standard_normal(4000).astype(np.float32)]
-    batch = extractor(clips, sampling_rate=16000, padding=True, return_tensors="pt")
-    _, ids, _ = trainer.prediction_step(tiny_model, dict(batch), prediction_loss_only=False)
-    # The short clip's own frames: what its attention mask covers when it is extracted alone.
-    short_frames = int(extractor(clips[1:], sampling_rate=16000, return_tensors="pt")["attention_mask"].sum())
-    assert ids.shape[1] > short_frames
-    assert (ids[1, short_frames:] == -100).all(), "padding frames of the short clip must be blank"
-    assert (ids[0] != -100).all() and (ids[1, :short_frames] != -100).all()
+    clips = [rng.standard_normal(16160).astype(np.float32), rng.standard_normal(4000).astype(np.float32)]
+    # Extracted in one batch, as eval.py does, 16160 samples give 50 feature rows, the last
+    # holding a single real frame, which the attention mask leaves out: counted from the
+    # mask, the clip would lose the frame that eval.py and the pipeline decode.
+    batch = dict(extractor(clips, sampling_rate=16000, padding=True, return_tensors="pt"))
+    alone = [len(extractor(clip, sampling_rate=16000)[input_name][0]) for clip in clips]
+    assert int(batch["attention_mask"][0].sum()) < alone[0] == batch[input_name].shape[1]
+    batch[script.clip_preparation.INPUT_LENGTHS] = torch.tensor(alone)
+    _, ids, _ = trainer.prediction_step(tiny_model, batch, prediction_loss_only=False)
+    frames = script.ctc_frames.output_frames(tiny_model, alone)
+    assert ids.shape[1] == frames[0] > frames[1]
+    assert (ids[0] != -100).all(), "the long clip's last frame, which eval.py and the pipeline decode, was dropped"
+    assert (ids[1, :frames[1]] != -100).all()
+    assert (ids[1, frames[1]:] == -100).all(), "padding frames of the short clip must be blank"
 
 
 def parsed_arguments(script, monkeypatch, output_dir, *extra):
@@ -235,7 +242,15 @@ def test_tristage_and_adam_betas_reach_the_optimizer_and_the_card(script, monkey
     assert all(group["betas"] == (0.85, 0.98) for group in trainer.optimizer.param_groups)
     assert trainer.lr_scheduler.get_last_lr()[0] == pytest.approx(0.01 * LEARNING_RATE)
 
-    card = script.card_hyperparameters(training_args)
+    # A second train() call gets a schedule of its own steps, as with the Trainer's schedules.
+    for _ in range(10):
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    assert trainer.lr_scheduler.get_last_lr()[0] == pytest.approx(LEARNING_RATE)
+    trainer.create_scheduler(num_training_steps=1000)
+    assert trainer.lr_scheduler.get_last_lr()[0] == pytest.approx(0.01 * LEARNING_RATE)
+
+    card = script.training_record.card_hyperparameters(training_args)
     assert card["lr_scheduler_type"] == "tristage"
     assert card["lr_scheduler_ratios"] == [0.1, 0.4, 0.5]
     assert "betas=(0.85,0.98)" in card["optimizer"]
@@ -264,13 +279,13 @@ def dominant_frequency(waveform):
 
 @pytest.mark.parametrize("factor", [0.9, 1.0, 1.1])
 def test_speed_changes_length_and_pitch_by_the_factor(script, factor):
-    played = script.change_speed(tone(), factor, RATE)
+    played = script.clip_preparation.change_speed(tone(), factor, RATE)
     assert abs(len(played) - RATE / factor) <= 1
     assert dominant_frequency(played) == pytest.approx(440 * factor, abs=2)
 
 
 def test_speed_perturbation_draws_every_factor_reproducibly(script):
-    perturb = script.SpeedPerturbation([0.9, 1.0, 1.1], RATE)
+    perturb = script.clip_preparation.SpeedPerturbation([0.9, 1.0, 1.1], RATE)
     clip = tone(seconds=0.5)
 
     def lengths():
@@ -291,11 +306,23 @@ def test_collator_plays_kept_audio_at_a_drawn_speed(script, repo):
     input_name = feature_extractor.model_input_names[0]
     clip = tone(seconds=2.0)
     unperturbed = len(feature_extractor(clip, sampling_rate=RATE)[input_name][0])
-    collator = script.DataCollatorCTCWithPadding(feature_extractor, tokenizer, input_name,
-                                                 script.SpeedPerturbation([1.25], RATE))
-    batch = collator([{script.WAVEFORM_COLUMN: clip.tolist(), "labels": [1, 2, 3], "length": unperturbed}])
+    collator = script.clip_preparation.DataCollatorCTCWithPadding(feature_extractor, tokenizer, input_name,
+                                                 script.clip_preparation.SpeedPerturbation([1.25], RATE))
+    batch = collator([{script.clip_preparation.WAVEFORM_COLUMN: clip.tolist(), "labels": [1, 2, 3], "length": unperturbed}])
     assert batch[input_name].shape[1] == pytest.approx(unperturbed / 1.25, abs=2)
     assert batch["labels"].tolist() == [[1, 2, 3]]
+    # The evaluation counts a clip's frames from its input length at the speed it was played.
+    assert batch[script.clip_preparation.INPUT_LENGTHS].tolist() == [batch[input_name].shape[1]]
+
+
+def test_collator_records_each_clips_unpadded_length(script, repo):
+    feature_extractor = AutoFeatureExtractor.from_pretrained(repo)
+    input_name = feature_extractor.model_input_names[0]
+    features = [feature_extractor(tone(seconds=seconds), sampling_rate=RATE)[input_name][0] for seconds in (1.01, 0.3)]
+    collator = script.clip_preparation.DataCollatorCTCWithPadding(
+        feature_extractor, Wav2Vec2CTCTokenizer.from_pretrained(repo), input_name)
+    batch = collator([{input_name: clip, "labels": [1]} for clip in features])
+    assert batch[script.clip_preparation.INPUT_LENGTHS].tolist() == [len(clip) for clip in features]
 
 
 class FramesAreInputs:
@@ -309,12 +336,12 @@ class FramesAreInputs:
 def test_labels_must_fit_the_fastest_speed(script):
     prepared = datasets.Dataset.from_dict({"labels": [[1, 2, 3, 4, 5]] * 2, "length": [5, 6],
                                            "drop_reason": ["", ""]})
-    kept, _ = script.drop_unusable_clips(prepared, FramesAreInputs(), "length")
+    kept, _ = script.clip_preparation.drop_unusable_clips(prepared, FramesAreInputs(), "length")
     assert kept["length"][:] == [5, 6]
     # At 1.2 times the speed, 5 frames become 4 (too few for 5 labels) and 6 stay 5.
-    kept, dropped = script.drop_unusable_clips(prepared, FramesAreInputs(), "length", fastest_speed=1.2)
+    kept, dropped = script.clip_preparation.drop_unusable_clips(prepared, FramesAreInputs(), "length", fastest_speed=1.2)
     assert kept["length"][:] == [6]
-    assert dropped[script.TOO_MANY_LABELS] == 1
+    assert dropped[script.clip_preparation.TOO_MANY_LABELS] == 1
 
 
 # ---------------------------------------------------------------------------------------
@@ -322,26 +349,21 @@ def test_labels_must_fit_the_fastest_speed(script):
 # ---------------------------------------------------------------------------------------
 
 
-def test_group_by_length_sorts_by_the_length_column_without_reading_the_audio(
-    script, monkeypatch, tmp_path, tiny_model
-):
+def test_group_by_length_sorts_by_the_length_column(script, monkeypatch, tmp_path, tiny_model):
     _, training_args = parsed_arguments(script, monkeypatch, tmp_path, "--group_by_length",
-                                        "--per_device_train_batch_size", "2")
+                                        "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "2")
     lengths = [40, 7, 300, 12, 95, 5, 61, 250]
-    clips = datasets.Dataset.from_dict({"input_features": [[[0.0] * 4] * n for n in lengths],
+    # Every clip is one feature row long: a sampler that measured the clips would see only 1s.
+    clips = datasets.Dataset.from_dict({"input_features": [[[0.0] * 4]] * len(lengths),
                                         "labels": [[1]] * len(lengths), "length": lengths})
-
-    def audio_was_read(batch):
-        raise AssertionError("the sampler read the clips instead of the length column")
-
-    clips.set_transform(audio_was_read)
     trainer = script.CTCTrainer(model=tiny_model, args=training_args, train_dataset=clips, eval_dataset=clips,
                                 data_collator=lambda examples: examples)
-    trainer.get_train_dataloader()  # the transform raises if building it reads any clip
-    trainer.get_eval_dataloader()
-    for sampler in (trainer._get_train_sampler(clips), trainer._get_eval_sampler(clips)):
+    for loader in (trainer.get_train_dataloader(), trainer.get_eval_dataloader()):
+        sampler = loader.batch_sampler.sampler
         assert list(sampler.lengths) == lengths
         assert sorted(sampler) == list(range(len(lengths)))
+        batches = [[lengths[index] for index in batch] for batch in loader.batch_sampler]
+        assert all(batch == sorted(batch, reverse=True) for batch in batches), batches
 
 
 def make_checkpoint(folder, *, state=True, weights=True):
@@ -361,7 +383,7 @@ def test_newest_complete_checkpoint_is_chosen_and_broken_ones_named(script, tmp_
     os.truncate(cut, cut.stat().st_size // 2)
     make_checkpoint(tmp_path / "checkpoint-10", weights=False)
     with caplog.at_level("WARNING"):
-        assert script.last_complete_checkpoint(tmp_path) == complete
+        assert script.checkpoints.last_complete_checkpoint(tmp_path) == complete
     warnings = caplog.text
     assert "checkpoint-10: no model weights" in warnings
     assert "checkpoint-8: model.safetensors does not load" in warnings
@@ -401,7 +423,7 @@ def test_short_run_follows_the_tristage_schedule_with_the_given_betas(script, sh
     # Step s is logged with the learning rate its update used, the schedule's value at s - 1.
     warmup, hold, decay = (int(STEPS * share) for share in (0.1, 0.4, 0.5))
     for step, rate in logged(short_run, "learning_rate").items():
-        expected = script.tristage_lr_scale(step - 1, warmup, hold, decay, 0.01, 0.05)
+        expected = script.training_schedule.tristage_lr_scale(step - 1, warmup, hold, decay, 0.01, 0.05)
         assert rate == pytest.approx(LEARNING_RATE * expected), step
     optimizer = torch.load(short_run / f"checkpoint-{STEPS}" / "optimizer.pt", weights_only=True)
     assert all(tuple(group["betas"]) == (0.9, 0.98) for group in optimizer["param_groups"])
@@ -424,7 +446,7 @@ def test_resuming_skips_a_checkpoint_cut_short_with_a_warning(script, resumed_ru
     output_dir, output = resumed_run
     assert f"Skipping {output_dir / f'checkpoint-{STEPS}'}: model.safetensors does not load" in output
     # The run saved that checkpoint again, whole this time.
-    assert script.checkpoint_problem(output_dir / f"checkpoint-{STEPS}") is None
+    assert script.checkpoints.checkpoint_problem(output_dir / f"checkpoint-{STEPS}") is None
 
 
 @needs_speech
@@ -436,13 +458,13 @@ def test_time_budget_stops_training_and_decays_the_learning_rate(speech, tmp_pat
           "--warmup_steps", "0.1")
     hyperparameters = json.loads((tmp_path / "training_hyperparameters.json").read_text())
     steps = hyperparameters["training_steps"]
-    assert hyperparameters["training_time_budget_minutes"] == 0.2 and 2 <= steps < 2000
+    assert hyperparameters["training_time_budget_minutes"] == 0.2 and 2 <= steps < 2000, steps
     assert (tmp_path / "model.safetensors").is_file()
     rates = [e["learning_rate"] for e in json.loads((tmp_path / "trainer_state.json").read_text())["log_history"]
              if "learning_rate" in e]
     # Linear schedule over the budget: up during the first tenth of the time, then down to near 0,
     # which a 2,000-step schedule would never reach in so few steps.
-    assert max(rates) > 10 * rates[-1] and rates[-1] < 0.2 * LEARNING_RATE
+    assert max(rates) > 10 * rates[-1] and rates[-1] < 0.2 * LEARNING_RATE, (steps, rates)
 
 
 def test_two_process_run_on_cpu(speech, tmp_path):

@@ -177,7 +177,7 @@ def test_stereo_44k_clip_is_downmixed_and_resampled(dirty_run, dirty_release):
     _, rows = read_rows(release / LOCALE / "train.tsv")
     with imported_script(repo) as script:
         feature_extractor = AutoFeatureExtractor.from_pretrained(repo)
-        preparer = script.ClipPreparer(
+        preparer = script.clip_preparation.ClipPreparer(
             feature_extractor, Wav2Vec2CTCTokenizer.from_pretrained(repo / "out"),
             feature_extractor.model_input_names[0], "input_length", "audio",
             script.DataTrainingArguments(dataset_name=str(release), max_duration_in_seconds=20.0))

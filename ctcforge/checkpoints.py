@@ -1,0 +1,82 @@
+"""Which checkpoint a training run resumes from.
+
+This file is copied unchanged into every generated repo, where run_speech_recognition_ctc.py
+imports it. A run restarted with the same output_dir continues from its newest checkpoint
+that was written to the end: a run killed while saving leaves a checkpoint folder with
+its weights cut short or without its trainer state, and resuming from that one would
+fail (or, worse, load half a model), so it is named and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+from safetensors import safe_open
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+import starting_weights
+
+logger = logging.getLogger(__name__)
+
+
+def checkpoint_to_resume(training_args, overwrite_output_dir: bool) -> str | None:
+    """The checkpoint training continues from: the one asked for, else the newest complete
+    one in output_dir (unless --overwrite_output_dir), else None."""
+    if training_args.resume_from_checkpoint is not None:
+        return training_args.resume_from_checkpoint
+    output_dir = Path(training_args.output_dir)
+    if not training_args.do_train or overwrite_output_dir or not output_dir.is_dir():
+        return None
+    checkpoint = last_complete_checkpoint(output_dir)
+    if checkpoint is not None:
+        logger.info(f"Resuming from {checkpoint}; pass --overwrite_output_dir to start afresh.")
+        return str(checkpoint)
+    if starting_weights.has_weights(output_dir):
+        raise SystemExit(
+            f"error: {output_dir} already holds a trained model and no checkpoint to resume from; "
+            "pass --overwrite_output_dir to replace it, or choose another --output_dir."
+        )
+    return None
+
+
+def last_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The newest checkpoint-N folder that was written to the end, warning about newer
+    ones that were not."""
+    pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+    steps = {
+        int(match.group(1)): path
+        for path in output_dir.iterdir()
+        if path.is_dir() and (match := pattern.match(path.name))
+    }
+    for step in sorted(steps, reverse=True):
+        problem = checkpoint_problem(steps[step])
+        if problem is None:
+            return steps[step]
+        logger.warning(f"Skipping {steps[step]}: {problem}; trying the one before it.")
+    return None
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from, or None when it looks complete."""
+    # The Trainer writes trainer_state.json last, after the weights, optimizer and scheduler.
+    state_file = checkpoint / "trainer_state.json"
+    if not state_file.is_file():
+        return "no trainer_state.json (saving was interrupted)"
+    try:
+        json.loads(state_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return f"trainer_state.json does not parse ({error})"
+    weights = sorted(checkpoint.glob("*.safetensors"))
+    if not weights and not (checkpoint / "pytorch_model.bin").is_file():
+        return "no model weights"
+    for weight_file in weights:
+        try:
+            # Opening reads and checks the header, which catches a truncated file cheaply.
+            with safe_open(str(weight_file), framework="pt"):
+                pass
+        except Exception as error:  # safetensors raises its own error types
+            return f"{weight_file.name} does not load ({error})"
+    return None

@@ -1,0 +1,266 @@
+"""Training clips turned into model inputs, the clips that cannot be used, and batches.
+
+This file is copied unchanged into every generated repo, where run_speech_recognition_ctc.py
+imports it. `ClipPreparer` decodes each clip and extracts its features once, naming the
+reason to drop a clip it cannot use rather than failing the whole run on it;
+`drop_unusable_clips` also drops clips whose transcript needs more CTC frames than the
+audio gives, and `log_drop_table` reports the counts. `SpeedPerturbation` plays training
+clips at random speeds, and `DataCollatorCTCWithPadding` pads a batch and records each
+clip's own input length, from which the evaluation counts its output frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+import datasets
+import numpy as np
+import torch
+import torchaudio
+
+import ctc_frames
+import speech_data
+
+logger = logging.getLogger(__name__)
+
+# The column that holds a training clip's audio when --speed_perturbation is on.
+WAVEFORM_COLUMN = "waveform"
+# The batch entry holding each clip's unpadded model input length (samples or feature rows).
+INPUT_LENGTHS = "input_lengths"
+
+UNREADABLE_AUDIO = "unreadable audio"
+EMPTY_AUDIO = "zero-length audio"
+EMPTY_TRANSCRIPT = "empty transcript after normalisation"
+TOO_SHORT = "shorter than min_duration_in_seconds"
+TOO_LONG = "longer than max_duration_in_seconds"
+NO_FEATURES = "feature extraction failed"
+TOO_MANY_LABELS = "more labels than output frames"
+DROP_REASONS = (
+    UNREADABLE_AUDIO, EMPTY_AUDIO, EMPTY_TRANSCRIPT, TOO_SHORT, TOO_LONG, NO_FEATURES, TOO_MANY_LABELS
+)
+
+
+def prepared_features(preparer: ClipPreparer) -> datasets.Features:
+    """The column types `preparer` writes. Given up front because a dropped clip has no
+    inputs, and `datasets` cannot guess a type from a batch of missing values."""
+    if preparer.keep_waveform:
+        inputs = datasets.List(datasets.Value("float32"))
+    else:
+        feature_extractor = preparer.feature_extractor
+        probe = feature_extractor(np.zeros(feature_extractor.sampling_rate, dtype=np.float32),
+                                  sampling_rate=feature_extractor.sampling_rate)[preparer.input_name][0]
+        inputs = datasets.Value("float32")
+        for _ in range(np.ndim(probe)):  # 1 for raw waveforms, 2 for log-mel frames
+            inputs = datasets.List(inputs)
+    return datasets.Features(
+        {
+            preparer.output_column: inputs,
+            "labels": datasets.List(datasets.Value("int32")),
+            preparer.length_column: datasets.Value("int32"),
+            "duration": datasets.Value("float32"),
+            "drop_reason": datasets.Value("string"),
+        }
+    )
+
+
+class ClipPreparer:
+    """Turns one example into model inputs and labels, or names the reason to drop it.
+
+    With `keep_waveform` (training clips under --speed_perturbation) the clip's samples at
+    the model's rate are kept instead of its features: the features of a clip played at a
+    new speed can only be computed from its audio, batch by batch. The features are still
+    computed here once, to drop the clips they fail on and to measure the length.
+    """
+
+    def __init__(self, feature_extractor, tokenizer, input_name: str, length_column: str,
+                 audio_column: str, data_args, keep_waveform: bool = False):
+        self.feature_extractor = feature_extractor
+        self.tokenizer = tokenizer
+        self.input_name = input_name
+        self.length_column = length_column
+        self.keep_waveform = keep_waveform
+        self.output_column = WAVEFORM_COLUMN if keep_waveform else input_name
+        self.audio_column = audio_column
+        self.min_seconds = data_args.min_duration_in_seconds
+        self.max_seconds = data_args.max_duration_in_seconds
+        self.sampling_rate = feature_extractor.sampling_rate
+
+    def __call__(self, example: dict) -> dict:
+        if not example["target_text"]:
+            return self.dropped(EMPTY_TRANSCRIPT)
+        waveform = self.read_waveform(example[self.audio_column])
+        if waveform is None:
+            return self.dropped(UNREADABLE_AUDIO)
+        duration = len(waveform) / self.sampling_rate
+        if len(waveform) == 0:
+            return self.dropped(EMPTY_AUDIO)
+        if duration < self.min_seconds:
+            return self.dropped(TOO_SHORT, duration)
+        if duration > self.max_seconds:
+            return self.dropped(TOO_LONG, duration)
+        try:
+            inputs = self.feature_extractor(waveform, sampling_rate=self.sampling_rate)[self.input_name][0]
+        except Exception as error:  # e.g. a clip shorter than one 25 ms log-mel window
+            logger.warning(f"Dropping clip {self.where(example[self.audio_column])}: {error}")
+            return self.dropped(NO_FEATURES, duration)
+        return {
+            self.output_column: waveform if self.keep_waveform else inputs,
+            "labels": self.tokenizer(example["target_text"]).input_ids,
+            # In the model's input units (samples, or feature frames), at the clip's own
+            # speed: what --train_sampling_strategy group_by_length sorts by, and what the
+            # output-frame count is computed from.
+            self.length_column: len(inputs),
+            "duration": duration,
+            "drop_reason": "",
+        }
+
+    def read_waveform(self, audio) -> np.ndarray | None:
+        """The clip as 1-D float samples at the model's rate, or None when it cannot be read."""
+        try:
+            return speech_data.decode_audio(audio, self.sampling_rate).samples
+        except Exception as error:  # decoders raise many types (RuntimeError, OSError, ValueError...)
+            logger.warning(f"Dropping unreadable clip {self.where(audio)}: {error}")
+            return None
+
+    @staticmethod
+    def where(audio) -> str:
+        path = audio.get("path") if isinstance(audio, dict) else None
+        return path or "(in-memory audio)"
+
+    def dropped(self, reason: str, duration: float = 0.0) -> dict:
+        return {self.output_column: None, "labels": None, self.length_column: 0,
+                "duration": duration, "drop_reason": reason}
+
+
+def drop_unusable_clips(dataset, model, length_column: str,
+                        fastest_speed: float = 1.0) -> tuple[datasets.Dataset, Counter]:
+    """Keeps the clips `ClipPreparer` accepted whose labels fit the model's output frames,
+    even when played at `fastest_speed`; returns them and the number dropped for each reason."""
+    reasons = list(dataset["drop_reason"])
+    input_lengths = dataset[length_column]
+    if fastest_speed > 1:
+        # A clip played faster is shorter and gives fewer output frames. A clip whose labels
+        # would not fit then is dropped and counted here, rather than left to an infinite
+        # (zeroed) loss each time it happens to be drawn at that speed.
+        input_lengths = [math.floor(length / fastest_speed) for length in input_lengths]
+    output_frames = ctc_frames.output_frames(model, input_lengths)
+    for index, labels in enumerate(dataset["labels"]):
+        if not reasons[index] and ctc_frames.required_frames(labels) > output_frames[index]:
+            reasons[index] = TOO_MANY_LABELS
+    kept = [index for index, reason in enumerate(reasons) if not reason]
+    counts = Counter(reason for reason in reasons if reason)
+    return dataset.select(kept).remove_columns("drop_reason"), counts
+
+
+def log_drop_table(counts: dict[str, Counter], splits: dict[str, datasets.Dataset]) -> None:
+    width = max(len(reason) for reason in DROP_REASONS)
+    header = "clips".ljust(width) + "".join(f"  {name:>10}" for name in counts)
+    rows = [reason.ljust(width) + "".join(f"  {counts[name][reason]:>10}" for name in counts)
+            for reason in DROP_REASONS]
+    rows.append("kept".ljust(width) + "".join(f"  {len(splits[name]):>10}" for name in counts))
+    hours = {name: sum(splits[name]["duration"]) / 3600 for name in counts}
+    rows.append("hours kept".ljust(width) + "".join(f"  {hours[name]:>10.2f}" for name in counts))
+    logger.info("Clips dropped, by reason:\n" + "\n".join([header, *rows]))
+
+
+def prepare_split(dataset, name: str, preparer: ClipPreparer, model, data_args, training_args,
+                  fastest_speed: float = 1.0):
+    """`preparer` over every clip of `dataset` (by the first process of each machine, then
+    read from the cache by the others), less the clips it cannot use, and their counts."""
+    with training_args.main_process_first(desc=f"preparing {name}"):
+        prepared = dataset.map(
+            preparer,
+            remove_columns=dataset.column_names,
+            features=prepared_features(preparer),
+            num_proc=data_args.preprocessing_num_workers,
+            load_from_cache_file=not data_args.overwrite_cache,
+            desc=f"preparing {name} audio",
+        )
+    return drop_unusable_clips(prepared, model, preparer.length_column, fastest_speed)
+
+
+def change_speed(waveform: np.ndarray, factor: float, sampling_rate: int) -> np.ndarray:
+    """The clip played `factor` times as fast, like a tape: about len / factor samples long,
+    its pitch scaled by `factor` too (what Kaldi's and torchaudio's speed perturbation do).
+
+    Resampling from sampling_rate * factor to sampling_rate is exactly that: the samples
+    are read as if they had been recorded at the faster rate.
+    """
+    if factor == 1:
+        return waveform
+    samples = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
+    faster = torchaudio.functional.resample(samples, orig_freq=round(sampling_rate * factor),
+                                            new_freq=sampling_rate)
+    return faster.numpy()
+
+
+class SpeedPerturbation:
+    """Plays each clip at one of `factors`, drawn at random on every call.
+
+    It runs when a batch is collated, so a clip gets a new speed each epoch; drawn in the
+    data preparation, its speed would be cached and fixed for the whole run. The draw uses
+    Python's `random`: `set_seed` seeds it, the DataLoader seeds it in each of its workers,
+    and checkpoints save and restore it, so one seed gives one sequence of speeds. torch's
+    generator, which orders the batches and draws dropout masks, is left untouched, so
+    turning perturbation on changes nothing else about a run.
+
+    Lengths stay approximately right: group_by_length sorts by the length at speed 1, which
+    is off by at most the factor, and `drop_unusable_clips` checks the labels against the
+    fastest speed.
+    """
+
+    def __init__(self, factors: list[float], sampling_rate: int):
+        if not factors or min(factors) <= 0:
+            raise ValueError(f"--speed_perturbation needs positive factors, not {factors}")
+        self.factors = list(factors)
+        self.sampling_rate = sampling_rate
+
+    def __call__(self, waveform: np.ndarray) -> np.ndarray:
+        factor = random.choice(self.factors)
+        return change_speed(waveform, factor, self.sampling_rate)
+
+
+@dataclass
+class DataCollatorCTCWithPadding:
+    """Pads a batch of inputs with the feature extractor and the labels with -100, which the
+    CTC loss ignores, so padding never counts as a label.
+
+    It reads only the model's inputs and the labels from each example (the Trainer leaves
+    the other columns in: see `resolve_training_arguments` in the training script). A clip
+    kept as audio (training under --speed_perturbation) is first played at a random speed
+    and turned into features.
+
+    Each clip's input length before padding goes into the batch as INPUT_LENGTHS: the
+    evaluation counts the clip's output frames from it (see ctc_frames), and the training
+    script's CTCTrainer takes it out before the model's forward().
+    """
+
+    feature_extractor: object
+    tokenizer: object
+    input_name: str
+    speed_perturbation: SpeedPerturbation | None = None
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        features = [self.model_inputs(example) for example in examples]
+        labels = [{"input_ids": example["labels"]} for example in examples]
+        batch = self.feature_extractor.pad([{self.input_name: clip} for clip in features], padding=True,
+                                           return_tensors="pt")
+        batch[INPUT_LENGTHS] = torch.tensor(ctc_frames.input_lengths(features))
+        padded = self.tokenizer.pad(labels, padding=True, return_tensors="pt")
+        batch["labels"] = padded["input_ids"].masked_fill(padded["attention_mask"].ne(1), -100)
+        return batch
+
+    def model_inputs(self, example: dict):
+        if WAVEFORM_COLUMN not in example:
+            return example[self.input_name]  # computed while preparing the data
+        waveform = np.asarray(example[WAVEFORM_COLUMN], dtype=np.float32)
+        if self.speed_perturbation is not None:
+            waveform = self.speed_perturbation(waveform)
+        sampling_rate = self.feature_extractor.sampling_rate
+        return self.feature_extractor(waveform, sampling_rate=sampling_rate)[self.input_name][0]
+
+
