@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import signal
 import os
 
 LANGUAGE_MODEL_DIR = "language_model"
@@ -115,6 +116,12 @@ def _worker_cell(cell: tuple[float, float, int]) -> tuple[tuple, list[str]]:
     return decode_cell(_worker_decoder, _worker_logits, cell)
 
 
+def _ignore_interrupts() -> None:
+    """Ctrl-C in a terminal reaches the whole process group. Workers that died of it would
+    leave Pool.terminate() waiting for them for good; the parent alone handles it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class BeamSearch:
     """pyctcdecode's beam search over a pool of `processes` processes, forked once.
 
@@ -133,7 +140,8 @@ class BeamSearch:
         self.beam_width = DEFAULT_BEAM_WIDTH  # the pipeline's, as decode_beams is called without one
         _worker_decoder, _worker_logits = decoder, self.logits_list
         can_fork = "fork" in multiprocessing.get_all_start_methods()
-        self.pool = multiprocessing.get_context("fork").Pool(processes) if processes > 1 and can_fork else None
+        self.pool = (multiprocessing.get_context("fork").Pool(processes, initializer=_ignore_interrupts)
+                     if processes > 1 and can_fork else None)
 
     @property
     def settings(self) -> dict:

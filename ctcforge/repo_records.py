@@ -36,14 +36,14 @@ class EvalFigures:
     """One eval.py run: its dataset and decoder, and what it measured."""
 
     dataset: str  # dataset name as eval.py's dataset_id has it (Hub id or folder name)
-    config: str
+    config: str | None
     split: str
     decoder: str  # "without_lm", "with_lm" or "unknown"
     metrics: dict[str, float]
 
     @property
     def label(self) -> str:
-        return f"{self.dataset} {self.config} ({self.split})"
+        return " ".join(part for part in (self.dataset, self.config) if part) + f" ({self.split})"
 
 
 @dataclass(frozen=True)
@@ -92,23 +92,38 @@ def read_eval_results(repo: Path) -> list[EvalFigures]:
     for folder, decoder in places:
         for path in sorted(folder.glob(f"*{RESULTS_SUFFIX}")):
             dataset_id = path.name[: -len(RESULTS_SUFFIX)]
-            parts = dataset_id.rsplit("_", 2)
-            if len(parts) != 3:
-                raise CtcforgeError(f"{path}: name is not <dataset>_<config>_<split>{RESULTS_SUFFIX}")
-            decoder = decoder_from_summary(folder / f"{dataset_id}{SUMMARY_SUFFIX}") or decoder
-            figures.append(EvalFigures(*parts, decoder=decoder, metrics=parse_eval_results(path)))
+            metrics = parse_eval_results(path)
+            summary = read_summary(folder / f"{dataset_id}{SUMMARY_SUFFIX}", path, metrics)
+            if summary is not None and "dataset_name" in summary:
+                # The dataset as eval.py was given it: a file name cannot say which "_" are
+                # the dataset's own, nor that there was no config.
+                parts = [summary["dataset_name"], summary.get("config"), summary["split"]]
+            else:  # eval.py before it recorded the dataset
+                parts = dataset_id.rsplit("_", 2)
+                if len(parts) != 3:
+                    raise CtcforgeError(f"{path}: name is not <dataset>_<config>_<split>{RESULTS_SUFFIX}, and no "
+                                        f"{SUMMARY_SUFFIX} beside it says; rerun eval.py")
+            decoder = DECODER_FOLDERS.get((summary or {}).get("decoder"), decoder)
+            figures.append(EvalFigures(*parts, decoder=decoder, metrics=metrics))
     return figures
 
 
-def decoder_from_summary(path: Path) -> str | None:
-    """eval.py records its decoder ("greedy" or "lm") beside the results; older runs did not."""
+def read_summary(path: Path, results: Path, metrics: dict[str, float]) -> dict | None:
+    """eval.py's summary beside a results file, checked to be of the same run: it records
+    the figures it was written with (older runs recorded none, and no dataset)."""
     if not path.is_file():
         return None
     try:
-        decoder = json.loads(path.read_text(encoding="utf-8")).get("decoder")
-    except (json.JSONDecodeError, AttributeError):
-        raise CtcforgeError(f"{path}: not eval.py's summary JSON; delete it or rerun eval.py") from None
-    return DECODER_FOLDERS.get(decoder)
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        summary = None
+    if not isinstance(summary, dict):
+        raise CtcforgeError(f"{path}: not eval.py's summary JSON; delete it or rerun eval.py")
+    for metric, value in metrics.items():
+        if metric in summary and summary[metric] != value:
+            raise CtcforgeError(f"{path} is not of the run that wrote {results.name} ({metric.upper()} "
+                                f"{summary[metric]} there, {value} here); rerun eval.py")
+    return summary
 
 
 # ---------------------------------------------------------------------------- training

@@ -204,6 +204,33 @@ def test_root_results_take_their_decoder_from_eval_summary(tmp_path, decoder, na
     assert {r.metric_name for r in card.data.eval_results} == {name, name.replace("WER", "CER")}
 
 
+def test_a_dataset_without_config_or_with_underscores_is_read_from_the_summary(tmp_path):
+    """A file name cannot say that `my_slr` is one name and that there was no config;
+    eval.py's summary does."""
+    repo = new_repo("hy-AM", tmp_path / "repo", base_model="tiny")
+    (repo / "my_slr_test_eval_results.txt").write_text("WER: 0.4\nCER: 0.1")
+    (repo / "my_slr_test_eval_summary.json").write_text(json.dumps(
+        {"dataset": "/data/my_slr", "dataset_name": "my_slr", "config": None, "split": "test",
+         "decoder": "greedy", "wer": 0.4, "cer": 0.1}))
+    rebuild_card(repo)
+    card = ModelCard((repo / "README.md").read_text(encoding="utf-8"))
+    assert {(r.dataset_type, r.dataset_name, r.dataset_split, r.dataset_args) for r in card.data.eval_results} == {
+        ("my_slr", "my_slr (test)", "test", None)}
+    assert {r.metric_name for r in card.data.eval_results} == {"Test WER", "Test CER"}
+
+
+def test_a_summary_of_another_run_is_refused(tmp_path):
+    """A summary left by an earlier run beside newer results would put its decoder on
+    figures it did not measure."""
+    repo = new_repo("hy-AM", tmp_path / "repo", base_model="tiny")
+    (repo / "cv_hy-AM_test_eval_results.txt").write_text("WER: 0.4\nCER: 0.1")
+    (repo / "cv_hy-AM_test_eval_summary.json").write_text(json.dumps(
+        {"dataset_name": "cv", "config": "hy-AM", "split": "test", "decoder": "lm", "wer": 0.3, "cer": 0.1}))
+    with pytest.raises(CtcforgeError, match=r"cv_hy-AM_test_eval_summary.json is not of the run that wrote "
+                                            r"cv_hy-AM_test_eval_results.txt \(WER 0.3 there, 0.4 here\)"):
+        rebuild_card(repo)
+
+
 def test_lm_tuning_section_shows_the_chosen_weights_and_heatmap(tmp_path):
     repo = new_repo("hy-AM", tmp_path / "repo", base_model="tiny")
     (repo / "lm_tuning").mkdir()

@@ -12,8 +12,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import datasets
 import numpy as np
@@ -618,3 +620,96 @@ def test_write_replaces_whole_and_keeps_ordinary_permissions(evaluation, tmp_pat
     evaluation.write_atomically(str(path), "new")
     assert path.read_text(encoding="utf-8") == "new" and [p.name for p in tmp_path.iterdir()] == [path.name]
     assert path.stat().st_mode & 0o777 == 0o666 & ~evaluation.current_umask()
+
+
+# ---------------------------------------------------------------------------------------
+# Faults: one line, before the work, and the files on disk always of one run
+# ---------------------------------------------------------------------------------------
+
+
+def eval_args(release, split="validated", *extra):
+    return ["--dataset", release, "--config", LOCALE, "--split", split, *extra]
+
+
+def test_an_unwritable_output_dir_stops_before_the_model_is_loaded(tiny_repo, release, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    result = run_eval(tiny_repo, *eval_args(release), "--output_dir", blocker / "out", expect_success=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"error: --output_dir {blocker / 'out'} is not writable" in result.stderr
+    assert "decoder:" not in result.stdout  # nothing was loaded
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--chunk_length_s", "0"], "--chunk_length_s must be more than 0 seconds"),
+    (["--max_samples", "-1"], "--max_samples must be at least 1"),
+    (["--max_samples", "0"], "--max_samples must be at least 1"),
+])
+def test_lengths_that_mean_nothing_are_refused_in_one_line(tiny_repo, release, extra, message):
+    result = run_eval(tiny_repo, *eval_args(release), *extra, expect_success=False)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_vocabulary_one_label_short_of_the_model_is_refused_greedy_too(tiny_repo, release, tmp_path):
+    """Greedy decoding would shift every letter after the missing one without a word."""
+    repo = tmp_path / "short-vocab"
+    shutil.copytree(tiny_repo, repo)
+    vocab = json.loads((repo / "vocab.json").read_text(encoding="utf-8"))
+    letter = next(token for token, _ in sorted(vocab.items(), key=lambda item: item[1]) if len(token) == 1
+                  and token != "|")
+    removed = vocab.pop(letter)
+    vocab = {token: index - (index > removed) for token, index in vocab.items()}
+    (repo / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    result = run_eval(repo, *eval_args(release), "--decoder", "greedy", "--max_samples", "2", expect_success=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "vocab.json does not fit config.json's vocab_size" in result.stderr
+
+
+def test_a_run_that_evaluates_nothing_leaves_the_last_runs_files_as_they_were(tiny_repo, release, tmp_path):
+    out = tmp_path / "out"
+    run_eval(tiny_repo, *eval_args(release), "--max_samples", "3", "--log_outputs", "--output_dir", out)
+    name = f"cv_{LOCALE}_validated"
+    summary = json.loads((out / f"{name}_eval_summary.json").read_text(encoding="utf-8"))
+    results = (out / f"{name}_eval_results.txt").read_text(encoding="utf-8")
+    assert results == f"WER: {summary['wer']}\nCER: {summary['cer']}"
+    assert (summary["dataset"], summary["dataset_name"], summary["config"], summary["split"]) == (
+        str(release), "cv", LOCALE, "validated")
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+
+    gone = tmp_path / "copy" / "cv"  # the same dataset_id, its clips deleted
+    shutil.copytree(release, gone)
+    for clip in (gone / LOCALE / "clips").iterdir():
+        clip.unlink()
+    failed = run_eval(tiny_repo, *eval_args(gone), "--max_samples", "3", "--log_outputs", "--output_dir", out,
+                      expect_success=False)
+    assert failed.returncode != 0 and "no clip could be evaluated; no result file was written" in failed.stderr
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
+def test_ctrl_c_during_lm_decoding_stops_within_seconds_and_keeps_the_old_results(lm_repo, release, tmp_path):
+    """SIGINT to the whole process group, as a terminal sends it, with LM workers running."""
+    out = tmp_path / "out"
+    out.mkdir()
+    old = out / f"cv_{LOCALE}_validated_eval_results.txt"
+    old.write_text("WER: 0.5\nCER: 0.25")
+    process = subprocess.Popen(
+        [sys.executable, "eval.py", "--model_id", "./", *map(str, eval_args(release)), "--decoder", "lm",
+         "--num_workers", "2", "--batch_size", "1", "--output_dir", str(out)],
+        cwd=lm_repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        for line in process.stdout:
+            if line.startswith("decoder: n-gram LM"):
+                break
+        time.sleep(3)  # into the evaluation: audio workers and LM workers busy
+        assert process.poll() is None, "the evaluation ended before it could be interrupted"
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail("eval.py did not stop within 30 s of Ctrl-C")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode != 0
+    assert old.read_text() == "WER: 0.5\nCER: 0.25"

@@ -132,19 +132,19 @@ def test_plan_does_not_depend_on_the_hash_seed():
 
 @needs_tools
 def test_load_speech_dataset_reads_the_release(release):
-    from ctcforge.speech_data import load_speech_dataset
+    from ctcforge.speech_data import decode_audio, load_speech_dataset
 
     for split, size in [("train", 10), ("test", 1)]:
         dataset = load_speech_dataset(str(release.parent), "hy-AM", split)
         assert dataset.column_names == ["audio", "sentence"] and len(dataset) == size
+        assert dataset.features["audio"].sampling_rate == 16000
         _, rows = read_tsv(release / f"{split}.tsv")
         assert dataset["sentence"] == [row["sentence"] for row in rows]
         for example in dataset:
-            audio = example["audio"]
-            assert audio["sampling_rate"] == 16000
-            assert audio["array"].ndim == 1
-            assert 0.5 < len(audio["array"]) / 16000 < 20
-            assert abs(audio["array"]).max() > 0.01, "silent clip"
+            samples = decode_audio(example["audio"], 16000).samples
+            assert samples.ndim == 1
+            assert 0.5 < len(samples) / 16000 < 20
+            assert abs(samples).max() > 0.01, "silent clip"
 
 
 # ------------------------------------------------------------------ clip planning

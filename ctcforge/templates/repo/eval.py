@@ -11,10 +11,12 @@ numbers in model cards of that time and of this repo compare like for like:
   hold, for each evaluated clip, its row number in the split on one line and its text on
   the next.
 
-It also writes `{dataset_id}_eval_summary.json`: the decoder used ("greedy" or "lm", with
-the LM's alpha, beta and beam width), the word split WER used, how many clips there were,
-how many were evaluated, every skipped row with its reason, the seconds of audio
-evaluated and the seconds the evaluation took. Every file is written atomically.
+It also writes `{dataset_id}_eval_summary.json`: the dataset, config and split, the WER
+and CER, the decoder used ("greedy" or "lm", with the LM's alpha, beta and beam width),
+the word split WER used, how many clips there were, how many were evaluated, every
+skipped row with its reason, the seconds of audio evaluated and the seconds the
+evaluation took. Every file is written atomically, the results file last; a run that
+evaluates no clip writes nothing, so the files on disk always belong to one run.
 
 What changed since 2022, and why:
 
@@ -65,7 +67,8 @@ import datasets
 import torch
 
 import text_normalizer
-from beam_search import LANGUAGE_MODEL_DIR, BeamSearch, check_alphabet, has_language_model, load_beam_decoder
+from beam_search import (LANGUAGE_MODEL_DIR, BeamSearch, check_alphabet, ctc_labels, has_language_model,
+                         load_beam_decoder)
 from error_rates import error_rates
 from speech_data import DatasetError, dataset_id, load_speech_dataset
 from trained_model import TRAINING_RUN_FILE, NoTrainedModel, trained_model_folder
@@ -105,6 +108,12 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.stride_length_s is not None and args.chunk_length_s is None:
         parser.error("--stride_length_s needs --chunk_length_s")
+    if args.chunk_length_s is not None and args.chunk_length_s <= 0:
+        parser.error("--chunk_length_s must be more than 0 seconds (leave it out to transcribe clips whole)")
+    if args.stride_length_s is not None and args.stride_length_s < 0:
+        parser.error("--stride_length_s must be 0 or more")
+    if args.max_samples is not None and args.max_samples < 1:
+        parser.error("--max_samples must be at least 1 (leave it out to evaluate the whole split)")
     if args.batch_size < 1:
         parser.error("--batch_size must be at least 1")
     if args.num_workers < 0:
@@ -179,9 +188,16 @@ def evaluate(dataset: datasets.Dataset, text_column: str, transcriber: Transcrib
     return Evaluation(results, sorted(skipped), audio_samples / transcriber.sampling_rate)
 
 
-def summarise(evaluation: Evaluation, beam_search: BeamSearch | None, normalizer, seconds: float) -> dict:
-    """The run in numbers, as `{dataset_id}_eval_summary.json` records it."""
+def summarise(evaluation: Evaluation, beam_search: BeamSearch | None, normalizer, seconds: float,
+              args: argparse.Namespace) -> dict:
+    """The run in numbers, as `{dataset_id}_eval_summary.json` records it (WER and CER are
+    added once computed). The dataset is recorded as given, so that readers need not take
+    it back apart from the file name, whose parts may hold "_" themselves."""
     return {
+        "dataset": args.dataset,
+        "dataset_name": dataset_id(args.dataset, None, ""),  # the name's part of the file names
+        "config": args.config,
+        "split": args.split,
         "decoder": "lm" if beam_search else "greedy",
         "lm": beam_search.settings if beam_search else None,
         "word_split": normalizer.word_split,
@@ -227,22 +243,28 @@ def current_umask() -> int:
     return umask
 
 
-def write_summary(summary: dict, name: str, output_dir: str) -> None:
-    os.makedirs(output_dir, exist_ok=True)
-    text = json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
-    write_atomically(os.path.join(output_dir, f"{name}_eval_summary.json"), text)
+def check_writable(output_dir: str) -> None:
+    """Fails before the evaluation, not after it, when the results could not be written."""
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as error:
+        sys.exit(f"error: --output_dir {output_dir} is not writable ({error.strerror}); choose another")
 
 
-def log_results(results, wer: float, cer: float, name: str, args: argparse.Namespace) -> None:
-    """The logs first and the results file last, so that a results file on disk always
-    comes with the logs of the same run."""
-    result_str = f"WER: {wer}\nCER: {cer}"
+def log_results(results, summary: dict, name: str, args: argparse.Namespace) -> None:
+    """The logs and the summary first and the results file last, so that a results file
+    on disk always comes with the logs and the summary of the same run."""
+    result_str = f"WER: {summary['wer']}\nCER: {summary['cer']}"
     print(result_str)
     if args.log_outputs:
         predictions = "".join(f"{row}\n{prediction}\n" for row, _, prediction in results)
         targets = "".join(f"{row}\n{reference}\n" for row, reference, _ in results)
         write_atomically(os.path.join(args.output_dir, f"log_{name}_predictions.txt"), predictions)
         write_atomically(os.path.join(args.output_dir, f"log_{name}_targets.txt"), targets)
+    write_atomically(os.path.join(args.output_dir, f"{name}_eval_summary.json"),
+                     json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     write_atomically(os.path.join(args.output_dir, f"{name}_eval_results.txt"), result_str)
 
 
@@ -267,6 +289,7 @@ def wants_language_model(decoder: str, model_id: str) -> bool:
 
 def main() -> None:
     args = parse_args()
+    check_writable(args.output_dir)
     # Before anything is loaded or read, so that a repo without weights fails at once.
     try:
         model_folder = trained_model_folder(args.model_id, os.path.dirname(os.path.realpath(__file__)))
@@ -279,6 +302,11 @@ def main() -> None:
     # training run's output_dir.
     use_language_model = wants_language_model(args.decoder, args.model_id)
     transcriber = Transcriber(model_folder, choose_device(args.device), args.batch_size)
+    try:  # a label for every output id, or every transcript would be shifted
+        ctc_labels(transcriber.tokenizer, transcriber.model.config.vocab_size)
+    except ValueError as error:
+        sys.exit(f"error: {error}: vocab.json does not fit config.json's vocab_size "
+                 f"{transcriber.model.config.vocab_size}; the model was trained with another vocabulary")
     if args.chunk_length_s is not None:
         try:
             transcriber.preprocessor.use_chunks(args.chunk_length_s, args.stride_length_s)
@@ -307,19 +335,20 @@ def main() -> None:
     started = time.perf_counter()
     try:
         evaluation = evaluate(dataset, args.text_column_name, transcriber, normalizer, args.num_workers)
+    except KeyboardInterrupt:
+        sys.exit("error: interrupted; no result file was written or changed")
     finally:
         if transcriber.beam_search:
             transcriber.beam_search.close()
-    summary = summarise(evaluation, transcriber.beam_search, normalizer, time.perf_counter() - started)
+    summary = summarise(evaluation, transcriber.beam_search, normalizer, time.perf_counter() - started, args)
     print(summary_line(summary))
-    write_summary(summary, name, args.output_dir)
     if not evaluation.results:
-        sys.exit("error: no clip could be evaluated")
+        sys.exit("error: no clip could be evaluated; no result file was written")
 
     references = [reference for _, reference, _ in evaluation.results]
     predictions = [prediction for _, _, prediction in evaluation.results]
-    wer, cer = error_rates(references, predictions, normalizer)
-    log_results(evaluation.results, wer, cer, name, args)
+    summary["wer"], summary["cer"] = error_rates(references, predictions, normalizer)
+    log_results(evaluation.results, summary, name, args)
 
 
 if __name__ == "__main__":
