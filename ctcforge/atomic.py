@@ -1,5 +1,8 @@
 """ctcforge's one way of writing a file: to a temporary file beside it, then one rename.
 
+This file is copied unchanged into every generated repo, where eval.py and the training
+script write their results, records and vocabulary with it too.
+
 A reader (the Hub, pyctcdecode, a card linking a PNG, a second `ctcforge` run) sees the
 old file or the new one, never half of one, and a failure part way leaves the old file as
 it was. The temporary file is in the target's own folder because a rename is atomic only
@@ -16,12 +19,14 @@ from pathlib import Path
 
 
 @contextmanager
-def replacing(path: Path) -> Iterator[Path]:
+def replacing(path: Path, beside: Path | None = None) -> Iterator[Path]:
     """A temporary path beside `path`, for code (or another tool: matplotlib, a subprocess)
-    to write; when the block ends without an error it replaces `path`, else it is removed."""
+    to write; when the block ends without an error it replaces `path`, else it is removed.
+    `beside` puts the temporary file in another folder of the same file system instead,
+    for a folder whose contents are a contract (a language_model/ of exactly 3 files)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=beside or path.parent)
     os.close(descriptor)
     temporary = Path(name)
     try:

@@ -25,6 +25,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalToken
 from huggingface_hub.utils import validate_repo_id
 
 from ctcforge import __version__
+from ctcforge.beam_search import KENLM_EXTENSIONS
 from ctcforge.catalogue import has_weights
 from ctcforge.errors import CtcforgeError
 from ctcforge.repo_records import TRAINING_RUN_FILE, read_training_run, trained_weights_folder
@@ -65,7 +66,8 @@ class FolderRule:
 FOLDER_RULES = {
     # pyctcdecode's layout (`ctcforge lm` writes lm.binary); `*.bin` here is a KenLM
     # binary too, not a pickle.
-    "language_model": FolderRule(("*.binary", "*.bin", "*.arpa", "unigrams.txt", "attrs.json"), any_depth=False),
+    "language_model": FolderRule((*(f"*{extension}" for extension in KENLM_EXTENSIONS), "unigrams.txt",
+                                  "attrs.json"), any_depth=False),
     "tests": FolderRule(("*.py",), any_depth=True),
     "eval": FolderRule(EVAL_OUTPUT_GLOBS, any_depth=True),  # eval/greedy, eval/lm
     "lm_tuning": FolderRule(("*",), any_depth=True),  # wer_grid.csv, wer_heatmap.png, best.json

@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+from ctcforge.atomic import replacing
 from ctcforge.beam_search import KENLM_EXTENSIONS, LANGUAGE_MODEL_DIR, ctc_labels
 from ctcforge.errors import CtcforgeError
 from ctcforge.text_normalizer import Normalizer
@@ -125,9 +126,9 @@ def read_attrs(lm_dir: Path) -> dict:
 def update_attrs(lm_dir: Path, alpha: float, beta: float) -> None:
     """New weights in an existing attrs.json, its other settings kept."""
     attrs = {**read_attrs(lm_dir), "alpha": float(alpha), "beta": float(beta)}
-    temporary = lm_dir.parent / f".{ATTRS_FILE}.tmp"  # outside the folder: it must hold 3 files
-    temporary.write_text(json.dumps(attrs, indent=1) + "\n", encoding="utf-8")
-    os.replace(temporary, lm_dir / ATTRS_FILE)
+    # The temporary file outside the folder: it must hold 3 files at every moment.
+    with replacing(lm_dir / ATTRS_FILE, beside=lm_dir.parent) as temporary:
+        temporary.write_text(json.dumps(attrs, indent=1) + "\n", encoding="utf-8")
 
 
 def visible_files(folder: Path) -> list[str]:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ctcforge.atomic import replacing
 from ctcforge.errors import CtcforgeError
 from ctcforge.lm import CACHE_DIR, TUNING_DIR, default_weights
 from ctcforge.lm_decoder import LM_DIR, PREPROCESSOR_FILE, check_language_model_dir, update_attrs
@@ -214,11 +215,10 @@ def readable_clips(rows, text_column: str, normalizer, sampling_rate: int):
 
 def save_dev_set(dev: DevSet, path: Path) -> None:
     path.parent.mkdir(exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(temporary, frames=np.concatenate(dev.log_probs),
-             lengths=np.array([len(lp) for lp in dev.log_probs]),
-             references=np.array(dev.references, dtype=str), greedy=np.array(dev.greedy, dtype=str))
-    os.replace(temporary, path)
+    # Through an open file: given a name, np.savez would add ".npz" to the temporary one.
+    with replacing(path) as temporary, open(temporary, "wb") as file:
+        np.savez(file, frames=np.concatenate(dev.log_probs), lengths=np.array([len(lp) for lp in dev.log_probs]),
+                 references=np.array(dev.references, dtype=str), greedy=np.array(dev.greedy, dtype=str))
 
 
 def load_dev_set(path: Path) -> DevSet:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import importlib.metadata
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ import datasets
 import torch
 import transformers
 
+from atomic import write_text_atomically
 import starting_weights
 import training_schedule
 
@@ -88,6 +88,4 @@ def training_run_record(start: starting_weights.StartingPoint, output_dir: Path,
 
 def write_json(path: Path, data: dict) -> None:
     """Written aside and renamed into place, so a reader never sees half a file."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    partial.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    write_text_atomically(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 from transformers import Wav2Vec2CTCTokenizer
+
+from atomic import write_text_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +121,7 @@ def create_tokenizer(
         output_dir.mkdir(parents=True, exist_ok=True)
         # Written aside and renamed into place: with output_dir ./ this is the model folder's
         # vocab.json, which the other processes of a distributed run may be reading.
-        partial_file = output_dir / f".vocab.json.{os.getpid()}"
-        partial_file.write_text(json.dumps(vocab, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-        os.replace(partial_file, vocab_file)
+        write_text_atomically(vocab_file, json.dumps(vocab, ensure_ascii=False, indent=1) + "\n")
     tokenizer = Wav2Vec2CTCTokenizer(
         str(vocab_file),
         unk_token=data_args.unk_token,

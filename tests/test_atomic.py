@@ -8,13 +8,15 @@ import pytest
 from ctcforge.atomic import replacing, write_bytes_atomically, write_text_atomically
 
 
-def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+@pytest.mark.parametrize("error", [RuntimeError("interrupted"), OSError(28, "No space left on device"),
+                                   KeyboardInterrupt()])
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, error):
     target = tmp_path / "card.md"
     target.write_text("old")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(type(error)):
         with replacing(target) as temporary:
             temporary.write_text("half")
-            raise RuntimeError("interrupted")
+            raise error
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["card.md"]
 

@@ -572,7 +572,7 @@ def test_a_model_path_that_does_not_exist_is_one_line(untrained_repo, work):
 
 
 # ---------------------------------------------------------------------------------------
-# Atomic writes
+# The environment
 # ---------------------------------------------------------------------------------------
 
 
@@ -582,44 +582,6 @@ def test_importing_eval_changes_no_environment(tiny_repo, monkeypatch):
     before = dict(os.environ)
     with repo_script_module(tiny_repo, "eval.py"):
         assert dict(os.environ) == before
-
-
-class FailingFile:
-    """Writes half of what it is given, then fails as a full disk or a Ctrl-C would."""
-
-    def __init__(self, file, error):
-        self.file, self.error = file, error
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.file.close()
-
-    def write(self, text):
-        self.file.write(text[: len(text) // 2])
-        self.file.flush()
-        raise self.error
-
-
-@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()])
-def test_failed_write_leaves_the_previous_file_and_no_temporary(evaluation, tmp_path, monkeypatch, error):
-    path = tmp_path / "cv_hy-AM_test_eval_results.txt"
-    path.write_text("WER: 0.5\nCER: 0.25", encoding="utf-8")
-    fdopen = os.fdopen
-    monkeypatch.setattr(os, "fdopen", lambda *args, **kwargs: FailingFile(fdopen(*args, **kwargs), error))
-    with pytest.raises(type(error)):
-        evaluation.write_atomically(str(path), "WER: 0.125\nCER: 0.0625")
-    assert path.read_text(encoding="utf-8") == "WER: 0.5\nCER: 0.25"
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]
-
-
-def test_write_replaces_whole_and_keeps_ordinary_permissions(evaluation, tmp_path):
-    path = tmp_path / "results.txt"
-    path.write_text("old", encoding="utf-8")
-    evaluation.write_atomically(str(path), "new")
-    assert path.read_text(encoding="utf-8") == "new" and [p.name for p in tmp_path.iterdir()] == [path.name]
-    assert path.stat().st_mode & 0o777 == 0o666 & ~evaluation.current_umask()
 
 
 # ---------------------------------------------------------------------------------------

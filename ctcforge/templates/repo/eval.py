@@ -67,6 +67,7 @@ import datasets
 import torch
 
 import text_normalizer
+from atomic import write_text_atomically
 from beam_search import (LANGUAGE_MODEL_DIR, BeamSearch, check_alphabet, ctc_labels, has_language_model,
                          load_beam_decoder)
 from error_rates import error_rates
@@ -223,26 +224,6 @@ def summary_line(summary: dict) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-def write_atomically(path: str, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename, so that a reader never sees
-    half a file and an interrupted run leaves the previous one intact."""
-    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes it private (0600)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
-def current_umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
 def check_writable(output_dir: str) -> None:
     """Fails before the evaluation, not after it, when the results could not be written."""
     try:
@@ -261,11 +242,11 @@ def log_results(results, summary: dict, name: str, args: argparse.Namespace) -> 
     if args.log_outputs:
         predictions = "".join(f"{row}\n{prediction}\n" for row, _, prediction in results)
         targets = "".join(f"{row}\n{reference}\n" for row, reference, _ in results)
-        write_atomically(os.path.join(args.output_dir, f"log_{name}_predictions.txt"), predictions)
-        write_atomically(os.path.join(args.output_dir, f"log_{name}_targets.txt"), targets)
-    write_atomically(os.path.join(args.output_dir, f"{name}_eval_summary.json"),
+        write_text_atomically(os.path.join(args.output_dir, f"log_{name}_predictions.txt"), predictions)
+        write_text_atomically(os.path.join(args.output_dir, f"log_{name}_targets.txt"), targets)
+    write_text_atomically(os.path.join(args.output_dir, f"{name}_eval_summary.json"),
                      json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    write_atomically(os.path.join(args.output_dir, f"{name}_eval_results.txt"), result_str)
+    write_text_atomically(os.path.join(args.output_dir, f"{name}_eval_results.txt"), result_str)
 
 
 # ---------------------------------------------------------------------------------------
