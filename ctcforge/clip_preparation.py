@@ -92,6 +92,13 @@ class ClipPreparer:
     def __call__(self, example: dict) -> dict:
         if not example["target_text"]:
             return self.dropped(EMPTY_TRANSCRIPT)
+        # A duration the release lists (clip_durations.tsv) decides before the file is read:
+        # a clip listed as too long or too short is dropped unread, even when it is damaged.
+        listed = example.get(speech_data.DURATION_COLUMN)
+        if listed is not None and listed > self.max_seconds:
+            return self.dropped(TOO_LONG, listed)
+        if listed is not None and listed < self.min_seconds:
+            return self.dropped(TOO_SHORT, listed)
         waveform = self.read_waveform(example[self.audio_column])
         if waveform is None:
             return self.dropped(UNREADABLE_AUDIO)

@@ -20,11 +20,11 @@ import datasets
 import torch
 import transformers
 
-from atomic import write_text_atomically
 import starting_weights
 import training_schedule
+from atomic import write_text_atomically
+from trained_model import TRAINING_RUN_FILE  # eval.py reads the record through trained_model.py
 
-TRAINING_RUN_FILE = "training_run.json"
 HYPERPARAMETERS_FILE = "training_hyperparameters.json"
 
 

@@ -145,6 +145,22 @@ def test_bad_clips_are_counted_by_reason(dirty_run):
     assert "Dropping unreadable clip" in output and "zero_bytes.mp3" in output and "corrupt.mp3" in output
 
 
+def test_a_clip_the_release_lists_as_too_long_is_dropped_unread(dirty_release, tmp_path):
+    """clip_durations.tsv decides before decoding: the damaged clip listed at 60 s counts as
+    too long, and its file is never opened (no "unreadable" warning names it)."""
+    release, _ = dirty_release
+    listed = tmp_path / "cv"
+    shutil.copytree(release, listed)
+    (listed / LOCALE / "clip_durations.tsv").write_text("clip\tduration[ms]\ncorrupt.mp3\t60000\n",
+                                                        encoding="utf-8")
+    repo = new_repo(LOCALE, tmp_path / "repo", base_model="tiny")
+    output = run_script(repo, listed, repo / "out", "--max_duration_in_seconds", "20", max_steps=1)
+    table = drop_table(output)
+    assert table["longer than max_duration_in_seconds"] == "2", table  # sixty_seconds.mp3 decoded, corrupt listed
+    assert table["unreadable audio"] == "1", table  # zero_bytes.mp3 alone
+    assert "corrupt.mp3" not in output
+
+
 def test_stereo_and_out_of_vocabulary_clips_are_kept(dirty_run):
     repo, output, clean_rows = dirty_run
     table = drop_table(output)

@@ -509,6 +509,7 @@ def load_split(data_args: DataTrainingArguments, split: str, sampling_rate: int,
             split,
             text_column=data_args.text_column_name,
             sampling_rate=sampling_rate,
+            with_durations=True,  # a release's listed durations filter clips before any is decoded
         )
     except speech_data.DatasetError as error:
         raise SystemExit(f"error: {error}")
