@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import zipfile
 from pathlib import Path
 
 from safetensors import safe_open
@@ -20,6 +21,11 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 import starting_weights
 
 logger = logging.getLogger(__name__)
+
+# The Trainer's own state beside the weights, each written by torch.save: a zip archive whose
+# directory is at its end, so opening it catches a file cut short without reading gigabytes
+# of optimizer state. Any of them unreadable breaks the resume as surely as the weights.
+TRAINER_STATE_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth")
 
 
 def checkpoint_to_resume(training_args, overwrite_output_dir: bool) -> str | None:
@@ -79,4 +85,11 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
                 pass
         except Exception as error:  # safetensors raises its own error types
             return f"{weight_file.name} does not load ({error})"
+    for pattern in TRAINER_STATE_FILES:
+        for state in sorted(checkpoint.glob(pattern)):
+            try:
+                with zipfile.ZipFile(state):
+                    pass
+            except (OSError, zipfile.BadZipFile) as error:
+                return f"{state.name} is cut short or damaged ({error})"
     return None

@@ -372,6 +372,9 @@ def make_checkpoint(folder, *, state=True, weights=True):
         (folder / "trainer_state.json").write_text("{}", encoding="utf-8")
     if weights:
         save_file({"weight": torch.ones(64, 64)}, str(folder / "model.safetensors"))
+    torch.save({"state": {0: {"exp_avg": torch.ones(64, 64)}}}, folder / "optimizer.pt")
+    torch.save({"last_epoch": 3}, folder / "scheduler.pt")
+    torch.save({"python": 1}, folder / "rng_state.pth")
     return folder
 
 
@@ -382,9 +385,14 @@ def test_newest_complete_checkpoint_is_chosen_and_broken_ones_named(script, tmp_
     cut = make_checkpoint(tmp_path / "checkpoint-8") / "model.safetensors"
     os.truncate(cut, cut.stat().st_size // 2)
     make_checkpoint(tmp_path / "checkpoint-10", weights=False)
+    for step, part in ((12, "optimizer.pt"), (14, "scheduler.pt"), (16, "rng_state.pth")):
+        cut = make_checkpoint(tmp_path / f"checkpoint-{step}") / part
+        os.truncate(cut, cut.stat().st_size // 2)
     with caplog.at_level("WARNING"):
         assert script.checkpoints.last_complete_checkpoint(tmp_path) == complete
     warnings = caplog.text
+    for step, part in ((12, "optimizer.pt"), (14, "scheduler.pt"), (16, "rng_state.pth")):
+        assert f"checkpoint-{step}: {part} is cut short or damaged" in warnings
     assert "checkpoint-10: no model weights" in warnings
     assert "checkpoint-8: model.safetensors does not load" in warnings
     assert "checkpoint-6: no trainer_state.json" in warnings
