@@ -92,13 +92,6 @@ class ClipPreparer:
     def __call__(self, example: dict) -> dict:
         if not example["target_text"]:
             return self.dropped(EMPTY_TRANSCRIPT)
-        # A duration the release lists (clip_durations.tsv) decides before the file is read:
-        # a clip listed as too long or too short is dropped unread, even when it is damaged.
-        listed = example.get(speech_data.DURATION_COLUMN)
-        if listed is not None and listed > self.max_seconds:
-            return self.dropped(TOO_LONG, listed)
-        if listed is not None and listed < self.min_seconds:
-            return self.dropped(TOO_SHORT, listed)
         waveform = self.read_waveform(example[self.audio_column])
         if waveform is None:
             return self.dropped(UNREADABLE_AUDIO)
@@ -177,7 +170,14 @@ def log_drop_table(counts: dict[str, Counter], splits: dict[str, datasets.Datase
 def prepare_split(dataset, name: str, preparer: ClipPreparer, model, data_args, training_args,
                   fastest_speed: float = 1.0):
     """`preparer` over every clip of `dataset` (by the first process of each machine, then
-    read from the cache by the others), less the clips it cannot use, and their counts."""
+    read from the cache by the others), less the clips it cannot use, and their counts.
+
+    Clips whose listed duration (a release's clip_durations.tsv) is out of bounds are
+    dropped first, from that column alone: their files are never read, even a damaged one."""
+    listed = None
+    if speech_data.DURATION_COLUMN in dataset.column_names:
+        listed = speech_data.filter_by_duration(dataset, preparer.min_seconds, preparer.max_seconds)
+        dataset = listed.dataset
     with training_args.main_process_first(desc=f"preparing {name}"):
         prepared = dataset.map(
             preparer,
@@ -187,7 +187,11 @@ def prepare_split(dataset, name: str, preparer: ClipPreparer, model, data_args, 
             load_from_cache_file=not data_args.overwrite_cache,
             desc=f"preparing {name} audio",
         )
-    return drop_unusable_clips(prepared, model, preparer.length_column, fastest_speed)
+    kept, counts = drop_unusable_clips(prepared, model, preparer.length_column, fastest_speed)
+    if listed is not None:
+        counts[TOO_SHORT] += listed.too_short
+        counts[TOO_LONG] += listed.too_long
+    return kept, counts
 
 
 def change_speed(waveform: np.ndarray, factor: float, sampling_rate: int) -> np.ndarray:

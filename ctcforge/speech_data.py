@@ -65,9 +65,6 @@ CLIP_DURATIONS_NAME_COLUMNS = ("clip", "filename")
 CLIP_DURATIONS_MS_COLUMN = "duration[ms]"
 TIMES_TXT = "times.txt"
 TIMES_TXT_LINE = re.compile(r"^`(?P<path>.+)` = (?P<ms>\d+)$")
-# A listed duration further than this from the decoded audio is counted as a disagreement
-# (the audio wins): mp3 encoder delay and padding alone move a clip by a few hundredths.
-DURATION_DISAGREEMENT_S = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -137,12 +134,6 @@ def filter_by_duration(dataset: datasets.Dataset, min_seconds: float | None = No
     keep = ~(too_short | too_long)
     kept = dataset if keep.all() else dataset.select(np.flatnonzero(keep))
     return DurationFilter(kept, int(too_short.sum()), int(too_long.sum()), int(np.isnan(seconds[keep]).sum()))
-
-
-def durations_disagree(listed: float | None, measured: float) -> bool:
-    """True when a listed duration is further than DURATION_DISAGREEMENT_S from the decoded
-    audio's: the caller keeps the measured one and counts the disagreement."""
-    return listed is not None and abs(listed - measured) > DURATION_DISAGREEMENT_S
 
 
 def listed_durations(root: str, dataset: datasets.Dataset) -> list[float | None]:
@@ -247,10 +238,8 @@ def parse_times_txt(path: str) -> dict[str, float | None]:
 def warn_unread_durations(path: str, malformed: list[int], read: int, form: str) -> None:
     """The lines of a duration list that were not read; their clips' durations are unknown."""
     if malformed:
-        shown = ", ".join(str(number) for number in malformed[:SHOWN_LINES])
-        more = f" and {len(malformed) - SHOWN_LINES} more" if len(malformed) > SHOWN_LINES else ""
         logger.warning(f"skipped {len(malformed)} of {len(malformed) + read} rows of {path} that are not {form} "
-                       f"(their clips' durations are unknown): line {shown}{more}")
+                       f"(their clips' durations are unknown): line {first_few(map(str, malformed))}")
 
 
 class DecodedAudio(NamedTuple):
@@ -401,10 +390,16 @@ def read_common_voice(root: str, split: str, text_column: str) -> datasets.Datas
 
 
 def warn_malformed(manifest: str, malformed: list[tuple[int, int]], expected: int, rows: int) -> None:
-    shown = ", ".join(f"line {line} has {count}" for line, count in malformed[:SHOWN_LINES])
-    more = f" and {len(malformed) - SHOWN_LINES} more" if len(malformed) > SHOWN_LINES else ""
+    shown = first_few(f"line {line} has {count}" for line, count in malformed)
     logger.warning(f"skipped {len(malformed)} of {rows} rows of {manifest} whose field count is not the "
-                   f"header's {expected} (a tab inside a sentence, or a cut line): {shown}{more}")
+                   f"header's {expected} (a tab inside a sentence, or a cut line): {shown}")
+
+
+def first_few(items) -> str:
+    """The first SHOWN_LINES items joined, and how many more there are."""
+    items = list(items)
+    more = f" and {len(items) - SHOWN_LINES} more" if len(items) > SHOWN_LINES else ""
+    return ", ".join(items[:SHOWN_LINES]) + more
 
 
 def read_openslr(root: str, split: str, text_column: str) -> datasets.Dataset:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from ctcforge.speech_data import (DatasetError, dataset_id, decode_audio, durations_disagree, filter_by_duration,
+from ctcforge.speech_data import (DatasetError, dataset_id, decode_audio, filter_by_duration,
                                   is_local_path, load_speech_dataset, self_split_ids)
 from ctcforge.synth import synthesize
 
@@ -737,9 +737,3 @@ def test_formats_that_list_no_durations_get_an_unknown_column(tmp_path):
     dataset = load_speech_dataset(str(tmp_path / "af"), None, "train", with_durations=True)
     assert dataset.column_names == ["audio", "sentence", "duration"]
     assert list(dataset["duration"]) == [None], "a column the dataset brings is not trusted as seconds"
-
-
-@pytest.mark.parametrize("listed_s, measured_s, disagree", [(None, 5.0, False), (4.1, 5.0, False),
-                                                            (3.9, 5.0, True), (6.2, 5.0, True)])
-def test_durations_disagree_beyond_a_second(listed_s, measured_s, disagree):
-    assert durations_disagree(listed_s, measured_s) is disagree
