@@ -13,21 +13,54 @@ another beam), in a pool of processes forked once the LM is loaded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
-import signal
 import os
+import signal
 
 LANGUAGE_MODEL_DIR = "language_model"
+ALPHABET_FILE = "alphabet.json"
+ATTRS_FILE = "attrs.json"
+UNIGRAMS_FILE = "unigrams.txt"
 # The files pyctcdecode loads as a KenLM model.
 KENLM_EXTENSIONS = (".arpa", ".bin", ".binary")
+# What fixes an LM that does not fit the model or does not load: building it again.
+REBUILD = "rebuild it with `ctcforge lm`"
+
+
+def visible_files(folder: str) -> list[str]:
+    """The names pyctcdecode counts in a folder: not hidden, not starting with "__"."""
+    return sorted(name for name in os.listdir(folder) if not name.startswith((".", "__")))
 
 
 def has_language_model(model_dir: str) -> bool:
     """Whether `model_dir` has a non-empty language_model/. Hidden files (.gitkeep, an
     editor's swap file) do not count, as pyctcdecode ignores them."""
     lm_dir = os.path.join(model_dir, LANGUAGE_MODEL_DIR)
-    return os.path.isdir(lm_dir) and any(not name.startswith(".") for name in os.listdir(lm_dir))
+    return os.path.isdir(lm_dir) and bool(visible_files(lm_dir))
+
+
+def lm_dir_problems(lm_dir: str) -> list[str]:
+    """What is missing or extra in the language_model/ folder pyctcdecode loads beside
+    alphabet.json: exactly attrs.json, unigrams.txt and one KenLM file."""
+    found = visible_files(lm_dir)
+    kenlm_files = [name for name in found if os.path.splitext(name)[1] in KENLM_EXTENSIONS]
+    missing = [name for name in (ATTRS_FILE, UNIGRAMS_FILE) if name not in found]
+    if not kenlm_files:
+        missing.append(f"a KenLM file ({', '.join(KENLM_EXTENSIONS)})")
+    # One KenLM file belongs; a second one is as extra as any other file.
+    kept = {ATTRS_FILE, UNIGRAMS_FILE, *kenlm_files[:1]}
+    extra = [name for name in found if name not in kept]
+    if not missing and not extra:
+        return []
+    message = (f"{lm_dir}: expected 3 files ({ATTRS_FILE}, {UNIGRAMS_FILE}, one KenLM file), "
+               f"found {len(found)}: {', '.join(found) or 'none'}")
+    if missing:
+        message += f"; missing: {', '.join(missing)}"
+    if extra:
+        message += f"; extra: {', '.join(extra)}"
+    return [message]
 
 
 def ctc_labels(tokenizer, vocab_size: int) -> list[str]:
@@ -43,7 +76,9 @@ def ctc_labels(tokenizer, vocab_size: int) -> list[str]:
 
 
 def load_beam_decoder(model_dir: str, tokenizer, vocab_size: int):
-    """pyctcdecode's beam search decoder with the folder's n-gram LM.
+    """pyctcdecode's beam search decoder with the folder's n-gram LM, checked to have one
+    label per model output, each the tokenizer's for that id. Raises ValueError, naming
+    the file and the fix, for an LM that does not fit the model or does not load.
 
     pyctcdecode's own layout (`alphabet.json` beside `language_model/`, as `ctcforge lm`
     and `Wav2Vec2ProcessorWithLM.save_pretrained` write it) loads as it is. Otherwise the
@@ -52,39 +87,64 @@ def load_beam_decoder(model_dir: str, tokenizer, vocab_size: int):
     """
     from pyctcdecode import BeamSearchDecoderCTC, build_ctcdecoder
 
-    if os.path.isfile(os.path.join(model_dir, "alphabet.json")):
-        return BeamSearchDecoderCTC.load_from_dir(model_dir)
     lm_dir = os.path.join(model_dir, LANGUAGE_MODEL_DIR)
+    if os.path.isfile(os.path.join(model_dir, ALPHABET_FILE)):
+        problems = lm_dir_problems(lm_dir)
+        if problems:  # pyctcdecode would say "wrong number of files" without naming them
+            raise ValueError(f"{problems[0]}; remove what is extra, or {REBUILD}")
+        kenlm_file = next(name for name in visible_files(lm_dir) if name.endswith(KENLM_EXTENSIONS))
+        with kenlm_load_errors(os.path.join(lm_dir, kenlm_file)):
+            decoder = BeamSearchDecoderCTC.load_from_dir(model_dir)
+        check_alphabet(decoder, tokenizer, vocab_size)
+        return decoder
     kenlm_files = sorted(f for f in os.listdir(lm_dir) if f.endswith(KENLM_EXTENSIONS))
     if len(kenlm_files) != 1:
         expected = ", ".join(KENLM_EXTENSIONS)
         raise ValueError(f"{lm_dir} should hold one KenLM file ({expected}), not {kenlm_files}")
     unigrams = None
-    if os.path.isfile(os.path.join(lm_dir, "unigrams.txt")):
-        with open(os.path.join(lm_dir, "unigrams.txt"), encoding="utf-8") as file:
+    if os.path.isfile(os.path.join(lm_dir, UNIGRAMS_FILE)):
+        with open(os.path.join(lm_dir, UNIGRAMS_FILE), encoding="utf-8") as file:
             unigrams = [line.strip() for line in file if line.strip()]
     attrs = {}
-    if os.path.isfile(os.path.join(lm_dir, "attrs.json")):
-        with open(os.path.join(lm_dir, "attrs.json"), encoding="utf-8") as file:
+    if os.path.isfile(os.path.join(lm_dir, ATTRS_FILE)):
+        with open(os.path.join(lm_dir, ATTRS_FILE), encoding="utf-8") as file:
             attrs = json.load(file)
     if "score_boundary" in attrs:  # attrs.json and build_ctcdecoder name this one differently
         attrs["lm_score_boundary"] = attrs.pop("score_boundary")
-    return build_ctcdecoder(
-        ctc_labels(tokenizer, vocab_size),
-        kenlm_model_path=os.path.join(lm_dir, kenlm_files[0]),
-        unigrams=unigrams,
-        **attrs,
-    )
+    kenlm_path = os.path.join(lm_dir, kenlm_files[0])
+    with kenlm_load_errors(kenlm_path):
+        return build_ctcdecoder(ctc_labels(tokenizer, vocab_size), kenlm_model_path=kenlm_path, unigrams=unigrams,
+                                **attrs)
 
 
-def check_alphabet(decoder, vocab_size: int) -> None:
-    """pyctcdecode needs one label per model output; it would fail on the first clip."""
-    alphabet_size = len(decoder._alphabet.labels)  # pyctcdecode 0.5 has no public name for it
-    if alphabet_size != vocab_size:
-        raise ValueError(
-            f"the LM decoder's alphabet has {alphabet_size} labels but the model writes "
-            f"{vocab_size}; rebuild alphabet.json from vocab.json"
-        )
+@contextlib.contextmanager
+def kenlm_load_errors(kenlm_path: str):
+    """KenLM's OSError for a file it cannot read ("Cannot read model ... End of file") as a
+    ValueError naming the file and the fix."""
+    try:
+        yield
+    except OSError as error:
+        relative = os.path.join(LANGUAGE_MODEL_DIR, os.path.basename(kenlm_path))
+        raise ValueError(f"{relative} is damaged or cut short ({error}): {REBUILD}") from None
+
+
+def check_alphabet(decoder, tokenizer, vocab_size: int) -> None:
+    """pyctcdecode needs one label per model output, in the tokenizer's order: an
+    alphabet.json of another vocabulary (labels swapped, or of an older vocab.json) of the
+    right length would decode every clip into other letters without a word."""
+    from pyctcdecode.alphabet import Alphabet
+
+    found = decoder._alphabet.labels  # pyctcdecode 0.5 has no public name for it
+    if len(found) != vocab_size:
+        raise ValueError(f"the LM decoder's {ALPHABET_FILE} has {len(found)} labels but the model writes "
+                         f"{vocab_size}; {REBUILD}")
+    # pyctcdecode's own spelling of the tokenizer's labels ([UNK] becomes "⁇"), as `ctcforge lm` writes them.
+    expected = Alphabet.build_alphabet(ctc_labels(tokenizer, vocab_size)).labels
+    differ = [index for index in range(vocab_size) if found[index] != expected[index]]
+    if differ:
+        shown = ", ".join(f"id {i}: {found[i]!r} for {expected[i]!r}" for i in differ[:5])
+        raise ValueError(f"the LM decoder's {ALPHABET_FILE} does not follow vocab.json ({len(differ)} labels "
+                         f"differ: {shown}); it was built for another vocabulary: {REBUILD}")
 
 
 def best_beam_text(decoder, logits, beam_width: int | None = None) -> str:

@@ -33,6 +33,10 @@ DEFAULT_CLIPS = 1600
 # What the stages after training take on a 2-core CPU (LM build and tuning, two eval.py
 # runs, the card, loading the pipeline), measured there, with a margin.
 AFTER_TRAINING_MINUTES = 3.0
+# The part of it left after LM tuning: the two eval.py runs, the card and the pipeline. The
+# LM grid stops when only this much of the budget is left (it is never searched in full
+# on a slow machine, where it once took 35-40 s a cell).
+AFTER_TUNING_MINUTES = 1.5
 MIN_TRAINING_MINUTES = 1.0
 # A CTC model first learns to write nothing but blanks (dev CER about 1); one that is still
 # there when its time is up has learned nothing an LM could improve. Measured here: 1.0 at
@@ -203,7 +207,13 @@ def build_lm(demo: Demo) -> None:
     build_language_model(demo.repo, TextSources(dataset=str(demo.release), config=demo.language,
                                                 split="train"), log=demo.log)
     tune_language_model(demo.repo, str(demo.release), demo.language, "dev", grid=TuningGrid(**DEMO_TUNING_GRID),
-                        log=demo.log)
+                        deadline=tuning_deadline(demo), log=demo.log)
+
+
+def tuning_deadline(demo: Demo) -> float:
+    """When the LM grid must stop (a time.monotonic() value) so that the stages after it
+    still end within --minutes."""
+    return demo.started + (demo.minutes - AFTER_TUNING_MINUTES) * 60
 
 
 def evaluate(demo: Demo) -> None:
@@ -240,6 +250,11 @@ def log_pipeline_check(demo: Demo) -> None:
     """Loads the repo the way its users will, and transcribes one test clip with it."""
     from transformers import pipeline
 
+    from ctcforge.lm_decoder import load_repo_decoder
+
+    # transformers checks only that the alphabet holds the tokenizer's labels, not that it
+    # holds them in id order, and shows a damaged KenLM file as a traceback.
+    load_repo_decoder(demo.repo)
     with (demo.release / demo.language / "test.tsv").open(encoding="utf-8", newline="") as tsv:
         first = next(csv.DictReader(tsv, delimiter="\t", quoting=csv.QUOTE_NONE))
     asr = pipeline("automatic-speech-recognition", model=str(demo.repo), device=-1)

@@ -11,19 +11,17 @@ unk_score_offset, score_boundary), `unigrams.txt` (one word a line) and one KenL
 from __future__ import annotations
 
 import json
-import os
+import logging
 from pathlib import Path
 
 from ctcforge.atomic import replacing
-from ctcforge.beam_search import KENLM_EXTENSIONS, LANGUAGE_MODEL_DIR, ctc_labels
+from ctcforge.beam_search import (ALPHABET_FILE, ATTRS_FILE, LANGUAGE_MODEL_DIR, UNIGRAMS_FILE, ctc_labels,
+                                  lm_dir_problems, load_beam_decoder)
 from ctcforge.errors import CtcforgeError
 from ctcforge.text_normalizer import Normalizer
 
-ALPHABET_FILE = "alphabet.json"
 LM_DIR = LANGUAGE_MODEL_DIR
 KENLM_FILE = "lm.binary"
-ATTRS_FILE = "attrs.json"
-UNIGRAMS_FILE = "unigrams.txt"
 PREPROCESSOR_FILE = "preprocessor_config.json"
 # transformers 5's Wav2Vec2ProcessorWithLM.save_pretrained writes this file, and with it
 # the ASR pipeline no longer finds the processor class and silently decodes greedily.
@@ -131,11 +129,6 @@ def update_attrs(lm_dir: Path, alpha: float, beta: float) -> None:
         temporary.write_text(json.dumps(attrs, indent=1) + "\n", encoding="utf-8")
 
 
-def visible_files(folder: Path) -> list[str]:
-    """The names pyctcdecode counts: not hidden, not starting with "__"."""
-    return sorted(name for name in os.listdir(folder) if not name.startswith((".", "__")))
-
-
 def check_language_model_dir(repo: Path) -> None:
     """Raises a CtcforgeError naming what is missing or extra in the layout pyctcdecode
     loads: alphabet.json beside language_model/{attrs.json, unigrams.txt, one KenLM file}."""
@@ -152,24 +145,21 @@ def check_language_model_dir(repo: Path) -> None:
         raise CtcforgeError("; ".join(problems))
 
 
-def lm_dir_problems(lm_dir: Path) -> list[str]:
-    found = visible_files(lm_dir)
-    kenlm_files = [name for name in found if os.path.splitext(name)[1] in KENLM_EXTENSIONS]
-    missing = [name for name in (ATTRS_FILE, UNIGRAMS_FILE) if name not in found]
-    if not kenlm_files:
-        missing.append(f"a KenLM file ({', '.join(KENLM_EXTENSIONS)})")
-    # One KenLM file belongs; a second one is as extra as any other file.
-    kept = {ATTRS_FILE, UNIGRAMS_FILE, *kenlm_files[:1]}
-    extra = [name for name in found if name not in kept]
-    if not missing and not extra:
-        return []
-    message = (f"{lm_dir}: expected 3 files ({ATTRS_FILE}, {UNIGRAMS_FILE}, one KenLM file), "
-               f"found {len(found)}: {', '.join(found) or 'none'}")
-    if missing:
-        message += f"; missing: {', '.join(missing)}"
-    if extra:
-        message += f"; extra: {', '.join(extra)}"
-    return [message]
+def load_repo_decoder(repo: Path):
+    """The repo's LM decoder as eval.py loads it (`beam_search.load_beam_decoder`: its
+    alphabet checked against the tokenizer label by label, its KenLM file loadable),
+    without pyctcdecode's warnings about small vocabularies."""
+    from transformers import AutoTokenizer
+
+    pyctcdecode_log = logging.getLogger("pyctcdecode")
+    level = pyctcdecode_log.level
+    pyctcdecode_log.setLevel(logging.ERROR)
+    try:
+        return load_beam_decoder(str(repo), AutoTokenizer.from_pretrained(str(repo)), model_vocab_size(repo))
+    except ValueError as exc:
+        raise CtcforgeError(f"{repo}: {exc}") from None
+    finally:
+        pyctcdecode_log.setLevel(level)
 
 
 # ---------------------------------------------------------------------------- transformers

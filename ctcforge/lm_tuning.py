@@ -23,8 +23,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import logging
 import os
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from itertools import product
@@ -35,7 +35,7 @@ import numpy as np
 from ctcforge.atomic import replacing
 from ctcforge.errors import CtcforgeError
 from ctcforge.lm import CACHE_DIR, TUNING_DIR, default_weights
-from ctcforge.lm_decoder import LM_DIR, PREPROCESSOR_FILE, check_language_model_dir, update_attrs
+from ctcforge.lm_decoder import LM_DIR, PREPROCESSOR_FILE, check_language_model_dir, load_repo_decoder, update_attrs
 from ctcforge.lm_text import repo_normalizer
 from ctcforge.repo_modules import repo_script_module
 
@@ -92,27 +92,32 @@ def default_beam_width() -> int:
 def tune_language_model(repo: Path, dataset: str, config: str | None, split: str = "dev", *,
                         text_column: str = "sentence", grid: TuningGrid = TuningGrid(),
                         max_clips: int | None = None, batch_size: int = 8, progress: bool = True,
-                        log=print) -> dict:
-    """Tunes the repo's LM weights on a dev split; returns what best.json holds."""
+                        deadline: float | None = None, log=print) -> dict:
+    """Tunes the repo's LM weights on a dev split; returns what best.json holds. With a
+    `deadline` (a time.monotonic() value), the grid stops at the first cell finished after
+    it, once pyctcdecode's defaults are scored, and the best cell scored so far is chosen."""
     repo = Path(repo)
     try:
         check_language_model_dir(repo)
     except CtcforgeError as exc:
         raise CtcforgeError(f"{exc}; build the LM first: ctcforge lm {repo} --text FILE") from exc
+    # Before the model runs over the dev split: an LM that does not fit it stops at once.
+    decoder = load_repo_decoder(repo)
     grid = grid.with_defaults()
     normalizer = repo_normalizer(repo)
     config = config or normalizer.profile.get("code")  # as for `ctcforge new --dataset`
     dev = cached_dev_set(repo, dataset, config, split, text_column, normalizer, max_clips, batch_size, log)
     with repo_script_module(repo, "error_rates.py") as metrics:
         error_rates = metrics.error_rates  # WER and CER as the repo's own definition, which eval.py uses
-    scores = score_grid(repo, dev, grid, normalizer, error_rates, progress)
+    scores = score_grid(repo, decoder, dev, grid, normalizer, error_rates, progress, deadline, log)
     greedy_wer, greedy_cer = error_rates(dev.references, dev.greedy, normalizer)
     best = best_score(scores)
     default = next(s for s in scores if (s.alpha, s.beta, s.beam_width) == (*default_weights(),
                                                                             default_beam_width()))
     update_attrs(repo / LM_DIR, best.alpha, best.beta)
     summary = {**asdict(best), "greedy_wer": greedy_wer, "greedy_cer": greedy_cer, "default_wer": default.wer,
-               "default_cer": default.cer, "dev_clips": len(dev.references), "dataset": dataset,
+               "default_cer": default.cer, "dev_clips": len(dev.references), "grid_cells": len(scores),
+               "dataset": dataset,
                "config": config, "split": split}
     write_tuning_files(repo / TUNING_DIR, scores, best, summary)
     log(f"tuned on {len(dev.references)} {split} clips: alpha {best.alpha}, beta {best.beta}, beam width "
@@ -232,36 +237,37 @@ def load_dev_set(path: Path) -> DevSet:
 # ---------------------------------------------------------------------------- the grid
 
 
-def score_grid(repo: Path, dev: DevSet, grid: TuningGrid, normalizer, error_rates, progress: bool) -> list[Score]:
-    """WER and CER of every grid cell, decoded in a fork pool, one cell a task."""
+def score_grid(repo: Path, decoder, dev: DevSet, grid: TuningGrid, normalizer, error_rates, progress: bool,
+               deadline: float | None = None, log=print) -> list[Score]:
+    """WER and CER of every grid cell (or of those finished by `deadline`), decoded in a
+    fork pool, one cell a task, pyctcdecode's defaults first."""
     from tqdm.auto import tqdm
 
-    decoder = load_decoder(repo)
-    cells = grid.cells()
+    required = (*default_weights(), default_beam_width())
+    cells = sorted(grid.cells(), key=lambda cell: cell != required)
     scores = []
     # The repo's beam_search.py, the search eval.py runs; one process per core, at most one per cell.
     with repo_script_module(repo, "beam_search.py") as beam_search, \
             beam_search.BeamSearch(decoder, min(os.cpu_count() or 1, len(cells)), dev.log_probs) as search, \
             tqdm(total=len(cells), desc="LM grid", disable=not progress, leave=False) as bar:
-        for (alpha, beta, beam_width), predictions in search.decode_grid(cells):
+        for (alpha, beta, beam_width), predictions in until_deadline(search.decode_grid(cells), deadline, required):
             wer, cer = error_rates(dev.references, [normalizer(p) for p in predictions], normalizer)
             scores.append(Score(alpha, beta, beam_width, wer, cer))
             bar.update(1)
+    if len(scores) < len(cells):
+        log(f"LM grid stopped at its deadline after {len(scores)} of {len(cells)} cells; the best of those is chosen")
     return sorted(scores, key=lambda s: (s.beam_width, s.alpha, s.beta))
 
 
-def load_decoder(repo: Path):
-    """The decoder exactly as eval.py and transformers load it, without pyctcdecode's
-    warnings about small vocabularies."""
-    from pyctcdecode import BeamSearchDecoderCTC
-
-    pyctcdecode_log = logging.getLogger("pyctcdecode")
-    level = pyctcdecode_log.level
-    pyctcdecode_log.setLevel(logging.ERROR)
-    try:
-        return BeamSearchDecoderCTC.load_from_dir(str(repo))
-    finally:
-        pyctcdecode_log.setLevel(level)
+def until_deadline(results, deadline: float | None, required: tuple, clock=time.monotonic):
+    """The (cell, texts) results as they come, ending with the first one that finishes
+    after `deadline`, provided the `required` cell has come by then (it is waited for)."""
+    required_seen = False
+    for cell, texts in results:
+        yield cell, texts
+        required_seen = required_seen or tuple(cell) == tuple(required)
+        if deadline is not None and required_seen and clock() >= deadline:
+            return
 
 
 def best_score(scores: list[Score]) -> Score:

@@ -675,3 +675,63 @@ def test_ctrl_c_during_lm_decoding_stops_within_seconds_and_keeps_the_old_result
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode != 0
     assert old.read_text() == "WER: 0.5\nCER: 0.25"
+
+
+
+def edit_alphabet(repo, change):
+    path = repo / "alphabet.json"
+    alphabet = json.loads(path.read_text(encoding="utf-8"))
+    letters = [index for index, label in enumerate(alphabet["labels"]) if len(label) == 1 and label != " "]
+    change(alphabet["labels"], letters)
+    path.write_text(json.dumps(alphabet, ensure_ascii=False), encoding="utf-8")
+
+
+def swap_two_letters(labels, letters):
+    labels[letters[0]], labels[letters[1]] = labels[letters[1]], labels[letters[0]]
+
+
+def cut_in_half(path):
+    os.truncate(path, path.stat().st_size // 2)
+
+
+LM_FAULTS = {
+    # the right number of labels, in another order or of an older vocab.json
+    "swapped labels": (lambda repo: edit_alphabet(repo, swap_two_letters),
+                       ["alphabet.json does not follow vocab.json (2 labels differ", "ctcforge lm"]),
+    "stale label": (lambda repo: edit_alphabet(repo, lambda labels, letters: labels.__setitem__(letters[0], "x")),
+                    ["alphabet.json does not follow vocab.json (1 labels differ", "'x' for", "ctcforge lm"]),
+    "truncated lm.binary": (lambda repo: cut_in_half(repo / "language_model" / "lm.binary"),
+                            ["language_model/lm.binary is damaged or cut short", "rebuild it with `ctcforge lm`"]),
+    "extra file": (lambda repo: (repo / "language_model" / "notes.txt").write_text("mine"),
+                   ["expected 3 files", "found 4", "extra: notes.txt", "remove what is extra", "ctcforge lm"]),
+}
+
+
+@pytest.fixture(params=list(LM_FAULTS))
+def faulty_lm(request, lm_repo, tmp_path):
+    """The LM repo with one fault in its LM, and the words the error must hold."""
+    repo = shutil.copytree(lm_repo, tmp_path / "repo", ignore=shutil.ignore_patterns(".ctcforge-cache"))
+    fault, words = LM_FAULTS[request.param]
+    fault(repo)
+    return repo, words
+
+
+def test_an_lm_that_does_not_fit_or_load_is_one_line_naming_the_fix(faulty_lm, release, tmp_path):
+    """eval.py, LM tuning and the demo's pipeline check load the LM through one function."""
+    from types import SimpleNamespace
+
+    from ctcforge import demo
+    from ctcforge.errors import CtcforgeError
+    from ctcforge.lm_decoder import load_repo_decoder
+
+    repo, words = faulty_lm
+    result = run_eval(repo, *eval_args(release), "--decoder", "lm", "--max_samples", "1", "--output_dir",
+                      tmp_path / "out", expect_success=False)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode != 0 and "Traceback" not in result.stderr and len(errors) == 1, result.stderr[-2000:]
+    assert all(word in errors[0] for word in words), errors[0]
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    for load in (load_repo_decoder, lambda repo: demo.log_pipeline_check(SimpleNamespace(repo=repo))):
+        with pytest.raises(CtcforgeError) as error:
+            load(repo)
+        assert all(word in str(error.value) for word in words) and "\n" not in str(error.value)

@@ -68,8 +68,7 @@ import torch
 
 import text_normalizer
 from atomic import write_text_atomically
-from beam_search import (LANGUAGE_MODEL_DIR, BeamSearch, check_alphabet, ctc_labels, has_language_model,
-                         load_beam_decoder)
+from beam_search import LANGUAGE_MODEL_DIR, BeamSearch, ctc_labels, has_language_model, load_beam_decoder
 from error_rates import error_rates
 from speech_data import DatasetError, dataset_id, load_speech_dataset
 from trained_model import TRAINING_RUN_FILE, NoTrainedModel, trained_model_folder
@@ -294,9 +293,8 @@ def main() -> None:
         except ValueError as error:
             sys.exit(f"error: {error}")
     if use_language_model:
-        try:
+        try:  # an alphabet.json of other labels, or a damaged KenLM file, stops here
             decoder = load_beam_decoder(args.model_id, transcriber.tokenizer, transcriber.model.config.vocab_size)
-            check_alphabet(decoder, transcriber.model.config.vocab_size)
         except ValueError as error:
             sys.exit(f"error: {error}")
         transcriber.beam_search = BeamSearch(decoder, args.num_workers)
