@@ -97,3 +97,80 @@ def test_too_small_a_budget_is_one_line_naming_the_fix(tmp_path, capsys):
     assert error.startswith("ctcforge: error: --minutes 2 leaves no time to train") and "\n" not in error
     with pytest.raises(CtcforgeError, match="at least 4"):
         demo_module.run_demo(minutes=3, output_dir=tmp_path)
+
+
+class FakeClock:
+    """Seconds that pass only when a grid cell finishes."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def finishing_cells(cells, clock, seconds_each=10.0):
+    for cell in cells:
+        clock.now += seconds_each
+        yield cell, [f"text of {cell}"]
+
+
+DEFAULTS = (0.5, 1.5, 100)
+OTHERS = [(0.0, 0.0, 32), (1.0, 0.0, 32), (2.0, 3.0, 32), (0.0, 1.5, 32)]
+
+
+@pytest.mark.parametrize("cells, deadline, scored", [
+    ([DEFAULTS, *OTHERS], None, 5),            # no deadline: the whole grid
+    ([DEFAULTS, *OTHERS], 25.0, 3),            # cells end at 10, 20, 30: the one ending past 25 is the last
+    ([DEFAULTS, *OTHERS], 0.0, 1),             # out of time already: only pyctcdecode's defaults
+    ([*OTHERS[:2], DEFAULTS, *OTHERS[2:]], 0.0, 3),  # ... which are waited for when they come late
+])
+def test_the_lm_grid_stops_at_its_deadline_once_the_defaults_are_scored(cells, deadline, scored):
+    from ctcforge.lm_tuning import until_deadline
+
+    clock = FakeClock()
+    taken = list(until_deadline(finishing_cells(cells, clock), deadline, DEFAULTS, clock=clock))
+    assert [cell for cell, _ in taken] == cells[:scored]
+    assert DEFAULTS in [cell for cell, _ in taken]
+
+
+def test_the_demo_gives_the_lm_grid_what_its_budget_leaves_for_it(tmp_path, monkeypatch):
+    """Seven minutes into a ten-minute demo, the grid must stop when only the time the
+    evaluations, the card and the pipeline need is left."""
+    import time
+
+    from ctcforge import lm, lm_tuning
+
+    asked = {}
+    monkeypatch.setattr(lm, "build_language_model", lambda *args, **kwargs: None)
+    monkeypatch.setattr(lm_tuning, "tune_language_model", lambda *args, **kwargs: asked.update(kwargs))
+    demo = demo_module.Demo("hy-AM", 10.0, tmp_path, started=time.monotonic() - 7 * 60, log=lambda line: None)
+    demo_module.build_lm(demo)
+    left = asked["deadline"] - time.monotonic()
+    assert left == pytest.approx((10 - 7 - demo_module.AFTER_TUNING_MINUTES) * 60, abs=5)
+
+
+class InstantDecoder:
+    """Stands in for pyctcdecode's decoder: every beam search returns at once."""
+
+    def reset_params(self, alpha, beta):
+        self.weights = (alpha, beta)
+
+    def decode_beams(self, logits, beam_width=None):
+        return [("the same words",)]
+
+
+def test_a_grid_past_its_deadline_scores_the_defaults_and_says_so_in_one_line(tmp_path):
+    import ctcforge.beam_search
+    from ctcforge.lm_tuning import DevSet, TuningGrid, score_grid
+
+    repo = tmp_path / "repo"  # all that tuning takes from the repo here: its beam search
+    repo.mkdir()
+    shutil.copy(ctcforge.beam_search.__file__, repo / "beam_search.py")
+    dev = DevSet(log_probs=[None, None], references=["a", "b"], greedy=["a", "b"])
+    grid = TuningGrid(alphas=(0.0, 1.0), betas=(0.0,), beam_widths=(8,)).with_defaults()
+    lines = []
+    scores = score_grid(repo, InstantDecoder(), dev, grid, normalizer=str, error_rates=lambda refs, hyps, n: (1.0, 1.0),
+                        progress=False, deadline=0.0, log=lines.append)
+    assert [(s.alpha, s.beta, s.beam_width) for s in scores] == [DEFAULTS]
+    assert lines == [f"LM grid stopped at its deadline after 1 of {len(grid.cells())} cells; the best of those is chosen"]
