@@ -4,14 +4,19 @@ This file is copied unchanged into every generated repo, where run_speech_recogn
 imports it. A run restarted with the same output_dir continues from its newest checkpoint
 that was written to the end: a run killed while saving leaves a checkpoint folder with
 its weights cut short or without its trainer state, and resuming from that one would
-fail (or, worse, load half a model), so it is named and skipped.
+fail (or, worse, load half a model), so it is named and skipped. A disk that fills up
+while a checkpoint is saved ends the run with one line saying how much a checkpoint
+needs, instead of the writer's traceback; the half-written checkpoint is skipped then too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import re
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -93,3 +98,58 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
             except (OSError, zipfile.BadZipFile) as error:
                 return f"{state.name} is cut short or damaged ({error})"
     return None
+
+
+# How a full disk shows through the writers the Trainer saves with: OSError ENOSPC from
+# Python and safetensors, "file write failed" from torch.save's zip writer.
+DISK_FULL_SIGNS = ("No space left on device", "os error 28", "file write failed")
+
+
+@contextlib.contextmanager
+def explain_full_disk(output_dir: Path, trainer):
+    """Turns a full disk while training saves into one line: where, how much is free, and
+    how much a checkpoint needs (the weights and the optimizer state)."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - every other error goes on as it came
+        if not disk_is_full(error):
+            raise
+        weights, optimizer_state = checkpoint_bytes(trainer.model, trainer.optimizer)
+        free = shutil.disk_usage(output_dir).free
+        unfinished = [path.name for path in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+                      if checkpoint_problem(path) is not None]
+        raise SystemExit(
+            f"error: the disk holding {output_dir} is full ({megabytes(free)} free): a checkpoint needs about "
+            f"{megabytes(weights + optimizer_state)} ({megabytes(weights)} of weights and {megabytes(optimizer_state)} "
+            f"of optimizer state); free that much (or lower --save_total_limit, or give an --output_dir on another "
+            f"disk) and run the same command again, which resumes from the last complete checkpoint"
+            + (f" and skips the unfinished {', '.join(sorted(unfinished))}" if unfinished else "")
+        ) from None
+
+
+def disk_is_full(error: BaseException) -> bool:
+    """Whether `error`, or an error it came from, says the disk is full."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if any(sign in str(error) for sign in DISK_FULL_SIGNS):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def checkpoint_bytes(model, optimizer) -> tuple[int, int]:
+    """(weights, optimizer state) in bytes, as a checkpoint stores them: every tensor of the
+    model's state dict, and the optimizer's per-parameter state (for AdamW two tensors the
+    size of each trained parameter, counted as that when no step has made them yet)."""
+    weights = sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values())
+    state = optimizer.state_dict()["state"] if optimizer is not None else {}
+    optimizer_state = sum(value.numel() * value.element_size() for parameter_state in state.values()
+                          for value in parameter_state.values() if hasattr(value, "numel"))
+    if not state:
+        optimizer_state = 2 * sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return weights, optimizer_state
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"

@@ -399,6 +399,67 @@ def test_newest_complete_checkpoint_is_chosen_and_broken_ones_named(script, tmp_
     assert "checkpoint-2" not in warnings
 
 
+def test_a_disk_full_while_saving_a_checkpoint_is_one_line_and_the_half_checkpoint_skipped(
+        script, repo, tiny_model, monkeypatch, tmp_path, caplog):
+    """A step of real training in process, its checkpoint's weights cut off by a
+    full disk (OSError ENOSPC, as safetensors raises it there) half way through writing."""
+    import errno
+
+    import transformers.modeling_utils
+
+    def disk_fills_up(state_dict, filename, metadata=None):
+        with open(filename, "wb") as file:
+            file.write(b"\0" * 1000)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", disk_fills_up)
+    extractor = AutoFeatureExtractor.from_pretrained(repo)
+    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(repo)
+    input_name = extractor.model_input_names[0]
+    rng = np.random.default_rng(0)
+    clips = [extractor(rng.standard_normal(16000).astype(np.float32), sampling_rate=16000)[input_name][0]
+             for _ in range(4)]
+    dataset = datasets.Dataset.from_dict({input_name: [np.asarray(c).tolist() for c in clips],
+                                          "labels": [[5, 6, 7]] * 4})
+    _, training_args = parsed_arguments(script, monkeypatch, tmp_path, "--max_steps", "1", "--save_steps", "1",
+                                        "--per_device_train_batch_size", "2", "--disable_tqdm", "true")
+    trainer = script.CTCTrainer(model=tiny_model, args=training_args, train_dataset=dataset,
+                                data_collator=script.clip_preparation.DataCollatorCTCWithPadding(
+                                    extractor, tokenizer, input_name))
+    with pytest.raises(SystemExit) as stopped:
+        with script.checkpoints.explain_full_disk(tmp_path, trainer):
+            trainer.train()
+    message = str(stopped.value)
+    weights = sum(t.numel() * t.element_size() for t in tiny_model.state_dict().values())
+    optimizer_state = sum(value.numel() * value.element_size() for state in trainer.optimizer.state.values()
+                          for value in state.values() if torch.is_tensor(value))
+    assert optimizer_state > weights, "AdamW keeps two moments of every trained weight"
+    assert message.startswith(f"error: the disk holding {tmp_path} is full (") and "\n" not in message
+    assert (f"a checkpoint needs about {(weights + optimizer_state) / 1e6:.1f} MB ({weights / 1e6:.1f} MB of "
+            f"weights and {optimizer_state / 1e6:.1f} MB of optimizer state)") in message
+    assert "skips the unfinished checkpoint-1" in message
+    with caplog.at_level("WARNING"):
+        assert script.checkpoints.last_complete_checkpoint(tmp_path) is None
+    assert "checkpoint-1: no trainer_state.json" in caplog.text
+
+
+@pytest.mark.parametrize("error, full", [
+    (OSError(28, "No space left on device"), True),
+    (RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0"), False),
+    (RuntimeError("PytorchStreamWriter failed writing file data/3: file write failed"), True),
+    (OSError(13, "Permission denied"), False),
+])
+def test_the_signs_of_a_full_disk(script, error, full):
+    assert script.checkpoints.disk_is_full(error) is full
+    try:
+        try:
+            raise error
+        except Exception as first:
+            raise RuntimeError("saving failed") from first
+    except RuntimeError as chained:
+        assert script.checkpoints.disk_is_full(chained) is full
+
+
 # ---------------------------------------------------------------------------------------
 # Runs of the script
 # ---------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ differs, and why:
 - A clip that cannot be used (unreadable audio, empty transcript, too long...) is
   dropped, counted and reported; one bad file never stops a run.
 - A run restarted with the same output_dir resumes from its last complete checkpoint,
-  skipping one that was cut off while being written.
+  skipping one that was cut off while being written; a disk that fills up while saving
+  stops the run in one line saying how much a checkpoint needs.
 - `--model_name_or_path ./` in a repo that holds no weights yet fine-tunes the base model
   the repo was stamped for, which `base_model.json` records (a Hub id, a local folder, or
   the `tiny` architecture, which alone starts from random weights); once the repo holds
@@ -692,8 +693,9 @@ def main() -> None:
     )
 
     if training_args.do_train:
-        result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()
+        with checkpoints.explain_full_disk(output_dir, trainer):  # one line, not the writer's traceback
+            result = trainer.train(resume_from_checkpoint=checkpoint)
+            trainer.save_model()
         metrics = {**result.metrics, "train_samples": len(splits["train"])}
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
