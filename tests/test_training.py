@@ -460,6 +460,24 @@ def test_the_signs_of_a_full_disk(script, error, full):
         assert script.checkpoints.disk_is_full(chained) is full
 
 
+CV_HEADER = "client_id\tpath\tsentence\tup_votes\tdown_votes\tage\tgender\taccents\tlocale\tsegment\n"
+
+
+@pytest.mark.parametrize("files, config, message", [
+    ({"hy-AM/train.tsv": CV_HEADER, "hy-AM/dev.tsv": CV_HEADER, "hy-AM/clips/.keep": ""}, "hy-AM",
+     r"train\.tsv lists no clips \(header only\); choose another split than 'train'"),
+    ({"metadata.csv": "file_name,sentence\n"}, None, r"metadata\.csv lists no files"),
+])
+def test_a_training_split_with_no_rows_stops_naming_it(script, tmp_path, files, config, message):
+    """It used to fail later, with "Column 'target_text' doesn't exist"."""
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    data_args = script.DataTrainingArguments(dataset_name=str(tmp_path), dataset_config_name=config)
+    with pytest.raises(SystemExit, match=rf"^error: .*{message}"):
+        script.load_split(data_args, "train", 16000, None)
+
+
 # ---------------------------------------------------------------------------------------
 # Runs of the script
 # ---------------------------------------------------------------------------------------
