@@ -10,12 +10,14 @@ CtcforgeErrors naming the file and how to rewrite it.
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from ctcforge.catalogue import has_weights
 from ctcforge.errors import CtcforgeError
+from ctcforge.spec import MAX_REPORTED_RATE
 
 RESULTS_SUFFIX = "_eval_results.txt"
 SUMMARY_SUFFIX = "_eval_summary.json"
@@ -71,15 +73,23 @@ class TrainingRun:
 # ---------------------------------------------------------------------------- eval.py
 
 def parse_eval_results(path: Path) -> dict[str, float]:
-    """One `*_eval_results.txt`: {"wer": 0.25, "cer": 0.08} from its `WER: x` / `CER: y` lines."""
+    """One `*_eval_results.txt`: {"wer": 0.25, "cer": 0.08} from its `WER: x` / `CER: y` lines,
+    each a finite fraction of 0 or more, each given once."""
     metrics = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         key, _, value = line.partition(":")
-        if key.strip().lower() in RESULT_METRICS:
-            try:
-                metrics[key.strip().lower()] = float(value)
-            except ValueError:
-                raise CtcforgeError(f"{path}: {line!r} is not 'WER: <number>'; rerun eval.py") from None
+        name = key.strip().lower()
+        if name not in RESULT_METRICS:
+            continue
+        if name in metrics:
+            raise CtcforgeError(f"{path}: two {name.upper()} lines; one eval.py run writes one of each: rerun eval.py")
+        try:
+            metrics[name] = float(value)
+        except ValueError:
+            raise CtcforgeError(f"{path}: {line!r} is not 'WER: <number>'; rerun eval.py") from None
+        if not math.isfinite(metrics[name]) or metrics[name] < 0:
+            raise CtcforgeError(f"{path}: {line!r}: an error rate is a finite fraction of 0 or more "
+                                "(0.25 = 25%); rerun eval.py")
     if not metrics:
         raise CtcforgeError(f"{path}: expected lines 'WER: <number>' and 'CER: <number>'; rerun eval.py")
     return metrics
@@ -94,6 +104,11 @@ def read_eval_results(repo: Path) -> list[EvalFigures]:
             dataset_id = path.name[: -len(RESULTS_SUFFIX)]
             metrics = parse_eval_results(path)
             summary = read_summary(folder / f"{dataset_id}{SUMMARY_SUFFIX}", path, metrics)
+            for metric, value in metrics.items():
+                # eval.py writes fractions, and its summary confirms a large one it measured.
+                if value > MAX_REPORTED_RATE and (summary or {}).get(metric) != value:
+                    raise CtcforgeError(f"{path}: {metric.upper()} {value} looks like a percentage; eval.py writes "
+                                        "fractions (0.25 = 25%): rerun eval.py, or divide it by 100")
             if summary is not None and "dataset_name" in summary:
                 # The dataset as eval.py was given it: a file name cannot say which "_" are
                 # the dataset's own, nor that there was no config.

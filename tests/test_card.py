@@ -128,6 +128,29 @@ def test_malformed_eval_results_file_is_an_error_naming_it(tmp_path):
         rebuild_card(repo)
 
 
+@pytest.mark.parametrize("results, summary, message", [
+    ("WER: 51.4\nCER: 20.3", None, "WER 51.4 looks like a percentage; eval.py writes fractions (0.25 = 25%)"),
+    ("WER: -0.2\nCER: 0.1", None, "'WER: -0.2': an error rate is a finite fraction of 0 or more"),
+    ("WER: nan\nCER: 0.1", None, "'WER: nan': an error rate is a finite fraction of 0 or more"),
+    ("WER: 0.3\nCER: 0.1\nWER: 0.2", None, "two WER lines; one eval.py run writes one of each"),
+    # eval.py measured a WER above 1.5 (a model that writes far more words than were said): kept
+    ("WER: 1.9\nCER: 0.7", {"wer": 1.9, "cer": 0.7}, None),
+])
+def test_eval_results_hold_one_fraction_of_each_rate(tmp_path, results, summary, message):
+    from ctcforge.repo_records import read_eval_results
+
+    (tmp_path / "cv_hy-AM_test_eval_results.txt").write_text(results)
+    if summary is not None:
+        (tmp_path / "cv_hy-AM_test_eval_summary.json").write_text(json.dumps(summary))
+    if message is None:
+        assert read_eval_results(tmp_path)[0].metrics == summary
+        return
+    with pytest.raises(CtcforgeError) as error:
+        read_eval_results(tmp_path)
+    assert message in str(error.value) and "cv_hy-AM_test_eval_results.txt" in str(error.value)
+    assert "rerun eval.py" in str(error.value)
+
+
 def test_card_and_demo_read_eval_results_with_one_parser(tmp_path):
     """The demo's table and the card read the same `WER: x` / `CER: y` file the same way,
     so a results file the card refuses cannot give the demo a figure."""
