@@ -116,6 +116,7 @@ def check_reachable(name: str, cache_dir: str | None = None) -> None:
     local cache (HF_HUB_OFFLINE=1 goes to the cache alone).
     """
     if Path(name).is_dir():
+        check_model_json(name)
         return
     from transformers import AutoConfig
 
@@ -123,6 +124,35 @@ def check_reachable(name: str, cache_dir: str | None = None) -> None:
         AutoConfig.from_pretrained(name, cache_dir=cache_dir)
     except OSError:
         raise StartingWeightsError(unreachable_message(name)) from None
+
+
+# The model folder's settings files that every load reads first; one cut short or edited
+# into invalid JSON would otherwise end the run in a JSONDecodeError traceback.
+MODEL_JSON_FILES = ("config.json", "preprocessor_config.json")
+
+
+def check_model_json(folder: str | Path) -> None:
+    """Raises StartingWeightsError when a model folder lacks config.json, or when one of its
+    MODEL_JSON_FILES is not a JSON object."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise StartingWeightsError(f"{folder} has no config.json; restore it (git checkout config.json), or "
+                                   "stamp the repo again with `ctcforge new --force`")
+    for name in MODEL_JSON_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as error:
+            problem = f"is not valid JSON ({error})"
+        else:
+            if isinstance(data, dict):
+                continue
+            problem = "is not a JSON object"
+        raise StartingWeightsError(f"{path} {problem}; restore it (git checkout {name}, or the copy in the "
+                                   "checkpoint-N folder it was saved with), or stamp the repo again with "
+                                   "`ctcforge new --force`")
 
 
 def load_ctc_model(point: StartingPoint, config, cache_dir: str | None = None):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 
-from starting_weights import has_weights
+from starting_weights import StartingWeightsError, check_model_json, has_weights
 
 # Written by run_speech_recognition_ctc.py at the end of a run, into the repo and its
 # --output_dir; its "output_dir" is where the trained weights went.
@@ -19,7 +19,8 @@ TRAINING_RUN_FILE = "training_run.json"
 
 
 class NoTrainedModel(Exception):
-    """No weights where `--model_id` points; the message says where they are, or to train."""
+    """No usable model where `--model_id` points (no weights, or settings files that do not
+    parse); the message says where the model is, or what to do."""
 
 
 def trained_model_folder(model_id: str, repo_dir: str) -> str:
@@ -36,15 +37,24 @@ def trained_model_folder(model_id: str, repo_dir: str) -> str:
             raise NoTrainedModel(f"--model_id {model_id}: no such folder")
         return model_id
     if has_weights(model_id):
-        return model_id
+        return checked_model_json(model_id)
     output_dir = recorded_output_dir(model_id)
     if output_dir and has_weights(output_dir):
         if os.path.realpath(model_id) == os.path.realpath(repo_dir):
-            return output_dir
+            return checked_model_json(output_dir)
         raise NoTrainedModel(f"the trained model is in {output_dir} ({TRAINING_RUN_FILE}); "
                              f"run eval.py --model_id {output_dir}")
     raise NoTrainedModel(f"no trained weights in {model_id}: train first with "
                          "python run_speech_recognition_ctc.py ... (see README.md, Training)")
+
+
+def checked_model_json(folder: str) -> str:
+    """`folder`, once its config.json and preprocessor_config.json are found to parse."""
+    try:
+        check_model_json(folder)
+    except StartingWeightsError as error:
+        raise NoTrainedModel(str(error)) from None
+    return folder
 
 
 def recorded_output_dir(folder: str) -> str | None:

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -156,11 +157,16 @@ def test_tristage_stages_follow_the_ratios(script):
     assert all(a > b for a, b in zip(rates[50:100], rates[51:101])), "decay must fall every step"
 
 
-def test_tristage_ratios_are_validated(script, tmp_path):
-    for ratios in ([0.5, 0.5, 0.5], [0.5, 0.5], [1.2, -0.2, 0.0]):
-        with pytest.raises(ValueError, match="lr_scheduler_ratios"):
-            script.SpeechTrainingArguments(output_dir=str(tmp_path), lr_scheduler_type="tristage",
-                                           lr_scheduler_ratios=ratios, use_cpu=True, report_to="none")
+@pytest.mark.parametrize("ratios, message", [
+    (["0.5", "0.5", "0.5"], "--lr_scheduler_ratios [0.5, 0.5, 0.5] must add up to 1"),
+    (["0.5", "0.5"], "--lr_scheduler_ratios takes three shares: warm-up, hold and decay"),
+    (["1.2", "-0.2", "0.0"], "--lr_scheduler_ratios takes three shares: warm-up, hold and decay"),
+])
+def test_tristage_ratios_are_refused_in_one_line(script, monkeypatch, tmp_path, ratios, message):
+    with pytest.raises(SystemExit) as stopped:
+        parsed_arguments(script, monkeypatch, tmp_path, "--lr_scheduler_type", "tristage",
+                         "--lr_scheduler_ratios", *ratios)
+    assert str(stopped.value) == f"error: {message}"
 
 
 class FakeClock:
@@ -476,6 +482,36 @@ def test_a_training_split_with_no_rows_stops_naming_it(script, tmp_path, files, 
     data_args = script.DataTrainingArguments(dataset_name=str(tmp_path), dataset_config_name=config)
     with pytest.raises(SystemExit, match=rf"^error: .*{message}"):
         script.load_split(data_args, "train", 16000, None)
+
+
+@pytest.mark.parametrize("name, content, problem", [
+    ("config.json", '{"model_type": "wav2vec2-bert", "vocab_si', "config.json is not valid JSON (Unterminated string"),
+    ("config.json", "[1, 2]", "config.json is not a JSON object"),
+    ("preprocessor_config.json", "", "preprocessor_config.json is not valid JSON (Expecting value"),
+    ("config.json", None, "has no config.json; restore it"),
+])
+def test_a_model_folder_whose_settings_do_not_parse_is_one_line_naming_the_fix(script, repo, tmp_path, name,
+                                                                                content, problem):
+    """Both scripts load a local model folder's config.json first: training through
+    starting_weights.check_reachable, eval.py through trained_model.trained_model_folder."""
+    from ctcforge.repo_modules import repo_script_module
+
+    folder = shutil.copytree(repo, tmp_path / "model")
+    (folder / "model.safetensors").write_bytes(b"weights")  # looked for, not read
+    if content is None:
+        (folder / name).unlink()
+    else:
+        (folder / name).write_text(content, encoding="utf-8")
+    with repo_script_module(repo, "trained_model.py") as trained_model:
+        with pytest.raises(trained_model.NoTrainedModel) as from_eval:
+            trained_model.trained_model_folder(str(folder), str(folder))
+        with pytest.raises(trained_model.StartingWeightsError) as from_training:
+            trained_model.check_model_json(str(folder))
+    for error in (str(from_eval.value), str(from_training.value)):
+        assert problem in error and "\n" not in error
+        assert "ctcforge new --force" in error
+    with pytest.raises(script.starting_weights.StartingWeightsError, match=re.escape(problem)):
+        script.starting_weights.check_reachable(str(folder))
 
 
 # ---------------------------------------------------------------------------------------

@@ -306,10 +306,13 @@ class SpeechTrainingArguments(TrainingArguments):
 
 def parse_arguments() -> tuple[ModelArguments, DataTrainingArguments, SpeechTrainingArguments]:
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, SpeechTrainingArguments))
-    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        # Like upstream: a single JSON file holds all the arguments.
-        return parser.parse_json_file(json_file=os.path.abspath(sys.argv[1]))
-    return parser.parse_args_into_dataclasses()
+    try:  # settings the arguments' own checks refuse (--lr_scheduler_ratios ...) say why in one line
+        if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+            # Like upstream: a single JSON file holds all the arguments.
+            return parser.parse_json_file(json_file=os.path.abspath(sys.argv[1]))
+        return parser.parse_args_into_dataclasses()
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def resolve_training_arguments(
