@@ -514,6 +514,38 @@ def test_a_model_folder_whose_settings_do_not_parse_is_one_line_naming_the_fix(s
         script.starting_weights.check_reachable(str(folder))
 
 
+@pytest.mark.parametrize("cpus, load, env, requested, processes, threads", [
+    (2, 0.1, None, None, 1, 2),    # a quiet machine: every core
+    (2, 1.0, None, None, 1, 1),    # one other job on 2 cores: one thread, not two fighting it
+    (2, 4.5, None, None, 1, 1),    # the busy machine of the demo: one thread
+    (16, 3.4, None, None, 1, 13),
+    (2, 4.5, None, 2, 1, 2),       # --torch_threads decides
+    (2, 4.5, "3", None, 1, None),  # so does OMP_NUM_THREADS, which torch has read already
+    (2, 0.1, None, None, 2, None),  # several processes: accelerate shares the cores out
+])
+def test_torch_threads_follow_the_cores_the_load_leaves_free(script, monkeypatch, cpus, load, env, requested,
+                                                              processes, threads):
+    module = script.cpu_threads
+    monkeypatch.setattr(module, "usable_cpus", lambda: cpus)
+    monkeypatch.setattr(module.os, "getloadavg", lambda: (load, load, load))
+    if env is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", env)
+    before = torch.get_num_threads()
+    try:
+        message = module.set_torch_threads(requested, processes)
+        assert torch.get_num_threads() == (before if threads is None else threads), message
+    finally:
+        torch.set_num_threads(before)
+    assert message.startswith("torch threads: ")
+
+
+def test_torch_threads_below_one_are_refused_in_one_line(script, monkeypatch, tmp_path):
+    with pytest.raises(SystemExit, match=r"^error: --torch_threads must be at least 1, not 0$"):
+        parsed_arguments(script, monkeypatch, tmp_path, "--torch_threads", "0")
+
+
 # ---------------------------------------------------------------------------------------
 # Runs of the script
 # ---------------------------------------------------------------------------------------

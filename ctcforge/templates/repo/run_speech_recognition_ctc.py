@@ -29,6 +29,9 @@ differs, and why:
   each time it is batched.
 - `--group_by_length` sorts by the lengths measured while preparing the data, instead of
   reading every clip again when training starts.
+- On the CPU, torch computes with as many threads as the load average leaves cores free
+  (`cpu_threads`; `--torch_threads` to choose): on a shared machine, threads that wait
+  for busy cores slow training several times over.
 - `--max_train_minutes` trains for a wall-clock budget: the learning-rate schedule runs
   on the share of the budget used (or of --max_steps, whichever is further along), and
   training stops, saving the model, when the time is up.
@@ -37,7 +40,8 @@ main() reads top to bottom like upstream's. The machinery is in modules next to 
 script, each named for its concern: `training_vocabulary` (the label set and tokenizer),
 `clip_preparation` (decoding, the filters that drop clips and their table, speed
 perturbation, the collator), `training_schedule` (tristage, the time budget),
-`checkpoints` (which checkpoint to resume) and `training_record` (what the card reads).
+`checkpoints` (which checkpoint to resume, a full disk while saving), `cpu_threads` (torch's
+threads on the CPU) and `training_record` (what the card reads).
 
 Example:
     python run_speech_recognition_ctc.py --model_name_or_path ./ \
@@ -74,6 +78,7 @@ from transformers import (
 # This repo's own modules, next to this script (ctcforge copies them into every repo).
 import checkpoints
 import clip_preparation
+import cpu_threads
 import ctc_frames
 import error_rates
 import speech_data
@@ -262,9 +267,19 @@ class SpeechTrainingArguments(TrainingArguments):
             "bound. Give --warmup_steps as a fraction of the run (e.g. 0.1) with it."
         },
     )
+    torch_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "Threads torch computes with when training on the CPU. Default: the CPUs the load "
+            "average leaves free, at least 1, since threads sharing busy cores slow training far more "
+            "than the CPU time they lose (see cpu_threads.py); OMP_NUM_THREADS, when set, decides."
+        },
+    )
 
     def __post_init__(self):
         self.choose_precision_for_the_machine()
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError(f"--torch_threads must be at least 1, not {self.torch_threads}")
         tristage = self.lr_scheduler_type == training_schedule.TRISTAGE
         if tristage:
             # TrainingArguments turns the name into a SchedulerType, which has no tristage and
@@ -586,6 +601,8 @@ def main() -> None:
     setup_logging(training_args)
     training_args = resolve_training_arguments(data_args, training_args)
     logger.info(f"Training/evaluation parameters {training_args}")
+    if training_args.use_cpu or not torch.accelerator.is_available():
+        logger.info(cpu_threads.set_torch_threads(training_args.torch_threads, training_args.world_size))
     output_dir = Path(training_args.output_dir)
     checkpoint = checkpoints.checkpoint_to_resume(training_args, data_args.overwrite_output_dir)
     # Where the weights come from, checked now: a model that cannot be loaded should stop
