@@ -24,6 +24,11 @@ from the repo, transcripts through the repo's text_normalizer), and loaded by ea
 baseline run. clips/s = steps x batch size / train_runtime, so data preparation is
 excluded from both; the script's whole wall time (start-up and preparation included) is
 shown beside it.
+
+With `--threads-under-load BUSY`, it compares instead the script with `--torch_threads 1`
+and with `--torch_threads 2`, interleaved, each run sharing the cores with BUSY processes
+that do nothing but spin (started before the run, stopped after it): how torch's thread
+count fares on a machine other jobs are using, the choice cpu_threads.py makes.
 """
 
 from __future__ import annotations
@@ -70,6 +75,8 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=2, help="runs of each kind, interleaved (default 2)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="folder for the release, repo and runs (default: a temporary folder)")
+    parser.add_argument("--threads-under-load", type=int, default=None, metavar="BUSY",
+                        help="compare --torch_threads 1 and 2 with BUSY spinning processes competing")
     # Internal: one baseline run, in its own process.
     parser.add_argument("--baseline-child", nargs=3, metavar=("REPO", "DATA", "RESULT"),
                         help=argparse.SUPPRESS)
@@ -128,8 +135,8 @@ def prepare_baseline_data(repo: Path, release: Path, out: Path) -> int:
 # ---------------------------------------------------------------------------------------
 
 
-def run_script(repo: Path, release: Path, output_dir: Path, steps: int, batch: int) -> dict:
-    command = [sys.executable, SCRIPT, "--model_name_or_path", "./", "--dataset_name", str(release),
+def run_script(repo: Path, release: Path, output_dir: Path, steps: int, batch: int, extra: tuple = ()) -> dict:
+    command = [sys.executable, SCRIPT, *extra, "--model_name_or_path", "./", "--dataset_name", str(release),
                "--dataset_config_name", LANGUAGE, "--output_dir", str(output_dir), "--do_train",
                "--max_steps", str(steps), "--per_device_train_batch_size", str(batch),
                "--learning_rate", str(LEARNING_RATE), "--seed", str(TRAIN_SEED),
@@ -197,6 +204,39 @@ def baseline_child(repo: Path, data: Path, result_file: Path, steps: int, batch:
     result_file.write_text(json.dumps({**metrics, "train_samples": len(examples)}), encoding="utf-8")
 
 
+def run_threads_under_load(args, repo: Path, release: Path, work: Path) -> None:
+    """The script at 1 and at 2 torch threads, interleaved, each run beside `busy` spinners."""
+    rows = []
+    load_before = os.getloadavg()
+    for repeat in range(1, args.repeats + 1):
+        for threads in (1, 2):
+            output_dir = work / "runs" / f"threads-{threads}-{repeat}"
+            shutil.rmtree(output_dir, ignore_errors=True)
+            spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                        for _ in range(args.threads_under_load)]
+            try:
+                result = run_script(repo, release, output_dir, args.steps, args.batch_size,
+                                    ("--torch_threads", str(threads)))
+            finally:
+                for spinner in spinners:
+                    spinner.terminate()
+                    spinner.wait()
+            result["clips_per_s"] = args.steps * args.batch_size / result["train_runtime"]
+            rows.append((threads, repeat, result))
+            print(f"  {threads} thread(s), run {repeat}: {result['clips_per_s']:.2f} clips/s, train_runtime "
+                  f"{result['train_runtime']:.2f} s", flush=True)
+    print("\nload average (1, 5, 15 min) before the runs: " + ", ".join(f"{x:.2f}" for x in load_before)
+          + "; after: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print(f"{os.cpu_count()} CPUs, {args.threads_under_load} spinning processes, steps={args.steps} "
+          f"batch={args.batch_size}")
+    print("| torch threads | run | clips/s | train_runtime (s) |")
+    print("| ---: | ---: | ---: | ---: |")
+    for threads, repeat, result in rows:
+        print(f"| {threads} | {repeat} | {result['clips_per_s']:.2f} | {result['train_runtime']:.2f} |")
+    per_repeat = [one["clips_per_s"] / two["clips_per_s"] for (_, _, one), (_, _, two) in zip(rows[0::2], rows[1::2])]
+    print("clips/s ratio, 1 thread / 2 threads, per repeat: " + ", ".join(f"{r:.2f}" for r in per_repeat))
+
+
 # ---------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------
@@ -215,6 +255,10 @@ def main(argv=None) -> None:
         print(f"work folder: {work}", flush=True)
         start = time.perf_counter()
         release, repo = make_release_and_repo(work, args.clips)
+        if args.threads_under_load is not None:
+            print(f"set-up (synthesis, stamping): {time.perf_counter() - start:.1f} s", flush=True)
+            run_threads_under_load(args, repo, release, work)
+            return
         data = work / "baseline_data.pt"
         n_clips = prepare_baseline_data(repo, release, data)
         print(f"set-up (synthesis, stamping, baseline data: {n_clips} training clips): "
