@@ -4,8 +4,8 @@ This file is copied unchanged into every generated repo, where run_speech_recogn
 imports it. torch starts one compute thread per core, and each operation waits for all of
 them to finish their share. On a machine whose cores other jobs are using, the thread that
 the scheduler put aside holds up the others at every operation, so training slows far more
-than the share of the CPU it lost: the demo, on 2 cores at a load of 3-5, trained at 1.16
-samples/s with 2 threads and 6.8 with 1. A single thread slows only in proportion. So, by
+than the share of the CPU it lost: on 2 busy cores, one thread trained 3 to 4 times as fast
+as two (bench/README.md). A single thread slows only in proportion. So, by
 default, a run takes the cores the load already there leaves free (the 1-minute load
 average), and at least one; `--torch_threads` (or OMP_NUM_THREADS) decides instead.
 bench/train_throughput.py --threads-under-load measures the two on a busy machine.
