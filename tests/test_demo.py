@@ -173,4 +173,5 @@ def test_a_grid_past_its_deadline_scores_the_defaults_and_says_so_in_one_line(tm
     scores = score_grid(repo, InstantDecoder(), dev, grid, normalizer=str, error_rates=lambda refs, hyps, n: (1.0, 1.0),
                         progress=False, deadline=0.0, log=lines.append)
     assert [(s.alpha, s.beta, s.beam_width) for s in scores] == [DEFAULTS]
-    assert lines == [f"LM grid stopped at its deadline after 1 of {len(grid.cells())} cells; the best of those is chosen"]
+    assert lines == [f"LM grid stopped at its deadline after 1 of {len(grid.cells())} cells; "
+                     "the best of those is chosen"]
