@@ -215,7 +215,9 @@ def words_holding(sentences: list[str]) -> dict[str, list[str]]:
         for word in line.split():
             for position in range(1, len(word) - 1):
                 character = word[position]
-                if word[position - 1].isalpha() and word[position + 1].isalpha() and not character.isalpha():
+                # Modifier letters (Lm) too: they are alphabetic to Python, but their role is the question.
+                if word[position - 1].isalpha() and word[position + 1].isalpha() \
+                        and unicodedata.category(character) not in ("Ll", "Lu", "Lt", "Lo"):
                     seen = inside.setdefault(character, [])
                     shown = word.strip(_word_ends(word))
                     if shown not in seen:
