@@ -92,13 +92,14 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
 
 def cmd_languages(args: argparse.Namespace) -> None:
+    from ctcforge.cv_utils_check import verdict
     from ctcforge.profiles import available_codes, load_profile
 
     for code in available_codes():
         profile = load_profile(code)
         voice = profile.espeak_voice or "-"
         print(f"{code:8} {profile.name:12} script={profile.script:10} words={profile.word_split:8} "
-              f"metrics={','.join(profile.metrics):8} espeak={voice}")
+              f"metrics={','.join(profile.metrics):8} espeak={voice:5} commonvoice-utils={verdict(profile)}")
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -300,7 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     common_voice.add_argument("--quiet", action="store_true", help="no progress bars")
     common_voice.set_defaults(run=cmd_data_common_voice)
 
-    languages = commands.add_parser("languages", help="list the language profiles")
+    languages = commands.add_parser(
+        "languages", help="list the language profiles",
+        description="One line per profile: locale, name, script, word split for WER, metrics, espeak-ng voice, "
+                    "and whether commonvoice-utils' validation data agrees with its alphabet (`agrees`, with the "
+                    "profile's reasoned exceptions counted; `differs` and the letters; `no data` for a locale it "
+                    "lacks; `not checked` when the package, a test-only dependency, is not installed).")
     languages.set_defaults(run=cmd_languages)
     models = commands.add_parser("models", help="list the base-model catalogue")
     models.set_defaults(run=cmd_models)

@@ -98,5 +98,6 @@ def verdict(profile: Profile) -> str:
     if comparison is None:
         return "no data"
     if comparison.agrees:
-        return f"agrees ({len(profile.cv_utils_exceptions)} exceptions)" if profile.cv_utils_exceptions else "agrees"
+        count = len(profile.cv_utils_exceptions)
+        return f"agrees ({count} exception{'s' * (count != 1)})" if count else "agrees"
     return "differs: " + " ".join(comparison.differing + comparison.stale_exceptions)

@@ -3,6 +3,8 @@ never copied) against each profile whose locale it covers."""
 
 import pytest
 
+from ctcforge import cv_utils_check
+from ctcforge.cli import main
 from ctcforge.cv_utils_check import allowed_letters, compare, covered_locales, verdict
 from ctcforge.profiles import available_codes, load_profile, profile_from_dict
 
@@ -49,3 +51,16 @@ def test_an_exception_needs_a_reason():
     data["cv_utils_exceptions"] = {"ӹ": " "}
     with pytest.raises(Exception, match="cv_utils_exceptions"):
         profile_from_dict(data, source="test")
+
+
+def test_languages_lists_script_word_split_voice_and_the_second_opinion(capsys, monkeypatch):
+    assert main(["languages"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert set(lines) == set(available_codes())
+    assert "script=Thai" in lines["th"] and "words=char" in lines["th"] and "espeak=th" in lines["th"]
+    assert lines["ar"].endswith("commonvoice-utils=agrees (1 exception)")
+    assert lines["ja"].endswith("commonvoice-utils=no data") and "espeak=-" in lines["km"]
+    assert all("commonvoice-utils=agrees" in lines[code] for code in CHECKED)
+    monkeypatch.setattr(cv_utils_check, "is_installed", lambda: False)
+    assert main(["languages"]) == 0
+    assert all(line.endswith("commonvoice-utils=not checked") for line in capsys.readouterr().out.splitlines())
