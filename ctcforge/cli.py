@@ -31,7 +31,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
     output = args.output or Path(f"{args.language}.yaml")
     sources = args.from_text or [args.from_release]
     draft = write_draft(args.language, sources, output, from_release=bool(args.from_release), name=args.name,
-                        force=args.force)
+                        force=args.force, progress=not args.quiet)
     for line in draft.summary():
         print(line)
     print(f"wrote {output}: review every comment, then `ctcforge new --profile {output} --output-dir DIR`")
@@ -168,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--name", help="the language's English name (default: espeak-ng's name for it)")
     profile.add_argument("--output", type=Path, metavar="FILE", help="where to write the draft (default LANGUAGE.yaml)")
     profile.add_argument("--force", action="store_true", help="replace an existing --output file")
+    profile.add_argument("--quiet", action="store_true", help="no progress bar")
     profile.set_defaults(run=cmd_profile)
 
     card = commands.add_parser(

@@ -19,6 +19,7 @@ SYLLABLE HA); the standard library has no Script property.
 
 from __future__ import annotations
 
+import re
 import textwrap
 import unicodedata
 from collections import Counter
@@ -46,6 +47,7 @@ SPACED_LINES = 0.5
 # The invisible joiners that shape Arabic and Indic letters without changing what is said.
 JOINERS = ("\u200c", "\u200d")
 EXAMPLES = 3
+PLAIN_LETTERS = ("Ll", "Lu", "Lt", "Lo")
 RARE = 2  # an alphabet letter seen this often or less is pointed out: a typo, or a letter of loans?
 RARE_CHECK_LINES = 500  # in a text this long at least; in a shorter one every letter is rare
 
@@ -147,7 +149,7 @@ def draft_profile(code: str, lines: Iterable[str], name: str | None = None) -> P
         sentences = [unicodedata.normalize("NFKC", line) for line in sentences]
         counts = Counter("".join(sentences))
 
-    inside = words_holding(sentences)
+    inside = words_holding(sentences, counts)
     roles = {c: role_of(c, script, inside.get(c)) for c in counts}
     ignored = sorted(c for c, role in roles.items() if role == "ignored")
     letters = [c for c, role in roles.items() if role == "letter"]
@@ -155,10 +157,11 @@ def draft_profile(code: str, lines: Iterable[str], name: str | None = None) -> P
     normalize = Normalizer({"chars_to_ignore": ignored, "casing": casing, "unicode_form": form})
     normalised = [normalize(line) for line in sentences]
     # The alphabet is what the normaliser writes, so vocab.json holds letters it produces.
-    alphabet = sorted({c for line in normalised for c in line
-                       if (roles.get(c) or role_of(c, script, inside.get(c))) == "letter" and normalize(c) == c})
+    written = set().union(*map(set, normalised))
+    alphabet = sorted(c for c in written
+                      if (roles.get(c) or role_of(c, script, inside.get(c))) == "letter" and normalize(c) == c)
     spaced = sum(" " in line for line in normalised) / len(normalised)
-    letter_counts = Counter(c for line in normalised for c in line if c in alphabet)
+    letter_counts = Counter("".join(normalised))
     word_split = "space" if spaced >= SPACED_LINES else "char"
     voice = voice_for_locale(code)
     fields = {
@@ -179,7 +182,7 @@ def draft_profile(code: str, lines: Iterable[str], name: str | None = None) -> P
     draft = ProfileDraft(
         fields=fields, inventory=inventory, lines=len(sentences),
         digit_lines=[line for line in sentences if any(roles[c] == "digit" for c in line)],
-        inside_words={c: inside[c][:EXAMPLES] for c in ignored if c in inside},
+        inside_words={c: inside[c] for c in ignored if c in inside},
         compatibility=compatibility, kept_compatibility=kept_compatibility, spaced_share=spaced,
         rare_letters=[c for c in alphabet if letter_counts[c] <= RARE] if len(sentences) >= RARE_CHECK_LINES else [],
         espeak_checked=bool(installed_voices()))
@@ -208,20 +211,25 @@ def is_own_compatibility_letter(character: str, script: str) -> bool:
             and "LIGATURE" not in name and " FORM" not in name)
 
 
-def words_holding(sentences: list[str]) -> dict[str, list[str]]:
-    """Character -> the distinct words it is written inside (between two letters)."""
+def words_holding(sentences: list[str], counts: Counter) -> dict[str, list[str]]:
+    """Character -> up to EXAMPLES distinct words it is written inside (between two letters),
+    for each character of the text that is not a plain letter. Modifier letters (Lm) count
+    too: alphabetic to Python, their role is the question."""
+    candidates = sorted(c for c in counts if not c.isspace() and unicodedata.category(c) not in PLAIN_LETTERS)
+    if not candidates:
+        return {}
+    # A letter: a word character that is no digit or underscore.
+    between = re.compile(f"(?<=[^\\W\\d_])([{''.join(re.escape(c) for c in candidates)}])(?=[^\\W\\d_])")
     inside: dict[str, list[str]] = {}
     for line in sentences:
-        for word in line.split():
-            for position in range(1, len(word) - 1):
-                character = word[position]
-                # Modifier letters (Lm) too: they are alphabetic to Python, but their role is the question.
-                if word[position - 1].isalpha() and word[position + 1].isalpha() \
-                        and unicodedata.category(character) not in ("Ll", "Lu", "Lt", "Lo"):
-                    seen = inside.setdefault(character, [])
-                    shown = word.strip(_word_ends(word))
-                    if shown not in seen:
-                        seen.append(shown)
+        for match in between.finditer(line):
+            seen = inside.setdefault(match.group(1), [])
+            if len(seen) < EXAMPLES:
+                end = line.find(" ", match.end())
+                word = line[line.rfind(" ", 0, match.start()) + 1:end if end >= 0 else len(line)]
+                shown = word.strip(_word_ends(word))
+                if shown not in seen:
+                    seen.append(shown)
     return inside
 
 
@@ -277,9 +285,14 @@ def release_sentence_files(folder: Path, code: str) -> list[Path]:
     return splits
 
 
-def draft_from_files(code: str, paths: list[Path], name: str | None = None, option: str = "--from-text") -> ProfileDraft:
+def draft_from_files(code: str, paths: list[Path], name: str | None = None, option: str = "--from-text",
+                     progress: bool = False) -> ProfileDraft:
     """A draft from text files (one sentence a line, or a TSV with a `sentence` column)."""
-    return draft_profile(code, text_file_lines(paths, option=option), name=name)
+    from tqdm.auto import tqdm
+
+    lines = tqdm(text_file_lines(paths, option=option), desc=f"reading {code} text", unit=" lines",
+                 disable=not progress)
+    return draft_profile(code, lines, name=name)
 
 
 # ---------------------------------------------------------------------------- the YAML file
@@ -410,7 +423,7 @@ def _form_notes(draft: ProfileDraft) -> list[str]:
 
 
 def write_draft(code: str, sources: list[Path], output: Path, *, from_release: bool = False,
-                name: str | None = None, force: bool = False) -> ProfileDraft:
+                name: str | None = None, force: bool = False, progress: bool = False) -> ProfileDraft:
     """`ctcforge profile`: drafts the profile and writes it to `output` (atomically)."""
     output = Path(output).expanduser()
     if output.exists() and not force:
@@ -418,6 +431,7 @@ def write_draft(code: str, sources: list[Path], output: Path, *, from_release: b
     if output.suffix == ".yaml" and output.stem != code:
         raise CtcforgeError(f"--output {output}: a profile file is named after its locale: {code}.yaml")
     paths = release_sentence_files(sources[0], code) if from_release else list(sources)
-    draft = draft_from_files(code, paths, name=name, option="--from-release" if from_release else "--from-text")
+    draft = draft_from_files(code, paths, name=name, option="--from-release" if from_release else "--from-text",
+                             progress=progress)
     write_text_atomically(output, draft_yaml(draft, [p.name for p in paths]))
     return draft
