@@ -32,6 +32,10 @@ def cmd_profile(args: argparse.Namespace) -> None:
     sources = args.from_text or [args.from_release]
     draft = write_draft(args.language, sources, output, from_release=bool(args.from_release), name=args.name,
                         force=args.force, progress=not args.quiet)
+    from ctcforge.profiles import available_codes
+
+    if args.language in available_codes():
+        print(f"note: ctcforge ships a profile for {args.language} (ctcforge languages); this draft is from the text alone")
     for line in draft.summary():
         print(line)
     print(f"wrote {output}: review every comment, then `ctcforge new --profile {output} --output-dir DIR`")

@@ -12,6 +12,7 @@ from ctcforge.cli import main
 from ctcforge.errors import CtcforgeError
 from ctcforge.profile_draft import draft_profile, draft_yaml, script_of
 from ctcforge.profiles import available_codes, load_profile_file
+from ctcforge.synth import installed_voices
 
 # Maltese: Latin with ċ ġ ħ ż, the article joined by a hyphen, elision by an apostrophe.
 MALTESE = [
@@ -74,6 +75,9 @@ def test_draft_proposes_the_language_s_alphabet_and_rules(code, lines, script, a
     assert len(draft.digit_lines) == (1 if digits else 0)
     assert "".join(draft.inside_words) == inside
     assert {use.character for use in draft.of_role("foreign")} == set(foreign)
+    # espeak-ng (installed by setup.sh) speaks Maltese, not Lao or Pashto.
+    voiced = code == "mt" and bool(installed_voices())
+    assert (fields["espeak_voice"], fields["name"]) == (("mt", "Maltese") if voiced else (None, code))
     # The draft is a profile: it loads, and its normaliser writes only its letters (and the
     # flagged digits and foreign letters) from the text it came from.
     normalize = draft.profile().normalizer()
