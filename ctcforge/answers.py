@@ -11,6 +11,7 @@ import yaml
 from ctcforge import __version__
 from ctcforge.atomic import write_text_atomically
 from ctcforge.errors import CtcforgeError
+from ctcforge.profiles import Profile, load_profile, profile_from_dict
 
 ANSWERS_FILE = ".ctcforge-answers.yml"
 
@@ -26,6 +27,9 @@ class Answers:
     dataset_config: str | None = None
     train_split: str = "train"
     spec: dict | None = None
+    # The profile itself when it came from a file (`ctcforge new --profile FILE`, a language
+    # ctcforge does not ship), so the repo can be stamped again without that file.
+    profile: dict | None = None
     ctcforge_version: str = __version__
     # sha256 of each file as ctcforge stamped it (path relative to the repo), so that
     # `new --force` can tell a file nobody touched (updated) from one a person edited (kept).
@@ -46,6 +50,13 @@ class Answers:
             return cls(**data)
         except TypeError as exc:
             raise CtcforgeError(f"{path}: {exc}") from exc
+
+
+def answers_profile(answers: Answers) -> Profile:
+    """The language profile the repo was stamped from: the recorded one, else ctcforge's own."""
+    if answers.profile is not None:
+        return profile_from_dict(dict(answers.profile), source=f"{ANSWERS_FILE} (profile)")
+    return load_profile(answers.language)
 
 
 def file_digest(path: Path) -> str:

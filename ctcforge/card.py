@@ -25,13 +25,13 @@ import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ctcforge import plots
-from ctcforge.answers import ANSWERS_FILE, Answers
+from ctcforge.answers import ANSWERS_FILE, Answers, answers_profile
 from ctcforge.atomic import write_text_atomically
 from ctcforge.beam_search import has_language_model
 from ctcforge.catalogue import BaseModel, looks_like_path, resolve_base_model
 from ctcforge.error_rates import SPACELESS_SPLITS
 from ctcforge.errors import CtcforgeError
-from ctcforge.profiles import Profile, load_profile
+from ctcforge.profiles import Profile
 from ctcforge.repo_records import (TRAINING_RUN_FILE, EvalFigures, TrainingRun, read_eval_results,
                                    read_hyperparameters,
                                    read_lm_tuning, read_log_history, read_training_run, trained_weights_folder)
@@ -414,7 +414,7 @@ def rebuild_card(repo: Path) -> Path:
     in the repo (or in the output_dir its training run records); measured results replace
     the ones a spec reported, and a retrained model drops the spec's training facts."""
     answers = Answers.load(repo)
-    profile = load_profile(answers.language)
+    profile = answers_profile(answers)
     facts = facts_from_answers(answers, profile)
     run = read_training_run(repo)
     trained_in = trained_weights_folder(repo, run)

@@ -17,9 +17,28 @@ def cmd_new(args: argparse.Namespace) -> None:
     from ctcforge.render import new_repo
 
     repo = new_repo(args.language, args.output_dir, base_model=args.base_model, dataset=args.dataset,
-                    dataset_config=args.config, spec_path=args.spec, force=args.force, report=print)
+                    dataset_config=args.config, spec_path=args.spec, profile_path=args.profile, force=args.force,
+                    report=print)
     print(f"stamped {repo}")
     print(f"next: cd {repo} && python -m pytest -q")
+
+
+def cmd_profile(args: argparse.Namespace) -> None:
+    from ctcforge.profile_draft import write_draft
+
+    if bool(args.from_text) == bool(args.from_release):
+        raise CtcforgeError("give the language's text: --from-text FILE... or --from-release DIR (not both)")
+    output = args.output or Path(f"{args.language}.yaml")
+    sources = args.from_text or [args.from_release]
+    draft = write_draft(args.language, sources, output, from_release=bool(args.from_release), name=args.name,
+                        force=args.force, progress=not args.quiet)
+    from ctcforge.profiles import available_codes
+
+    if args.language in available_codes():
+        print(f"note: ctcforge ships a profile for {args.language} (ctcforge languages); this draft is from the text alone")
+    for line in draft.summary():
+        print(line)
+    print(f"wrote {output}: review every comment, then `ctcforge new --profile {output} --output-dir DIR`")
 
 
 def cmd_card(args: argparse.Namespace) -> None:
@@ -77,13 +96,14 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
 
 def cmd_languages(args: argparse.Namespace) -> None:
+    from ctcforge.cv_utils_check import verdict
     from ctcforge.profiles import available_codes, load_profile
 
     for code in available_codes():
         profile = load_profile(code)
         voice = profile.espeak_voice or "-"
         print(f"{code:8} {profile.name:12} script={profile.script:10} words={profile.word_split:8} "
-              f"metrics={','.join(profile.metrics):8} espeak={voice}")
+              f"metrics={','.join(profile.metrics):8} espeak={voice:5} commonvoice-utils={verdict(profile)}")
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -122,12 +142,38 @@ def build_parser() -> argparse.ArgumentParser:
                                        "save_to_disk) whose training text sets the vocabulary")
     new.add_argument("--config", help="dataset config (Common Voice locale folder); default: the language")
     new.add_argument("--spec", type=Path, help="model spec YAML (e.g. specs/hy-AM.yaml) with the card's facts")
+    new.add_argument("--profile", type=Path, metavar="FILE",
+                     help="stamp from this profile YAML (one `ctcforge profile` drafted, for a language ctcforge "
+                          "does not ship) instead of a shipped profile; the repo records it, so --force needs it "
+                          "only to change it")
     new.add_argument("--force", action="store_true",
                      help="stamp into a non-empty folder; over a repo ctcforge made, update the files nobody edited "
                           "(the answers it recorded fill in what is not given), keep edited ones with the new "
                           "version beside them as NAME.new, and never touch vocab.json, the tokenizer or "
                           "config.json under trained weights")
     new.set_defaults(run=cmd_new)
+
+    profile = commands.add_parser(
+        "profile", help="draft a profile for a language ctcforge does not ship, from its own text",
+        description="Count every character of the language's sentences and write a commented profile YAML for "
+                    "review: the character inventory with counts and Unicode names, a proposed alphabet (the "
+                    "letters and marks of the text's main script), punctuation and symbols to ignore, digits "
+                    "flagged (you decide: spell them out or drop those lines), the casing rule, the Unicode form "
+                    "(NFKC where compatibility forms occur), the word split (char when most lines hold no "
+                    "space) and the espeak-ng voice, if espeak-ng has one. `ctcforge new --profile FILE` "
+                    "stamps a repo from it.")
+    profile.add_argument("language", help="Common Voice locale of the language, e.g. mt")
+    profile.add_argument("--from-text", type=Path, nargs="+", action="extend", metavar="FILE",
+                         help="UTF-8 text, one sentence a line, or a TSV with a sentence column "
+                              "(Common Voice's validated_sentences.tsv)")
+    profile.add_argument("--from-release", type=Path, metavar="DIR",
+                         help="a Common Voice locale folder (or the release folder holding LANGUAGE/): its "
+                              "validated_sentences.tsv, else validated.tsv, else train/dev/test.tsv")
+    profile.add_argument("--name", help="the language's English name (default: espeak-ng's name for it)")
+    profile.add_argument("--output", type=Path, metavar="FILE", help="where to write the draft (default LANGUAGE.yaml)")
+    profile.add_argument("--force", action="store_true", help="replace an existing --output file")
+    profile.add_argument("--quiet", action="store_true", help="no progress bar")
+    profile.set_defaults(run=cmd_profile)
 
     card = commands.add_parser(
         "card", help="rebuild README.md from the repo's answers, eval results and trainer state",
@@ -226,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "A sentence's split is fixed by a hash of its normalised text, so test sentences "
                     "never reach train. km has no espeak-ng voice: its audio is a letter-by-letter "
                     "stand-in, not Khmer speech.")
-    synth.add_argument("language", help="Common Voice locale with a sentences file (hy-AM, as, ja, zh-HK)")
+    synth.add_argument("language", help="Common Voice locale with a sentences file (hy-AM, as, ja, zh-HK, km, es, de, "
+                                        "fr, eo, ca, tr, uk, sw, el, vi, hi, fa, ar)")
     synth.add_argument("--output-dir", type=Path, required=True,
                        help="release folder; OUTPUT_DIR/LANG must be absent or empty")
     synth.add_argument("--num-clips", type=int, required=True,
@@ -260,7 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     common_voice.add_argument("--quiet", action="store_true", help="no progress bars")
     common_voice.set_defaults(run=cmd_data_common_voice)
 
-    languages = commands.add_parser("languages", help="list the language profiles")
+    languages = commands.add_parser(
+        "languages", help="list the language profiles",
+        description="One line per profile: locale, name, script, word split for WER, metrics, espeak-ng voice, "
+                    "and whether commonvoice-utils' validation data agrees with its alphabet (`agrees`, with the "
+                    "profile's reasoned exceptions counted; `differs` and the letters; `no data` for a locale it "
+                    "lacks; `not checked` when the package, a test-only dependency, is not installed).")
     languages.set_defaults(run=cmd_languages)
     models = commands.add_parser("models", help="list the base-model catalogue")
     models.set_defaults(run=cmd_models)

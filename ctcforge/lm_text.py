@@ -70,9 +70,10 @@ def repo_alphabet(repo: Path) -> frozenset[str]:
 SENTENCE_COLUMN = "sentence"
 
 
-def text_file_lines(paths: Iterable[Path]) -> Iterator[str]:
+def text_file_lines(paths: Iterable[Path], option: str = "--text") -> Iterator[str]:
     """Every sentence of the files (read lazily: corpora can be large): one a line, or the
-    `sentence` column of a TSV with that header, as Common Voice's validated_sentences.tsv."""
+    `sentence` column of a TSV with that header, as Common Voice's validated_sentences.tsv.
+    Errors name the command-line `option` the files came from."""
     for path in paths:
         try:
             # utf-8-sig: a byte order mark, as Windows editors write, would otherwise become
@@ -80,9 +81,9 @@ def text_file_lines(paths: Iterable[Path]) -> Iterator[str]:
             with open(path, encoding="utf-8-sig") as file:
                 yield from sentence_column(file) if str(path).endswith(".tsv") else file
         except FileNotFoundError as exc:
-            raise CtcforgeError(f"--text {path}: no such file") from exc
+            raise CtcforgeError(f"{option} {path}: no such file") from exc
         except UnicodeDecodeError as exc:
-            raise CtcforgeError(f"--text {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+            raise CtcforgeError(f"{option} {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
 
 def sentence_column(file) -> Iterator[str]:

@@ -50,6 +50,9 @@ class Profile:
     # locale before "-" (Common Voice's zh-HK is Cantonese: yue). Optional, so a new
     # profile needs it only when that rule gets its language wrong.
     hub_language: str | None = None
+    # Letters commonvoice-utils' validation data allows that this profile writes otherwise on
+    # purpose (letter -> why), so the second opinion (ctcforge/cv_utils_check.py) agrees.
+    cv_utils_exceptions: dict[str, str] = field(default_factory=dict)
 
     @property
     def iso_language(self) -> str:
@@ -125,6 +128,10 @@ def profile_from_dict(data: object, source: str) -> Profile:
     if hub_language is not None and not (isinstance(hub_language, str) and ISO639.fullmatch(hub_language)):
         raise fail("hub_language", f"must be an ISO 639 code of 2 or 3 lower-case letters (e.g. yue), "
                                    f"got {hub_language!r}")
+    exceptions = data.get("cv_utils_exceptions", {})
+    if not isinstance(exceptions, dict) or not all(isinstance(k, str) and k and isinstance(v, str) and v.strip()
+                                                   for k, v in exceptions.items()):
+        raise fail("cv_utils_exceptions", 'must map each letter to the reason we differ, e.g. {"ы": "Russian"}')
     voice = data.get("espeak_voice")
     if voice is not None and not isinstance(voice, str):
         raise fail("espeak_voice", "must be a voice name or null")

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import jinja2
 
-from ctcforge.answers import ANSWERS_FILE, Answers, file_digest
+from ctcforge.answers import ANSWERS_FILE, Answers, answers_profile, file_digest
 from ctcforge.atomic import write_bytes_atomically, write_text_atomically
 from ctcforge.card import facts_from_answers, rebuild_card, write_card
 from ctcforge.catalogue import has_weights, resolve_base_model, write_model_files
 from ctcforge.errors import CtcforgeError
-from ctcforge.profiles import Profile, load_profile
+from ctcforge.profiles import Profile, load_profile, load_profile_file
 from ctcforge.repo_modules import SHARED_MODULES
 from ctcforge.spec import load_spec, spec_from_dict
 from ctcforge.text_normalizer import PROFILE_FILE
@@ -72,14 +72,15 @@ class Update:
 
 def new_repo(language: str | None, output_dir: Path, *, base_model: str | None = None,
              dataset: str | None = None, dataset_config: str | None = None,
-             spec_path: Path | None = None, force: bool = False,
+             spec_path: Path | None = None, profile_path: Path | None = None, force: bool = False,
              report: Callable[[str], None] | None = None) -> Path:
     """Stamps a repo into `output_dir`; with `force` over a repo ctcforge made, updates it
     (see `update_files`), its recorded answers filling in what the command line leaves out,
-    and passes each line of what it did to `report`."""
+    and passes each line of what it did to `report`. `profile_path` stamps from a profile
+    file (one `ctcforge profile` drafted) instead of a shipped profile."""
     _prepare_output_dir(output_dir, force)
     previous = Answers.load(output_dir) if (output_dir / ANSWERS_FILE).is_file() else None
-    answers = _answers(language, base_model, dataset, dataset_config, spec_path, previous)
+    answers = _answers(language, base_model, dataset, dataset_config, spec_path, previous, profile_path)
     # Every stamp is made beside its destination first, so a failure while stamping leaves
     # no half-made repo behind, and an existing one as it was.
     output_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -103,9 +104,14 @@ def new_repo(language: str | None, output_dir: Path, *, base_model: str | None =
 
 
 def _answers(language: str | None, base_model: str | None, dataset: str | None, dataset_config: str | None,
-             spec_path: Path | None, previous: Answers | None) -> Answers:
+             spec_path: Path | None, previous: Answers | None, profile_path: Path | None = None) -> Answers:
     """The answers to stamp with: the command line's, and for what it leaves out, those the
     repo was stamped with before (when it was)."""
+    given_profile = load_profile_file(Path(profile_path).expanduser()) if profile_path else None
+    if given_profile and language and language.lower() != given_profile.code.lower():
+        raise CtcforgeError(f"language {language!r} disagrees with --profile {profile_path}, which is for "
+                            f"{given_profile.code!r}")
+    language = language or (given_profile.code if given_profile else None)
     spec = load_spec(spec_path) if spec_path else None
     if spec is None and previous is not None and previous.spec:
         spec = spec_from_dict(previous.spec, source=ANSWERS_FILE)
@@ -114,8 +120,11 @@ def _answers(language: str | None, base_model: str | None, dataset: str | None, 
         raise CtcforgeError(f"language {language!r} disagrees with {where}, which is for {spec.language!r}")
     language = language or (spec.language if spec else None) or (previous.language if previous else None)
     if not language:
-        raise CtcforgeError("name a language (e.g. `ctcforge new hy-AM`) or give --spec")
-    profile = load_profile(language)
+        raise CtcforgeError("name a language (e.g. `ctcforge new hy-AM`), or give --spec or --profile")
+    if given_profile is None and previous is not None and previous.profile is not None \
+            and previous.language.lower() == language.lower():
+        given_profile = answers_profile(previous)
+    profile = given_profile or load_profile(language)
     if previous is not None and dataset is None:
         dataset, dataset_config = previous.dataset, dataset_config or previous.dataset_config
     if previous is not None and base_model is None and spec_path is None:
@@ -132,7 +141,8 @@ def _answers(language: str | None, base_model: str | None, dataset: str | None, 
         model_name = default_model_name(base.id, profile.code)
     return Answers(language=profile.code, base_model=base.id, model_name=model_name, dataset=dataset,
                    dataset_config=dataset_config or (profile.code if dataset else None),
-                   spec=asdict(spec) if spec else None)
+                   spec=asdict(spec) if spec else None,
+                   profile=given_profile.to_dict() if given_profile else None)
 
 
 def _stamped_files(folder: Path) -> list[str]:
@@ -209,7 +219,7 @@ def _prepare_output_dir(output_dir: Path, force: bool) -> None:
 
 def stamp(answers: Answers, repo: Path) -> None:
     """Writes every generated file of the repo from its answers, all but the answers record."""
-    profile = load_profile(answers.language)
+    profile = answers_profile(answers)
     base = resolve_base_model(answers.base_model)
     render_templates(TEMPLATE_DIR, repo, _template_context(answers, profile, base.family))
     for module in SHARED_MODULES:

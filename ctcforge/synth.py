@@ -357,6 +357,41 @@ def installed_variants() -> frozenset[str]:
     return frozenset(names)
 
 
+@lru_cache(maxsize=1)
+def installed_voices() -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+    """(language, voice name, other languages) of each voice `espeak-ng --voices` lists;
+    empty when espeak-ng is not installed."""
+    if shutil.which(ESPEAK) is None:
+        return ()
+    listing = subprocess.run([ESPEAK, "--voices"], capture_output=True, text=True)
+    voices = []
+    for line in listing.stdout.splitlines()[1:]:
+        # " 5  yue  --/M  Chinese_(Cantonese)  sit/yue  (zh-yue 5)(zh 8)": the last column
+        # holds (language priority) pairs.
+        fields = line.split()
+        if len(fields) >= 5:
+            others = tuple(part.split()[0] for part in " ".join(fields[5:]).replace(")", "").split("(")
+                           if part.strip())
+            voices.append((fields[1], fields[3].replace("_", " "), others))
+    return tuple(voices)
+
+
+def voice_for_locale(locale: str) -> tuple[str, str] | None:
+    """The espeak-ng voice (its `-v` language, its name) for a Common Voice locale: the voice
+    of the locale itself (mt), else of its language (ga for ga-IE), else one listing the
+    language among its others; None when espeak-ng has none (or is not installed)."""
+    wanted = [locale.lower(), locale.split("-")[0].lower()]
+    voices = installed_voices()
+    for code in wanted:
+        for language, name, _ in voices:
+            if language.lower() == code:
+                return language, name
+    for language, name, others in voices:
+        if wanted[1] in (other.lower() for other in others):
+            return language, name
+    return None
+
+
 def check_voice(voice: str) -> None:
     result = subprocess.run([ESPEAK, "-q", "-v", voice], input=b"", capture_output=True)
     if result.returncode != 0:

@@ -338,3 +338,42 @@ def test_failed_run_leaves_nothing_behind(monkeypatch, tmp_path):
     with pytest.raises(CtcforgeError, match="simulated"):
         synthesize("hy-AM", tmp_path, 12, progress=False)
     assert made and not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------ every espeak-ng language
+
+# The sentence tables of tests/normalisation/ hold real sentences of every profile; one short
+# one per language is spoken here.
+from test_text_normalizer import read_table  # noqa: E402
+
+from ctcforge.speech_data import decode_audio  # noqa: E402
+from ctcforge.vocab import vocab_from_profile  # noqa: E402
+
+SPOKEN = [code for code in available_codes() if load_profile(code).espeak_voice]
+
+
+def short_training_sentence(code: str) -> str:
+    """The shortest table sentence without digits whose normalised text is all alphabet and
+    whose split is train (a one-clip release is all train)."""
+    profile = load_profile(code)
+    normalize, letters = profile.normalizer(), set(alphabet_characters(profile)) | {" "}
+    usable = [text for text, _ in read_table(code)
+              if "\t" not in text and "\n" not in text and not re.search(r"\d", text)
+              and normalize(text) and set(normalize(text)) <= letters and split_of_sentence(text, code) == "train"]
+    assert usable, f"tests/normalisation/{code}.tsv: no digit-free training sentence to speak"
+    return min(usable, key=len)
+
+
+@needs_tools
+@pytest.mark.parametrize("code", SPOKEN)
+def test_every_espeak_language_round_trips(code, tmp_path):
+    sentence = short_training_sentence(code)
+    (tmp_path / f"{code}.txt").write_text(sentence + "\n", encoding="utf-8")
+    release = synthesize(code, tmp_path / "cv", 1, sentences_dir=tmp_path, progress=False)
+    _, rows = read_tsv(release / "train.tsv")
+    assert [row["sentence"] for row in rows] == [sentence]
+    audio = decode_audio({"path": str(release / "clips" / rows[0]["path"]), "bytes": None}, 16000)
+    assert audio.samples.size > 16000 * 0.3 and float(abs(audio.samples).max()) > 0.01
+    profile = load_profile(code)
+    labels = set(vocab_from_profile(profile))
+    assert set(profile.normalizer()(sentence).replace(" ", "")) <= labels
