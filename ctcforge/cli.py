@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "never reach train. km has no espeak-ng voice: its audio is a letter-by-letter "
                     "stand-in, not Khmer speech.")
     synth.add_argument("language", help="Common Voice locale with a sentences file (hy-AM, as, ja, zh-HK, km, es, de, "
-                                        "fr, eo, ca, tr, uk, sw, el, vi, hi, fa, ar)")
+                                        "fr, eo, ca, tr, uk, sw, el, vi, hi, fa, ar, ur)")
     synth.add_argument("--output-dir", type=Path, required=True,
                        help="release folder; OUTPUT_DIR/LANG must be absent or empty")
     synth.add_argument("--num-clips", type=int, required=True,
