@@ -272,8 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "A sentence's split is fixed by a hash of its normalised text, so test sentences "
                     "never reach train. km has no espeak-ng voice: its audio is a letter-by-letter "
                     "stand-in, not Khmer speech.")
-    synth.add_argument("language", help="Common Voice locale with a sentences file (hy-AM, as, ja, zh-HK, km, es, de, "
-                                        "fr, eo, ca, tr, uk, sw, el, vi, hi, fa, ar)")
+    synth.add_argument("language", help="Common Voice locale with a sentences file in ctcforge/sentences/ (hy-AM, es, "
+                                        "ja, zh-HK, ...; its README.md lists them)")
     synth.add_argument("--output-dir", type=Path, required=True,
                        help="release folder; OUTPUT_DIR/LANG must be absent or empty")
     synth.add_argument("--num-clips", type=int, required=True,

@@ -31,6 +31,7 @@ from ctcforge.atomic import write_text_atomically
 from ctcforge.errors import CtcforgeError
 from ctcforge.lm_text import text_file_lines
 from ctcforge.profiles import Profile, profile_from_dict
+from ctcforge.synth import installed_voices, voice_for_locale
 from ctcforge.text_normalizer import Normalizer
 
 # Names whose script is not their first word alone.
@@ -90,6 +91,7 @@ class ProfileDraft:
     compatibility: dict[str, str] = field(default_factory=dict)  # char -> its NFKC form
     kept_compatibility: list[str] = field(default_factory=list)  # compatibility letters NFKC would break
     rare_letters: list[str] = field(default_factory=list)  # alphabet letters seen at most RARE times
+    unstable_letters: list[str] = field(default_factory=list)  # letters the normaliser changes alone
     spaced_share: float = 1.0
     espeak_checked: bool = True
 
@@ -133,8 +135,6 @@ def script_of(character: str) -> str:
 
 def draft_profile(code: str, lines: Iterable[str], name: str | None = None) -> ProfileDraft:
     """A draft profile of `code` from its sentences (one a line)."""
-    from ctcforge.synth import installed_voices, voice_for_locale
-
     sentences = [unicodedata.normalize("NFC", line.strip()) for line in lines]
     sentences = [line for line in sentences if line]
     if not sentences:
@@ -158,8 +158,10 @@ def draft_profile(code: str, lines: Iterable[str], name: str | None = None) -> P
     normalised = [normalize(line) for line in sentences]
     # The alphabet is what the normaliser writes, so vocab.json holds letters it produces.
     written = set().union(*map(set, normalised))
-    alphabet = sorted(c for c in written
-                      if (roles.get(c) or role_of(c, script, inside.get(c))) == "letter" and normalize(c) == c)
+    candidates = [c for c in written if (roles.get(c) or role_of(c, script, inside.get(c))) == "letter"]
+    alphabet = sorted(c for c in candidates if normalize(c) == c)
+    # A letter that normalising changes on its own could never be a label: named, not hidden.
+    unstable = sorted(c for c in candidates if normalize(c) != c)
     spaced = sum(" " in line for line in normalised) / len(normalised)
     letter_counts = Counter("".join(normalised))
     word_split = "space" if spaced >= SPACED_LINES else "char"
@@ -184,6 +186,7 @@ def draft_profile(code: str, lines: Iterable[str], name: str | None = None) -> P
         digit_lines=[line for line in sentences if any(roles[c] == "digit" for c in line)],
         inside_words={c: inside[c] for c in ignored if c in inside},
         compatibility=compatibility, kept_compatibility=kept_compatibility, spaced_share=spaced,
+        unstable_letters=unstable,
         rare_letters=[c for c in alphabet if letter_counts[c] <= RARE] if len(sentences) >= RARE_CHECK_LINES else [],
         espeak_checked=bool(installed_voices()))
     draft.profile()  # the same check a shipped profile passes
@@ -372,6 +375,9 @@ def _alphabet_notes(draft: ProfileDraft, letters: list[CharacterUse]) -> list[st
              f"the text, as the normaliser writes them" + (" (in lower case)." if draft.fields["casing"] != "keep" else ".")]
     if marks:
         notes.append(f"Combining marks among them: {' '.join('U+%04X' % ord(m) for m in marks)}.")
+    if draft.unstable_letters:
+        notes.append("Left out because normalising them alone changes them (no label could hold them): "
+                     + " ".join(f"U+{ord(c):04X}" for c in draft.unstable_letters) + ".")
     if draft.rare_letters:
         notes.append(f"Seen at most {RARE} times (a typo, or a letter of loans?): {' '.join(draft.rare_letters)}.")
     foreign = draft.of_role("foreign")
