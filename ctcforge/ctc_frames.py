@@ -15,6 +15,7 @@ would be lost.
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -81,8 +82,11 @@ class InputLengthFromSamples:
         if samples <= 0:
             return 0
         try:
-            inputs = self.feature_extractor(np.zeros(samples, dtype=np.float32),
-                                            sampling_rate=self.feature_extractor.sampling_rate)
+            # Silence normalised per mel bin is 0 / 0: only the shape is wanted here.
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                inputs = self.feature_extractor(np.zeros(samples, dtype=np.float32),
+                                                sampling_rate=self.feature_extractor.sampling_rate)
         except Exception:  # too short for one frame
             return 0
         return len(inputs[self.input_name][0])
