@@ -35,9 +35,11 @@ logger = logging.getLogger(__name__)
 WAVEFORM_COLUMN = "waveform"
 # The batch entry holding each clip's unpadded model input length (samples or feature rows).
 INPUT_LENGTHS = "input_lengths"
-# Why a clip cannot be used ("" for a usable one): a column of the prepared split, and of
-# each example when the features are computed batch by batch.
+# Why a clip cannot be used ("" for a usable one), while a split is prepared.
 DROP_REASON = "drop_reason"
+# The manifest column (features computed batch by batch) marking the clips that the collator
+# plays at a random speed: those of the training split under --speed_perturbation.
+SPEED_PERTURBED = "speed_perturbed"
 # The batch entry counting, per DROP_REASONS, the clips left out of that batch because they
 # could not be used when it was made (features computed batch by batch).
 BATCH_DROPS = "clips_dropped_from_batch"
@@ -65,7 +67,8 @@ def prepared_features(preparer: ClipPreparer, dataset: datasets.Dataset) -> data
     """The column types `preparer` writes. Given up front because a dropped clip has no
     inputs, and `datasets` cannot guess a type from a batch of missing values."""
     if preparer.on_the_fly:
-        inputs = {preparer.audio_column: dataset.features[preparer.audio_column]}  # kept as it is
+        inputs = {preparer.audio_column: dataset.features[preparer.audio_column],  # kept as it is
+                  SPEED_PERTURBED: datasets.Value("bool")}
     elif preparer.keep_waveform:
         inputs = {preparer.output_column: datasets.List(datasets.Value("float32"))}
     else:
@@ -158,24 +161,17 @@ class ClipPreparer:
                 return self.dropped(UNREADABLE_AUDIO, duration)
             samples = round(duration * self.sampling_rate)
         return {"labels": self.labels(example), self.length_column: self.input_length(samples),
-                "duration": duration, DROP_REASON: ""}
-
-    def batch_features(self, batch: dict) -> dict:
-        """The dataset transform that makes a batch's model inputs from its audio cells, in
-        the DataLoader worker that loads the batch; an unusable clip comes with its reason."""
-        clips = [self.model_input(cell, extract=not self.keep_waveform) for cell in batch[self.audio_column]]
-        return {self.output_column: [clip.inputs for clip in clips],
-                DROP_REASON: [clip.drop_reason for clip in clips]}
+                "duration": duration, SPEED_PERTURBED: self.keep_waveform, DROP_REASON: ""}
 
     def labels(self, example: dict) -> list[int]:
         return self.tokenizer(example["target_text"]).input_ids
 
     def model_input(self, audio, extract: bool = True) -> PreparedClip:
         """One clip decoded, checked and turned into the model's input: the one path from an
-        audio cell to features, whether the data is prepared up front or batch by batch
+        audio cell to a usable clip, whether the data is prepared up front or batch by batch
         (features_on_the_fly). Without `extract` the decoded waveform is checked and kept
-        as it is, its length in samples (the collator extracts the features after
-        perturbing its speed)."""
+        as it is, its length in samples: the collator extracts the features (after playing
+        it at a random speed, under --speed_perturbation)."""
         waveform = self.read_waveform(audio)
         if waveform is None:
             return PreparedClip(None, 0, 0.0, UNREADABLE_AUDIO)
@@ -209,7 +205,7 @@ class ClipPreparer:
         return path or "(in-memory audio)"
 
     def dropped(self, reason: str, duration: float = 0.0) -> dict:
-        inputs = {} if self.on_the_fly else {self.output_column: None}
+        inputs = {SPEED_PERTURBED: self.keep_waveform} if self.on_the_fly else {self.output_column: None}
         return {**inputs, "labels": None, self.length_column: 0, "duration": duration, DROP_REASON: reason}
 
 
@@ -248,8 +244,8 @@ def prepare_split(dataset, name: str, preparer: ClipPreparer, model, data_args, 
                   fastest_speed: float = 1.0):
     """`preparer` over every clip of `dataset` (by the first process of each machine, then
     read from the cache by the others), less the clips it cannot use, and their counts.
-    With `preparer.on_the_fly` the split is a manifest, and its clips are decoded and
-    turned into features batch by batch, by `preparer.batch_features`.
+    With `preparer.on_the_fly` the split is a manifest, whose clips the collator decodes
+    and turns into features batch by batch.
 
     Clips whose listed duration (a release's clip_durations.tsv) is out of bounds are
     dropped first, from that column alone: their files are never read, even a damaged one."""
@@ -271,11 +267,6 @@ def prepare_split(dataset, name: str, preparer: ClipPreparer, model, data_args, 
     if listed is not None:
         counts[TOO_SHORT] += listed.too_short
         counts[TOO_LONG] += listed.too_long
-    if preparer.on_the_fly:
-        # Only the audio column goes through the transform: the others (the length column
-        # that length grouping reads whole, the labels) are read as they are, undecoded.
-        kept = kept.with_transform(preparer.batch_features, columns=[preparer.audio_column],
-                                   output_all_columns=True)
     return kept, counts
 
 
@@ -334,25 +325,31 @@ class DataCollatorCTCWithPadding:
     evaluation counts the clip's output frames from it (see ctc_frames), and the training
     script's CTCTrainer takes it out before the model's forward().
 
-    An example that arrives with a DROP_REASON (its clip failed to decode when the batch
-    was made: features_on_the_fly), or whose features cannot be computed here, is left out
-    of the batch, and counted in its BATCH_DROPS entry, which the trainer adds up and logs
-    (features_on_the_fly.BatchDropCounting). A batch none of whose clips can be used holds
-    only that entry and empty labels: the trainer skips it.
+    An example that is a manifest row (features on the fly) holds the clip's audio cell: it
+    is decoded and checked here, by `clip_reader.model_input`, in the DataLoader worker
+    that makes the batch. Such a clip that cannot be used, or any clip whose features
+    cannot be computed here, is left out of the batch, with a warning, and counted in its
+    BATCH_DROPS entry, which the trainer adds up and logs (features_on_the_fly.BatchDropCounting).
+    A batch none of whose clips can be used holds only that entry and empty labels: the
+    trainer skips it.
+
+    Decoding in the collator rather than in a `datasets` transform keeps the manifest a
+    plain table: a transform would run on every read of its columns too, such as the
+    Trainer's length-grouping sampler reading the length column one clip at a time.
     """
 
     feature_extractor: object
     tokenizer: object
     input_name: str
     speed_perturbation: SpeedPerturbation | None = None
+    clip_reader: ClipPreparer | None = None  # decodes manifest rows; any split's preparer will do
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         features, labels, dropped = [], [], Counter()
         for example in examples:
-            reason = example.get(DROP_REASON) or ""
-            inputs = None if reason else self.model_inputs(example)
-            if inputs is None:
-                dropped[reason or NO_FEATURES] += 1
+            inputs, reason = self.model_inputs(example)
+            if reason:
+                dropped[reason] += 1
                 continue
             features.append(inputs)
             labels.append({"input_ids": example["labels"]})
@@ -368,16 +365,22 @@ class DataCollatorCTCWithPadding:
             batch[BATCH_DROPS] = torch.tensor([dropped[reason] for reason in DROP_REASONS])
         return batch
 
-    def model_inputs(self, example: dict):
-        """The example's features; None (with a warning) when they cannot be computed."""
-        if WAVEFORM_COLUMN not in example:
-            return example[self.input_name]  # computed while preparing the data, or by the batch's transform
-        waveform = np.asarray(example[WAVEFORM_COLUMN], dtype=np.float32)
-        if self.speed_perturbation is not None:
+    def model_inputs(self, example: dict) -> tuple[object, str]:
+        """The example's features, or None and the reason it cannot be used."""
+        if SPEED_PERTURBED in example:  # a manifest row
+            clip = self.clip_reader.model_input(example[self.clip_reader.audio_column], extract=False)
+            if clip.drop_reason:
+                return None, clip.drop_reason
+            waveform, perturbed = clip.inputs, example[SPEED_PERTURBED]
+        elif WAVEFORM_COLUMN in example:  # kept as audio while preparing, to be perturbed
+            waveform, perturbed = np.asarray(example[WAVEFORM_COLUMN], dtype=np.float32), True
+        else:
+            return example[self.input_name], ""  # computed while preparing the data
+        if perturbed and self.speed_perturbation is not None:
             waveform = self.speed_perturbation(waveform)
         sampling_rate = self.feature_extractor.sampling_rate
         try:
-            return self.feature_extractor(waveform, sampling_rate=sampling_rate)[self.input_name][0]
+            return self.feature_extractor(waveform, sampling_rate=sampling_rate)[self.input_name][0], ""
         except Exception as error:  # e.g. a clip played faster, now shorter than one log-mel window
             logger.warning(f"Leaving a clip of {len(waveform)} samples out of its batch: {error}")
-            return None
+            return None, NO_FEATURES

@@ -4,9 +4,9 @@ This file is copied unchanged into every generated repo, where run_speech_recogn
 imports it. With `--features_on_the_fly yes` (or `auto` on a large split) a split is
 prepared as a manifest only: each clip's audio cell (its path), duration, labels and model
 input length, the duration as the release lists it (clip_durations.tsv) so that no clip is
-decoded up front. The DataLoader's workers then decode each batch's clips and compute their
-features, through the same `clip_preparation.ClipPreparer.model_input` that prepares a split
-up front (see `ClipPreparer.manifest_row` and `batch_features`).
+decoded up front (`ClipPreparer.manifest_row`). The collator, which runs in the DataLoader's
+workers, then decodes each batch's clips through the same `ClipPreparer.model_input` that
+prepares a split up front, and computes their features.
 
 Why not always: prepared up front, the features of a split are held whole in memory (the
 loader builds its splits in memory, so `datasets.map` writes them there, not to a cache
@@ -88,13 +88,13 @@ class BatchDropCounting:
 
     def training_step(self, model, inputs, *args, **kwargs):
         inputs = self.take_batch_drops(inputs)
-        if len(inputs["labels"]) == 0:
+        if holds_no_clips(inputs):
             return torch.zeros((), device=self.args.device)  # no forward, no gradient: nothing to learn from
         return super().training_step(model, inputs, *args, **kwargs)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self.take_batch_drops(inputs)
-        if len(inputs["labels"]) == 0:
+        if holds_no_clips(inputs):
             return None, None, None  # the evaluation loop skips a step without outputs
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
@@ -116,6 +116,12 @@ class BatchDropCounting:
         logs = {**logs, **{LOG_PREFIX + reason: count
                            for reason, count in zip(clip_preparation.DROP_REASONS, counts) if count}}
         super().log(logs, *args, **kwargs)
+
+
+def holds_no_clips(inputs: dict) -> bool:
+    """The collator's batch of no usable clips (empty labels); a batch without labels is not one."""
+    labels = inputs.get("labels")
+    return labels is not None and len(labels) == 0
 
 
 def batch_drop_totals(log_history: list[dict]) -> Counter:

@@ -11,6 +11,7 @@ import sys
 import datasets
 import numpy as np
 import pytest
+import soundfile
 import torch
 from transformers import (AutoConfig, AutoFeatureExtractor, AutoModelForCTC, SeamlessM4TFeatureExtractor,
                           Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, set_seed)
@@ -73,7 +74,8 @@ def prepare(script, repo, data_args, training_args, on_the_fly):
                                                     training_args.length_column_name, "audio", data_args,
                                                     on_the_fly=on_the_fly)
     split, _ = script.clip_preparation.prepare_split(raw, "train", preparer, model, data_args, training_args)
-    collator = script.clip_preparation.DataCollatorCTCWithPadding(feature_extractor, tokenizer, input_name)
+    collator = script.clip_preparation.DataCollatorCTCWithPadding(feature_extractor, tokenizer, input_name,
+                                                                  clip_reader=preparer)
     return split, collator, model
 
 
@@ -88,9 +90,10 @@ def test_on_the_fly_gives_the_batches_prepared_up_front_and_holds_a_manifest(scr
                                                                              tmp_path):
     data_args, training_args = parsed(script, monkeypatch, release, tmp_path, "--dataloader_num_workers", "2")
     up_front, collator, model = prepare(script, repo, data_args, training_args, on_the_fly=False)
-    manifest, _, _ = prepare(script, repo, data_args, training_args, on_the_fly=True)
+    manifest, reading_collator, _ = prepare(script, repo, data_args, training_args, on_the_fly=True)
     assert len(manifest) == len(up_front) > 8
-    expected, got = (batches(script, model, training_args, split, collator) for split in (up_front, manifest))
+    expected = batches(script, model, training_args, up_front, collator)
+    got = batches(script, model, training_args, manifest, reading_collator)
     assert len(got) == len(expected) >= 3
     for made_up_front, made_on_the_fly in zip(expected, got):
         assert set(made_on_the_fly) == set(made_up_front)
@@ -148,21 +151,30 @@ def test_a_batch_without_usable_clips_is_skipped_and_its_drops_logged(script, re
     model = AutoModelForCTC.from_config(AutoConfig.from_pretrained(repo))
     trainer = script.CTCTrainer(model=model, args=script.SpeechTrainingArguments(
         output_dir=str(tmp_path), use_cpu=True, report_to="none"))
-    collator = script.clip_preparation.DataCollatorCTCWithPadding(
-        AutoFeatureExtractor.from_pretrained(repo), Wav2Vec2CTCTokenizer.from_pretrained(repo), "input_features")
+    feature_extractor = AutoFeatureExtractor.from_pretrained(repo)
     reasons = script.clip_preparation
-    batch = collator([{"drop_reason": reasons.UNREADABLE_AUDIO, "labels": [1]},
-                      {"drop_reason": reasons.TOO_LONG, "labels": [2]}])
+    data_args = script.DataTrainingArguments(dataset_name="unused", max_duration_in_seconds=1.0)
+    reader = reasons.ClipPreparer(feature_extractor, Wav2Vec2CTCTokenizer.from_pretrained(repo), "input_features",
+                                  "length", "audio", data_args, on_the_fly=True)
+    collator = reasons.DataCollatorCTCWithPadding(feature_extractor, reader.tokenizer, "input_features",
+                                                  clip_reader=reader)
+    two_seconds = tmp_path / "two_seconds.wav"
+    soundfile.write(two_seconds, np.zeros(32000, dtype=np.float32), 16000)
+    # Manifest rows: a file that has gone, and one longer than it was listed (too long now).
+    rows = [{"audio": {"path": str(tmp_path / "gone.mp3"), "bytes": None}},
+            {"audio": {"path": str(two_seconds), "bytes": None}}] * 2
+    batch = collator([{**row, "labels": [1], "length": 40, "duration": 0.8, reasons.SPEED_PERTURBED: False}
+                      for row in rows])
     weights = [parameter.detach().clone() for parameter in model.parameters()]
     assert trainer.training_step(model, batch).item() == 0
     assert all(parameter.grad is None for parameter in model.parameters())
     assert trainer.prediction_step(model, batch, prediction_loss_only=False) == (None, None, None)
-    trainer.log({"loss": 1.0})
-    assert trainer.state.log_history[-1]["clips_dropped_while_batching/unreadable audio"] == 2
-    assert trainer.state.log_history[-1]["clips_dropped_while_batching/longer than max_duration_in_seconds"] == 2
+    trainer.log({"loss": 1.0})  # the batch was made twice: a training step and an evaluation step
+    assert trainer.state.log_history[-1]["clips_dropped_while_batching/unreadable audio"] == 4
+    assert trainer.state.log_history[-1]["clips_dropped_while_batching/longer than max_duration_in_seconds"] == 4
     trainer.log({"loss": 1.0})  # counted once: the next entry starts again from nothing
     totals = script.features_on_the_fly.batch_drop_totals(trainer.state.log_history)
-    assert totals == {reasons.UNREADABLE_AUDIO: 2, reasons.TOO_LONG: 2}
+    assert totals == {reasons.UNREADABLE_AUDIO: 4, reasons.TOO_LONG: 4}
     assert all(torch.equal(before, after) for before, after in zip(weights, model.parameters()))
 
 

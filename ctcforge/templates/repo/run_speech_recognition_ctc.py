@@ -664,7 +664,7 @@ def main() -> None:
     if model_args.freeze_feature_encoder:
         freeze_feature_encoder(model, randomly_initialised=not start.pretrained)
 
-    splits, dropped = {}, {}
+    splits, dropped, preparer = {}, {}, None
     extractor = clip_preparation.fast_feature_extractor(feature_extractor)  # the same features, faster
     for name, raw in raw_splits.items():
         # Only training clips are perturbed; they keep their audio for it.
@@ -674,6 +674,9 @@ def main() -> None:
         preparer = clip_preparation.ClipPreparer(extractor, tokenizer, input_name, length_column,
                                                  data_args.audio_column_name, data_args, keep_waveform=perturbed,
                                                  on_the_fly=on_the_fly)
+        if on_the_fly and training_args.dataloader_num_workers == 0:
+            logger.warning(f"{name}: its clips are decoded batch by batch in the training process itself; "
+                           "give --dataloader_num_workers 2 or more to do that beside the training")
         splits[name], dropped[name] = clip_preparation.prepare_split(
             raw, name, preparer, model, data_args, training_args,
             fastest_speed=max(speed_perturbation.factors) if perturbed else 1.0,
@@ -699,8 +702,9 @@ def main() -> None:
     trainer = CTCTrainer(
         model=model,
         args=training_args,
+        # The last split's preparer decodes manifest rows: every split's reads and checks them alike.
         data_collator=clip_preparation.DataCollatorCTCWithPadding(extractor, tokenizer, input_name,
-                                                                  speed_perturbation),
+                                                                  speed_perturbation, clip_reader=preparer),
         train_dataset=splits.get("train"),
         eval_dataset=splits.get("eval"),
         # Checkpoints then carry preprocessor_config.json, as upstream's do.
