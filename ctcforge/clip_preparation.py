@@ -2,11 +2,13 @@
 
 This file is copied unchanged into every generated repo, where run_speech_recognition_ctc.py
 imports it. `ClipPreparer` decodes each clip and extracts its features once, naming the
-reason to drop a clip it cannot use rather than failing the whole run on it;
-`drop_unusable_clips` also drops clips whose transcript needs more CTC frames than the
-audio gives, and `log_drop_table` reports the counts. `SpeedPerturbation` plays training
-clips at random speeds, and `DataCollatorCTCWithPadding` pads a batch and records each
-clip's own input length, from which the evaluation counts its output frames.
+reason to drop a clip it cannot use rather than failing the whole run on it (or, with
+features on the fly, writes a manifest row from the clip's listed duration: see
+features_on_the_fly); `drop_unusable_clips` also drops clips whose transcript needs more
+CTC frames than the audio gives, and `log_drop_table` reports the counts.
+`SpeedPerturbation` plays training clips at random speeds, and `DataCollatorCTCWithPadding`
+decodes manifest rows, pads a batch and records each clip's own input length, from which
+the evaluation counts its output frames.
 """
 
 from __future__ import annotations
