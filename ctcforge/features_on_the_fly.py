@@ -9,8 +9,8 @@ workers, then decodes each batch's clips through the same `ClipPreparer.model_in
 prepares a split up front, and computes their features.
 
 Why not always: prepared up front, the features of a split are held whole in memory (the
-loader builds its splits in memory, so `datasets.map` writes them there, not to a cache
-file), and every clip is decoded and featurised before the first step; batch by batch, each
+loader builds a local release's splits in memory, so `datasets.map` writes them there, not
+to a cache file), and every clip is decoded and featurised before the first step; batch by batch, each
 clip costs a decode every epoch, which the workers do beside the training. `auto` prepares
 up front while the estimated features stay under PRECOMPUTED_LIMIT_BYTES.
 

@@ -229,7 +229,7 @@ class DataTrainingArguments:
         metadata={
             "help": "yes: prepare only a manifest of each split (paths, durations, labels) and decode the clips "
             "and compute their features batch by batch, in the --dataloader_num_workers workers; no: prepare "
-            "every clip's features before training, held in memory; auto: yes for a split whose features "
+            "every clip's features before training (held in memory for a local release folder); auto: yes for a split whose features "
             "would take more than 2 GiB (estimated from the durations clip_durations.tsv lists).",
             "choices": list(features_on_the_fly.MODES),
         },
