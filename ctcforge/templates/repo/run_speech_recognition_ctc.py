@@ -229,8 +229,9 @@ class DataTrainingArguments:
         metadata={
             "help": "yes: prepare only a manifest of each split (paths, durations, labels) and decode the clips "
             "and compute their features batch by batch, in the --dataloader_num_workers workers; no: prepare "
-            "every clip's features before training (held in memory for a local release folder); auto: yes for a split whose features "
-            "would take more than 2 GiB (estimated from the durations clip_durations.tsv lists).",
+            "every clip's features before training (held in memory for a local release folder); auto: yes "
+            "for a split whose features would take more than 2 GiB (estimated from the durations "
+            "clip_durations.tsv lists, 5 s for a clip it does not list).",
             "choices": list(features_on_the_fly.MODES),
         },
     )
