@@ -32,6 +32,8 @@ differs, and why:
 - On the CPU, torch computes with as many threads as the load average leaves cores free
   (`cpu_threads`; `--torch_threads` to choose): on a shared machine, threads that wait
   for busy cores slow training several times over.
+- `--features_on_the_fly` (on by default for large splits) prepares only a manifest and
+  computes the features batch by batch, in the DataLoader workers; see `features_on_the_fly`.
 - `--max_train_minutes` trains for a wall-clock budget: the learning-rate schedule runs
   on the share of the budget used (or of --max_steps, whichever is further along), and
   training stops, saving the model, when the time is up.
@@ -39,9 +41,10 @@ differs, and why:
 main() reads top to bottom like upstream's. The machinery is in modules next to this
 script, each named for its concern: `training_vocabulary` (the label set and tokenizer),
 `clip_preparation` (decoding, the filters that drop clips and their table, speed
-perturbation, the collator), `training_schedule` (tristage, the time budget),
-`checkpoints` (which checkpoint to resume, a full disk while saving), `cpu_threads` (torch's
-threads on the CPU) and `training_record` (what the card reads).
+perturbation, the collator), `features_on_the_fly` (when the clips are featurised batch
+by batch, and the count of those that fail then), `training_schedule` (tristage, the time
+budget), `checkpoints` (which checkpoint to resume, a full disk while saving), `cpu_threads`
+(torch's threads on the CPU) and `training_record` (what the card reads).
 
 Example:
     python run_speech_recognition_ctc.py --model_name_or_path ./ \
@@ -81,6 +84,7 @@ import clip_preparation
 import cpu_threads
 import ctc_frames
 import error_rates
+import features_on_the_fly
 import speech_data
 import starting_weights
 import text_normalizer
@@ -224,6 +228,17 @@ class DataTrainingArguments:
             "help": "Speed factors such as 0.9 1.0 1.1: each time a training clip is batched it is "
             "played at one of them, drawn at random (faster is shorter and higher). Off by default. "
             "The training clips are then kept as audio and turned into features batch by batch."
+        },
+    )
+    features_on_the_fly: str = field(
+        default=features_on_the_fly.AUTO,
+        metadata={
+            "help": "yes: prepare only a manifest of each split (paths, durations, labels) and decode the clips "
+            "and compute their features batch by batch, in the --dataloader_num_workers workers; no: prepare "
+            "every clip's features before training (held in memory for a local release folder); auto: yes "
+            "for a split whose features would take more than 2 GiB (estimated from the durations "
+            "clip_durations.tsv lists, 5 s for a clip it does not list).",
+            "choices": list(features_on_the_fly.MODES),
         },
     )
 
@@ -386,7 +401,7 @@ def setup_logging(training_args: TrainingArguments) -> None:
     # started from, the checkpoint resumed) are worth reading on the main process; the
     # libraries follow --log_level.
     own_modules = (starting_weights, speech_data, checkpoints, training_vocabulary, clip_preparation,
-                   training_schedule)
+                   features_on_the_fly, training_schedule)
     for name in (__name__, *(module.__name__ for module in own_modules)):
         logging.getLogger(name).setLevel(logging.INFO if training_args.should_log else logging.WARNING)
     library_level = training_args.get_process_log_level()
@@ -464,10 +479,10 @@ def freeze_feature_encoder(model: torch.nn.Module, randomly_initialised: bool) -
         logger.info(f"{model.config.model_type} has no convolutional feature encoder to freeze.")
 
 
-class CTCTrainer(Trainer):
+class CTCTrainer(features_on_the_fly.BatchDropCounting, Trainer):
     """The Trainer with its learning-rate schedule chosen by `training_schedule` (tristage, and
-    any schedule following the --max_train_minutes clock), and greedy labels per frame in
-    place of the logits at evaluation."""
+    any schedule following the --max_train_minutes clock), greedy labels per frame in place
+    of the logits at evaluation, and the clips that fail when a batch is made counted."""
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
         # The Trainer's documented place for a schedule of one's own. Each train() call asks
@@ -671,12 +686,19 @@ def main() -> None:
     if model_args.freeze_feature_encoder:
         freeze_feature_encoder(model, randomly_initialised=not start.pretrained)
 
-    splits, dropped = {}, {}
+    splits, dropped, preparer = {}, {}, None
+    extractor = clip_preparation.fast_feature_extractor(feature_extractor)  # the same features, faster
     for name, raw in raw_splits.items():
         # Only training clips are perturbed; they keep their audio for it.
         perturbed = name == "train" and speed_perturbation is not None
-        preparer = clip_preparation.ClipPreparer(feature_extractor, tokenizer, input_name, length_column,
-                                                 data_args.audio_column_name, data_args, keep_waveform=perturbed)
+        on_the_fly = features_on_the_fly.computes_on_the_fly(data_args.features_on_the_fly, raw, extractor,
+                                                             perturbed, name)
+        preparer = clip_preparation.ClipPreparer(extractor, tokenizer, input_name, length_column,
+                                                 data_args.audio_column_name, data_args, keep_waveform=perturbed,
+                                                 on_the_fly=on_the_fly)
+        if on_the_fly and training_args.dataloader_num_workers == 0:
+            logger.warning(f"{name}: its clips are decoded batch by batch in the training process itself; "
+                           "give --dataloader_num_workers 2 or more to do that beside the training")
         splits[name], dropped[name] = clip_preparation.prepare_split(
             raw, name, preparer, model, data_args, training_args,
             fastest_speed=max(speed_perturbation.factors) if perturbed else 1.0,
@@ -702,8 +724,9 @@ def main() -> None:
     trainer = CTCTrainer(
         model=model,
         args=training_args,
-        data_collator=clip_preparation.DataCollatorCTCWithPadding(feature_extractor, tokenizer, input_name,
-                                                                  speed_perturbation),
+        # The last split's preparer decodes manifest rows: every split's reads and checks them alike.
+        data_collator=clip_preparation.DataCollatorCTCWithPadding(extractor, tokenizer, input_name,
+                                                                  speed_perturbation, clip_reader=preparer),
         train_dataset=splits.get("train"),
         eval_dataset=splits.get("eval"),
         # Checkpoints then carry preprocessor_config.json, as upstream's do.
@@ -716,7 +739,8 @@ def main() -> None:
         with checkpoints.explain_full_disk(output_dir, trainer):  # one line, not the writer's traceback
             result = trainer.train(resume_from_checkpoint=checkpoint)
             trainer.save_model()
-        metrics = {**result.metrics, "train_samples": len(splits["train"])}
+        metrics = {**result.metrics, "train_samples": len(splits["train"]),
+                   "train_clips_dropped_while_batching": features_on_the_fly.log_batch_drops(trainer.state.log_history)}
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         trainer.save_state()
