@@ -139,7 +139,10 @@ def tokens_text(tokenizer, vocab_size: int) -> str:
 def export_onnx(wrapped, path: Path, example: np.ndarray, torch) -> None:
     """torch's TorchScript-based exporter, which traces the HF model as it runs in eval mode
     (the exporter sets training mode from the module's, so eval() comes first)."""
+    from ctcforge.acoustic_engines import forget_cached_lengths
+
     wrapped.eval()
+    forget_cached_lengths(wrapped)
     with torch.inference_mode(False), torch.no_grad():
         torch.onnx.export(wrapped, (torch.from_numpy(example)[None],), str(path), dynamo=False, opset_version=OPSET,
                           input_names=["waveform"], output_names=["logits"],
