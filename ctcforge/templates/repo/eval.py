@@ -67,6 +67,7 @@ import datasets
 import torch
 
 import text_normalizer
+from acoustic_engines import FP32_BACKENDS
 from atomic import write_text_atomically
 from beam_search import (LANGUAGE_MODEL_DIR, BeamSearch, check_alphabet, ctc_labels, has_language_model,
                          load_beam_decoder)
@@ -99,6 +100,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", type=int, default=None,
                         help="GPU index, or -1 for the CPU (default: GPU 0 if any).")
     parser.add_argument("--batch_size", type=int, default=8, help="Clips (or chunks) per forward pass.")
+    parser.add_argument("--backend", choices=FP32_BACKENDS, default="torch",
+                        help="What runs the model's forward pass: torch, or onnxruntime (the model exported"
+                        " to ONNX at start-up and run on the CPU, fp32: the same transcripts; needs"
+                        " `pip install onnxruntime`). Default: torch.")
     parser.add_argument("--decoder", choices=("auto", "greedy", "lm"), default="auto",
                         help="auto: the n-gram LM when the model folder has a non-empty language_model/, else greedy.")
     parser.add_argument("--num_workers", type=int, default=default_num_workers(),
@@ -200,6 +205,7 @@ def summarise(evaluation: Evaluation, beam_search: BeamSearch | None, normalizer
         "config": args.config,
         "split": args.split,
         "decoder": "lm" if beam_search else "greedy",
+        "backend": args.backend,
         "lm": beam_search.settings if beam_search else None,
         "word_split": normalizer.word_split,
         "clips": len(evaluation.results) + len(evaluation.skipped),
@@ -288,6 +294,13 @@ def main() -> None:
     except ValueError as error:
         sys.exit(f"error: {error}: vocab.json does not fit config.json's vocab_size "
                  f"{transcriber.model.config.vocab_size}; the model was trained with another vocabulary")
+    if args.backend != "torch":
+        if transcriber.device.type != "cpu":
+            sys.exit(f"error: --backend {args.backend} runs on the CPU; add --device -1, or use --backend torch")
+        try:
+            transcriber.use_backend(args.backend)
+        except ImportError as error:
+            sys.exit(f"error: --backend {args.backend} needs {error.name}: pip install {error.name}")
     if args.chunk_length_s is not None:
         try:
             transcriber.preprocessor.use_chunks(args.chunk_length_s, args.stride_length_s)
@@ -300,7 +313,7 @@ def main() -> None:
         except ValueError as error:
             sys.exit(f"error: {error}")
         transcriber.beam_search = BeamSearch(decoder, args.num_workers)
-    print(f"decoder: {'n-gram LM (pyctcdecode)' if transcriber.beam_search else 'greedy'}")
+    print(f"decoder: {'n-gram LM (pyctcdecode)' if transcriber.beam_search else 'greedy'}; backend: {args.backend}")
 
     # The repo's own normaliser: the one training used on its transcripts.
     normalizer = text_normalizer.load()
