@@ -13,8 +13,8 @@ numbers in model cards of that time and of this repo compare like for like:
 
 It also writes `{dataset_id}_eval_summary.json`: the dataset, config and split, the WER
 and CER, the decoder used ("greedy" or "lm", with the LM's alpha, beta and beam width),
-the word split WER used, how many clips there were, how many were evaluated, every
-skipped row with its reason, the seconds of audio evaluated and the seconds the
+the backend, the word split WER used, how many clips there were, how many were
+evaluated, every skipped row with its reason, the seconds of audio evaluated and the seconds the
 evaluation took. Every file is written atomically, the results file last; a run that
 evaluates no clip writes nothing, so the files on disk always belong to one run.
 
@@ -36,6 +36,8 @@ What changed since 2022, and why:
   wav2vec2) batch only clips of equal length. Each prediction is the one the clip gets
   alone, the one `pipeline()` gives (`transcription.py`, which also computes log-mel
   features for all frames at once and cuts --chunk_length_s chunks as the pipeline does);
+- the forward pass runs on torch, or with --backend onnxruntime on the model exported to
+  ONNX at start-up (`acoustic_engines.py`; fp32, the same transcripts);
 - the n-gram LM is applied by calling pyctcdecode directly, because transformers
   deprecated its LM support (to be removed in v6), in a pool of --num_workers forked
   processes; the search is the pipeline's (`beam_search.py`: `decode_beams`, best beam).
