@@ -297,15 +297,17 @@ def openslr(work, release):
     return folder
 
 
-def test_openslr_folder_evaluates_and_logs_only_with_log_outputs(work, tiny_repo, openslr, evaluation):
+def test_openslr_folder_evaluates_and_logs_only_with_log_outputs_on_onnxruntime(work, tiny_repo, openslr, evaluation):
     output = work / "openslr-out"
-    run_eval(tiny_repo, "--dataset", openslr, "--split", "test", "--output_dir", output, "--decoder", "greedy")
+    result = run_eval(tiny_repo, "--dataset", openslr, "--split", "test", "--output_dir", output, "--decoder",
+                      "greedy", "--backend", "onnxruntime")
+    assert "backend: onnxruntime" in result.stdout
     # No config: the dataset id is the folder's name and the split.
     assert sorted(p.name for p in output.iterdir()) == ["openslr_test_eval_results.txt",
                                                         "openslr_test_eval_summary.json"]
     summary = json.loads((output / "openslr_test_eval_summary.json").read_text(encoding="utf-8"))
     test_size = len(evaluation.load_speech_dataset(str(openslr), None, "test"))
-    assert summary["evaluated"] == summary["clips"] == test_size == 3
+    assert summary["evaluated"] == summary["clips"] == test_size == 3 and summary["backend"] == "onnxruntime"
 
 
 # ---------------------------------------------------------------------------------------
