@@ -69,7 +69,6 @@ class Export:
 
 def export_repo(repo: Path, *, int8: bool = False, log=print) -> Export:
     """Writes `repo/onnx/` (see the module's docstring); returns what was checked."""
-    import torch
     from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
 
     from ctcforge.front_ends import waveform_model
@@ -95,7 +94,7 @@ def export_repo(repo: Path, *, int8: bool = False, log=print) -> Export:
     try:
         clips = check_clips(repo, feature_extractor.sampling_rate, log)
         log(f"exporting {folder} to ONNX (opset {OPSET})")
-        export_onnx(wrapped, staging / MODEL_FILE, clips[0], torch)
+        export_onnx(wrapped, staging / MODEL_FILE, clips[0])
         difference = largest_difference(staging / MODEL_FILE, model, feature_extractor, clips)
         if not difference <= LOGIT_TOLERANCE:
             raise CtcforgeError(f"the ONNX model's logits differ from torch's by {difference:.2e} of the largest "
@@ -136,9 +135,11 @@ def tokens_text(tokenizer, vocab_size: int) -> str:
     return "".join(f"{symbol} {index}\n" for index, symbol in enumerate(symbols))
 
 
-def export_onnx(wrapped, path: Path, example: np.ndarray, torch) -> None:
+def export_onnx(wrapped, path: Path, example: np.ndarray) -> None:
     """torch's TorchScript-based exporter, which traces the HF model as it runs in eval mode
     (the exporter sets training mode from the module's, so eval() comes first)."""
+    import torch
+
     from ctcforge.acoustic_engines import forget_cached_lengths
 
     wrapped.eval()
@@ -186,7 +187,7 @@ def torch_logits(model, feature_extractor, batch: np.ndarray) -> np.ndarray:
 
 def check_clips(repo: Path, sampling_rate: int, log) -> list[np.ndarray]:
     """Up to CHECK_CLIPS clips of the repo's test split, or synthetic signals without one."""
-    clips = [audio for _, audio in test_clips(repo, sampling_rate, CHECK_CLIPS, log)]
+    clips = [audio for _, audio in clips_of_test_split(repo, sampling_rate, CHECK_CLIPS, log)]
     if clips:
         return clips
     rng = np.random.default_rng(0)
@@ -199,7 +200,7 @@ def check_clips(repo: Path, sampling_rate: int, log) -> list[np.ndarray]:
     return signals
 
 
-def test_clips(repo: Path, sampling_rate: int, limit: int | None, log) -> list[tuple[str, np.ndarray]]:
+def clips_of_test_split(repo: Path, sampling_rate: int, limit: int | None, log) -> list[tuple[str, np.ndarray]]:
     """(normalised reference, audio) of the test split the repo records in its answers, or
     none when it records no dataset or the dataset cannot be read here."""
     from ctcforge.answers import Answers
@@ -239,7 +240,7 @@ def quantize(staging: Path, repo: Path, tokenizer, result: Export, log) -> Expor
 
     quantize_dynamic(staging / MODEL_FILE, staging / INT8_MODEL_FILE, op_types_to_quantize=["MatMul"])
     sampling_rate = json.loads((repo / "preprocessor_config.json").read_text(encoding="utf-8"))["sampling_rate"]
-    clips = test_clips(repo, sampling_rate, None, log)
+    clips = clips_of_test_split(repo, sampling_rate, None, log)
     if not clips:
         log("wrote the int8 model; the repo records no readable test split, so its CER change is not known")
         return result
