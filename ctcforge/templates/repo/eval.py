@@ -104,8 +104,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=8, help="Clips (or chunks) per forward pass.")
     parser.add_argument("--backend", choices=FP32_BACKENDS, default="torch",
                         help="What runs the model's forward pass: torch, or onnxruntime (the model exported"
-                        " to ONNX at start-up and run on the CPU, fp32: the same transcripts; needs"
-                        " `pip install onnxruntime`). Default: torch.")
+                        " to ONNX at start-up and run on the CPU, fp32: the same transcripts; needs onnx"
+                        " and onnxruntime, in requirements.txt). Default: torch.")
     parser.add_argument("--decoder", choices=("auto", "greedy", "lm"), default="auto",
                         help="auto: the n-gram LM when the model folder has a non-empty language_model/, else greedy.")
     parser.add_argument("--num_workers", type=int, default=default_num_workers(),
@@ -302,7 +302,7 @@ def main() -> None:
         try:
             transcriber.use_backend(args.backend)
         except ImportError as error:
-            sys.exit(f"error: --backend {args.backend} needs {error.name}: pip install {error.name}")
+            sys.exit(f"error: --backend {args.backend} needs {error.name}: pip install -r requirements.txt")
     if args.chunk_length_s is not None:
         try:
             transcriber.preprocessor.use_chunks(args.chunk_length_s, args.stride_length_s)
