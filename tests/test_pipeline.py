@@ -112,26 +112,27 @@ def pipeline_texts(repo, clips):
     return [recognizer(clip)["text"] for clip in clips]
 
 
-def test_export_runs_in_sherpa_onnx_with_the_pipelines_text_and_goes_into_card_and_push(trained_repo):
+def test_export_runs_in_sherpa_onnx_with_the_pipelines_text_and_goes_into_card_and_push(trained_repo, capsys):
+    from ctcforge.cli import main
     from ctcforge.hub import files_to_upload
-    from ctcforge.onnx_export import LOGIT_TOLERANCE, export_repo
+    from ctcforge.onnx_export import LOGIT_TOLERANCE
 
     repo, release = trained_repo
-    lines = []
-    result = export_repo(repo, int8=True, log=lines.append)
-    assert result.largest_difference <= LOGIT_TOLERANCE and result.checked_clips == 4  # the 4 test clips
+    assert main(["export", str(repo), "--int8"]) == 0
+    lines = capsys.readouterr().out.splitlines()
     settings = json.loads((repo / "onnx" / "export.json").read_text(encoding="utf-8"))
+    assert settings["largest_logit_difference"] <= LOGIT_TOLERANCE
+    assert any(line.startswith("checked on 4 clips and a batch of 2") for line in lines), lines  # the test split
+    assert any(line.startswith("int8: CER ") and "on 4 test clips" in line for line in lines), lines
     vocab = json.loads((repo / "vocab.json").read_text(encoding="utf-8"))
     tokens = dict(line.split(" ") for line in (repo / "onnx" / "tokens.txt").read_text(encoding="utf-8").splitlines())
     assert tokens["<blk>"] == str(vocab["[PAD]"]) == str(settings["blank_id"])
     assert tokens["\u2581"] == str(vocab["|"]) == str(settings["word_delimiter_id"])
     assert len(tokens) == len(vocab) and "|" not in tokens and "[PAD]" not in tokens
-    assert any(line.startswith("int8: CER ") and "on 4 test clips" in line for line in lines), lines
     clips = split_clips(release)
     assert sherpa_texts(repo, clips) == pipeline_texts(repo, clips)
 
-    rebuild_card(repo)
-    card = (repo / "README.md").read_text(encoding="utf-8")
+    card = (repo / "README.md").read_text(encoding="utf-8")  # rebuilt by the command
     assert "### ONNX" in card and "from_omnilingual_asr_ctc" in card and "model.int8.onnx" in card
     uploaded = {path.as_posix() for path in files_to_upload(repo)}
     assert {"onnx/model.onnx", "onnx/model.int8.onnx", "onnx/tokens.txt", "onnx/export.json"} <= uploaded
