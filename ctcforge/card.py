@@ -34,7 +34,8 @@ from ctcforge.errors import CtcforgeError
 from ctcforge.profiles import Profile
 from ctcforge.repo_records import (TRAINING_RUN_FILE, EvalFigures, TrainingRun, read_eval_results,
                                    read_hyperparameters,
-                                   read_lm_tuning, read_log_history, read_training_run, trained_weights_folder)
+                                   read_lm_tuning, read_log_history, read_onnx_export, read_training_run,
+                                   trained_weights_folder)
 from ctcforge.spec import Spec, check_metric_value, spec_from_dict
 
 TASK_TYPE = "automatic-speech-recognition"
@@ -78,6 +79,8 @@ class CardFacts(Spec):
     # `ctcforge lm --tune-*` measured (lm_tuning/best.json) with its heatmap.
     training_curve: str | None = None
     lm_tuning: dict | None = None
+    # onnx/export.json, when `ctcforge export` has written the ONNX model.
+    onnx_export: dict | None = None
 
     @classmethod
     def from_spec(cls, spec: Spec, profile: Profile) -> "CardFacts":
@@ -451,6 +454,9 @@ def rebuild_card(repo: Path) -> Path:
     tuning = read_lm_tuning(repo)
     if tuning:
         facts = replace(facts, lm_tuning=tuning)
+    exported = read_onnx_export(repo)
+    if exported:
+        facts = replace(facts, onnx_export=exported)
     return write_card(facts, repo)
 
 

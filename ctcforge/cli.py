@@ -87,6 +87,14 @@ def cmd_push(args: argparse.Namespace) -> None:
          include_checkpoints=args.include_checkpoints)
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from ctcforge.card import rebuild_card
+    from ctcforge.onnx_export import export_repo
+
+    export_repo(args.repo_dir, int8=args.int8)
+    print(f"wrote {rebuild_card(args.repo_dir)} (its Usage section shows how to run the export)")
+
+
 def cmd_synth(args: argparse.Namespace) -> None:
     from ctcforge.synth import synthesize
 
@@ -245,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "language_model/ (KenLM *.bin, *.arpa, unigrams.txt, attrs.json), alphabet.json, "
                     "README.md and the images it shows, the root *.py scripts, language_profile.json, "
                     "requirements*.txt, tests/**/*.py, eval.py outputs (root and eval/), lm_tuning/, "
+                    "onnx/ (model.onnx, model.int8.onnx, tokens.txt, export.json from `ctcforge export`), "
                     "trainer and results JSON files, base_model.json, training_run.json, .gitattributes, "
                     ".gitignore, .ctcforge-answers.yml. "
                     "Never uploaded: .env, token files, .huggingface/, .cache/, *.pt/*.pth/*.pkl and "
@@ -264,6 +273,24 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also upload checkpoint-*/ folders: their safetensors, configs, tokenizer files "
                            "and trainer_state.json only, never optimizer, scheduler or RNG states")
     push.set_defaults(run=cmd_push)
+
+    export = commands.add_parser(
+        "export", help="write the repo's acoustic model as ONNX, for sherpa-onnx and other runtimes",
+        description="Write REPO_DIR/onnx/: model.onnx (mono float samples in [-1, 1] at the model's "
+                    "sampling rate, shape batch x samples, to CTC logits batch x frames x labels; the "
+                    "feature extractor's work is inside the graph; the clips of a batch share a length), "
+                    "tokens.txt (`symbol id` lines, the blank as <blk>, the word delimiter as \u2581), "
+                    "and export.json (sampling rate, label ids, frame rate, the check below). The ONNX "
+                    "model's logits must be within 1e-3 of the largest torch logit on up to 8 test clips "
+                    "(synthetic signals without a test split) and a batch of 2, or nothing is written. "
+                    "The weights are the ones eval.py evaluates (the repo's, or its training run's "
+                    "--output_dir). Then rebuilds the card, whose Usage section shows how to run it "
+                    "with sherpa-onnx; `ctcforge push` uploads onnx/ when it is there.")
+    export.add_argument("repo_dir", type=Path, help="a trained repo made by `ctcforge new`")
+    export.add_argument("--int8", action="store_true",
+                        help="also write model.int8.onnx, MatMul weights quantised to int8 (smaller and "
+                             "faster, other text); prints its CER change against fp32 on the test split")
+    export.set_defaults(run=cmd_export)
 
     synth = commands.add_parser(
         "synth", help="write a synthetic Common Voice release spoken by espeak-ng (test and demo data)",

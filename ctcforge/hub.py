@@ -28,6 +28,7 @@ from ctcforge import __version__
 from ctcforge.beam_search import KENLM_EXTENSIONS
 from ctcforge.catalogue import has_weights
 from ctcforge.errors import CtcforgeError
+from ctcforge.onnx_export import EXPORT_DIR, EXPORT_FILES
 from ctcforge.repo_records import TRAINING_RUN_FILE, read_training_run, trained_weights_folder
 
 CARD = "README.md"
@@ -71,6 +72,7 @@ FOLDER_RULES = {
     "tests": FolderRule(("*.py",), any_depth=True),
     "eval": FolderRule(EVAL_OUTPUT_GLOBS, any_depth=True),  # eval/greedy, eval/lm
     "lm_tuning": FolderRule(("*",), any_depth=True),  # wer_grid.csv, wer_heatmap.png, best.json
+    EXPORT_DIR: FolderRule(EXPORT_FILES, any_depth=False),  # `ctcforge export`: model.onnx, tokens.txt, ...
 }
 
 # ---------------------------------------------------------------------------- never, by reason

@@ -12,7 +12,7 @@ from pathlib import Path
 # ctcforge's own modules that `ctcforge new` copies into every repo, where the repo's
 # scripts import them from the repo folder itself.
 SHARED_MODULES = ("atomic.py", "text_normalizer.py", "error_rates.py", "ctc_frames.py", "speech_data.py", "starting_weights.py",
-                  "transcription.py", "beam_search.py", "trained_model.py",
+                  "transcription.py", "acoustic_engines.py", "beam_search.py", "trained_model.py",
                   "training_schedule.py", "checkpoints.py", "clip_preparation.py", "features_on_the_fly.py",
                   "training_record.py", "training_vocabulary.py", "cpu_threads.py")
 REPO_SIBLINGS = tuple(Path(module).stem for module in SHARED_MODULES)

@@ -222,3 +222,18 @@ def read_lm_tuning(repo: Path) -> dict | None:
     if heatmap.is_file():
         tuning["heatmap"] = f"{LM_TUNING_DIR}/{heatmap.name}"
     return tuning
+
+
+def read_onnx_export(repo: Path) -> dict | None:
+    """onnx/export.json as `ctcforge export` wrote it, with "int8" telling whether the
+    quantised model is there too; None when the repo has no ONNX model."""
+    from ctcforge.onnx_export import EXPORT_DIR, INT8_MODEL_FILE, MODEL_FILE, SETTINGS_FILE
+
+    folder = repo / EXPORT_DIR
+    if not (folder / MODEL_FILE).is_file():
+        return None
+    try:
+        settings = json.loads((folder / SETTINGS_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CtcforgeError(f"{folder / SETTINGS_FILE}: unreadable ({exc}); run `ctcforge export {repo}` again") from None
+    return {**settings, "int8": (folder / INT8_MODEL_FILE).is_file()}

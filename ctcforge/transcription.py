@@ -258,11 +258,25 @@ class Transcriber:
         # (group-norm wav2vec2 models): such models only batch clips of equal length.
         self.pads_safely = bool(getattr(feature_extractor, "return_attention_mask", False))
         self.beam_search = None  # a beam_search.BeamSearch: decode with the n-gram LM
+        self.engine = self.model  # what runs the forward pass (acoustic_engines.py); the model answers the rest
+        self.backend = "torch"
         # Input samples per output frame (320 for wav2vec2), the unit chunks align to.
         samples_per_frame = getattr(self.model.config, "inputs_to_logits_ratio", 1)
         install_fast_log_mel(feature_extractor)
         self.preprocessor = Preprocessor(feature_extractor, samples_per_frame)
         self.preprocessor.min_samples = self.shortest_transcribable_length()
+
+    def use_backend(self, backend: str) -> None:
+        """Run the forward pass on `backend` (acoustic_engines.BACKENDS). The ONNX engines
+        are traced on a padded batch of two clips of noise."""
+        import acoustic_engines
+
+        noise = np.random.default_rng(0).uniform(-0.1, 0.1, 2 * self.sampling_rate).astype(np.float32)
+        pieces = [self.preprocessor.piece(noise, None), self.preprocessor.piece(noise[: self.sampling_rate], None)]
+        example = self.feature_extractor.pad([piece.features for piece in pieces], padding=True,
+                                             return_attention_mask=True, return_tensors="pt")
+        self.engine = acoustic_engines.acoustic_engine(self.model, backend, dict(example))
+        self.backend = backend
 
     @property
     def feature_extractor(self):
@@ -361,7 +375,7 @@ class Transcriber:
         inputs = self.feature_extractor.pad(
             [piece.features for piece in pieces], padding=True, return_attention_mask=True, return_tensors="pt"
         ).to(self.device)
-        scores = self.model(**inputs).logits
+        scores = self.engine(**inputs).logits
         # Each piece keeps the frames it has alone. (Its attention mask can be shorter: a
         # log-mel extractor that stacks frame pairs masks an incomplete last pair, yet
         # the pipeline keeps that pair's frame.)

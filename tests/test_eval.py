@@ -167,6 +167,19 @@ def test_batched_equals_unbatched_equals_pipeline(evaluation, clips, model, requ
     assert transcriber(evaluation, repo, batch_size=8).transcribe(clips) == expected
 
 
+@pytest.mark.parametrize("model", ["tiny_repo", "group_norm_repo"])
+def test_onnxruntime_backend_gives_torchs_transcripts(evaluation, clips, model, request):
+    """The model exported at start-up and run by onnxruntime: every clip's text is torch's,
+    clips longer than the export's example among them (dynamic batch and time)."""
+    repo = request.getfixturevalue(model)
+    expected = transcriber(evaluation, repo, batch_size=8).transcribe(clips)
+    assert non_trivial(expected), expected
+    onnx = transcriber(evaluation, repo, batch_size=8)
+    onnx.use_backend("onnxruntime")
+    assert type(onnx.engine).__name__ == "OnnxRuntimeModel"
+    assert onnx.transcribe(clips) == expected
+
+
 def test_vectorised_log_mel_gives_the_extractors_exact_features(evaluation, clips, tiny_repo):
     fast = transcriber(evaluation, tiny_repo, batch_size=1).feature_extractor
     own = AutoFeatureExtractor.from_pretrained(str(tiny_repo))
@@ -284,15 +297,17 @@ def openslr(work, release):
     return folder
 
 
-def test_openslr_folder_evaluates_and_logs_only_with_log_outputs(work, tiny_repo, openslr, evaluation):
+def test_openslr_folder_evaluates_and_logs_only_with_log_outputs_on_onnxruntime(work, tiny_repo, openslr, evaluation):
     output = work / "openslr-out"
-    run_eval(tiny_repo, "--dataset", openslr, "--split", "test", "--output_dir", output, "--decoder", "greedy")
+    result = run_eval(tiny_repo, "--dataset", openslr, "--split", "test", "--output_dir", output, "--decoder",
+                      "greedy", "--backend", "onnxruntime")
+    assert "backend: onnxruntime" in result.stdout
     # No config: the dataset id is the folder's name and the split.
     assert sorted(p.name for p in output.iterdir()) == ["openslr_test_eval_results.txt",
                                                         "openslr_test_eval_summary.json"]
     summary = json.loads((output / "openslr_test_eval_summary.json").read_text(encoding="utf-8"))
     test_size = len(evaluation.load_speech_dataset(str(openslr), None, "test"))
-    assert summary["evaluated"] == summary["clips"] == test_size == 3
+    assert summary["evaluated"] == summary["clips"] == test_size == 3 and summary["backend"] == "onnxruntime"
 
 
 # ---------------------------------------------------------------------------------------

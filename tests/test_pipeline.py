@@ -78,3 +78,93 @@ def test_card_is_rebuilt_from_eval_results_and_trainer_state(trained_repo):
     assert names[("Test WER", "cv hy-AM (test)")] == wer
     assert "### Training results" in card.text and "| 8 |" in card.text
     assert "- training_steps: 8" in card.text and "- learning_rate: 0.002" in card.text
+
+
+# ---------------------------------------------------------------------------- ONNX export
+
+
+def split_clips(release):
+    """The test split's clips, decoded as eval.py decodes them."""
+    from ctcforge.speech_data import decode_audio, load_speech_dataset
+
+    rows = load_speech_dataset(str(release.parent), release.name, "test", sampling_rate=16000)
+    return [decode_audio(row["audio"], 16000).samples for row in rows]
+
+
+def sherpa_texts(repo, clips):
+    import sherpa_onnx
+
+    recognizer = sherpa_onnx.OfflineRecognizer.from_omnilingual_asr_ctc(
+        model=str(repo / "onnx" / "model.onnx"), tokens=str(repo / "onnx" / "tokens.txt"), num_threads=1)
+    texts = []
+    for clip in clips:
+        stream = recognizer.create_stream()
+        stream.accept_waveform(16000, clip)
+        recognizer.decode_stream(stream)
+        texts.append(stream.result.text)
+    return texts
+
+
+def pipeline_texts(repo, clips):
+    from transformers import pipeline
+
+    recognizer = pipeline("automatic-speech-recognition", model=str(repo), device=-1)
+    return [recognizer(clip)["text"] for clip in clips]
+
+
+def test_export_runs_in_sherpa_onnx_with_the_pipelines_text_and_goes_into_card_and_push(trained_repo, capsys):
+    from ctcforge.cli import main
+    from ctcforge.hub import files_to_upload
+    from ctcforge.onnx_export import LOGIT_TOLERANCE
+
+    repo, release = trained_repo
+    assert main(["export", str(repo), "--int8"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    settings = json.loads((repo / "onnx" / "export.json").read_text(encoding="utf-8"))
+    assert settings["largest_logit_difference"] <= LOGIT_TOLERANCE
+    assert any(line.startswith("checked on 4 clips and a batch of 2") for line in lines), lines  # the test split
+    assert any(line.startswith("int8: CER ") and "on 4 test clips" in line for line in lines), lines
+    vocab = json.loads((repo / "vocab.json").read_text(encoding="utf-8"))
+    tokens = dict(line.split(" ") for line in (repo / "onnx" / "tokens.txt").read_text(encoding="utf-8").splitlines())
+    assert tokens["<blk>"] == str(vocab["[PAD]"]) == str(settings["blank_id"])
+    assert tokens["\u2581"] == str(vocab["|"]) == str(settings["word_delimiter_id"])
+    assert len(tokens) == len(vocab) and "|" not in tokens and "[PAD]" not in tokens
+    clips = split_clips(release)
+    assert sherpa_texts(repo, clips) == pipeline_texts(repo, clips)
+
+    card = (repo / "README.md").read_text(encoding="utf-8")  # rebuilt by the command
+    assert "### ONNX" in card and "from_omnilingual_asr_ctc" in card and "model.int8.onnx" in card
+    uploaded = {path.as_posix() for path in files_to_upload(repo)}
+    assert {"onnx/model.onnx", "onnx/model.int8.onnx", "onnx/tokens.txt", "onnx/export.json"} <= uploaded
+
+
+def test_export_of_a_model_that_writes_text_gives_the_pipelines_text_in_sherpa_onnx(trained_repo, tmp_path,
+                                                                                    monkeypatch):
+    """Eight training steps leave the model writing blanks; random weights write letters,
+    spaces and [UNK] on every frame, near ties and all, so every label's id and the graph's
+    features are put to the test. A little noise keeps the clips free of exact digital
+    silence, on which sherpa-onnx's own scaling of the clip changes log-mel features.
+    First, an export outside the tolerance is refused and leaves nothing behind."""
+    import numpy as np
+    import torch
+    from transformers import AutoConfig, AutoModelForCTC
+
+    from ctcforge import onnx_export
+    from ctcforge.errors import CtcforgeError
+
+    source, release = trained_repo
+    repo = shutil.copytree(source, tmp_path / "repo", ignore=shutil.ignore_patterns("checkpoint-*", "onnx"))
+    torch.manual_seed(0)
+    AutoModelForCTC.from_config(AutoConfig.from_pretrained(repo)).save_pretrained(repo)
+    with monkeypatch.context() as patch:
+        patch.setattr(onnx_export, "LOGIT_TOLERANCE", 0.0)  # float32 in another order is never exact
+        with pytest.raises(CtcforgeError, match="logits differ from torch's by .* nothing was written"):
+            onnx_export.export_repo(repo, log=lambda line: None)
+    assert not (repo / "onnx").exists() and not list((repo / ".ctcforge-cache").iterdir())
+
+    onnx_export.export_repo(repo, log=lambda line: None)
+    noise = np.random.default_rng(0)
+    clips = [clip + noise.normal(0, 1e-4, len(clip)).astype(np.float32) for clip in split_clips(release)]
+    expected = pipeline_texts(repo, clips)
+    assert all(text.strip() for text in expected) and any(" " in text.strip() for text in expected), expected
+    assert sherpa_texts(repo, clips) == expected

@@ -64,12 +64,18 @@ SALT = {
     "lm_tuning/best.json": "{}",
     "lm_tuning/wer_heatmap.png": b"\x89PNG heatmap",
     "training_curve.png": b"\x89PNG linked from the card",
+    "onnx/model.onnx": b"\x08\x07onnx graph",
+    "onnx/model.int8.onnx": b"\x08\x07onnx graph",
+    "onnx/tokens.txt": "<blk> 0\n",
+    "onnx/export.json": "{}",
+    "onnx/features.npy": b"\x93NUMPY scratch",
 }
 SALT_UPLOADED = {
     "model.safetensors", "language_model/5gram.bin", "language_model/lm.binary", "language_model/unigrams.txt",
     "language_model/attrs.json", "alphabet.json", "trainer_state.json", "all_results.json",
     "eval/greedy/cv_hy-AM_test_eval_results.txt", "eval/greedy/cv_hy-AM_test_eval_summary.json",
     "eval/lm/log_cv_hy-AM_test_predictions.txt", "lm_tuning/best.json", "lm_tuning/wer_heatmap.png", "training_curve.png",
+    "onnx/model.onnx", "onnx/model.int8.onnx", "onnx/tokens.txt", "onnx/export.json",
 }
 CHECKPOINT_UPLOADED = {"checkpoint-100/model.safetensors", "checkpoint-100/trainer_state.json"}
 CARD_IMAGE_LINES = "\n![training curve](training_curve.png)\n![badge](https://img.shields.io/badge/x.svg)\n"

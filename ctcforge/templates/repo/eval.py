@@ -13,8 +13,8 @@ numbers in model cards of that time and of this repo compare like for like:
 
 It also writes `{dataset_id}_eval_summary.json`: the dataset, config and split, the WER
 and CER, the decoder used ("greedy" or "lm", with the LM's alpha, beta and beam width),
-the word split WER used, how many clips there were, how many were evaluated, every
-skipped row with its reason, the seconds of audio evaluated and the seconds the
+the backend, the word split WER used, how many clips there were, how many were
+evaluated, every skipped row with its reason, the seconds of audio evaluated and the seconds the
 evaluation took. Every file is written atomically, the results file last; a run that
 evaluates no clip writes nothing, so the files on disk always belong to one run.
 
@@ -36,6 +36,8 @@ What changed since 2022, and why:
   wav2vec2) batch only clips of equal length. Each prediction is the one the clip gets
   alone, the one `pipeline()` gives (`transcription.py`, which also computes log-mel
   features for all frames at once and cuts --chunk_length_s chunks as the pipeline does);
+- the forward pass runs on torch, or with --backend onnxruntime on the model exported to
+  ONNX at start-up (`acoustic_engines.py`; fp32, the same transcripts);
 - the n-gram LM is applied by calling pyctcdecode directly, because transformers
   deprecated its LM support (to be removed in v6), in a pool of --num_workers forked
   processes; the search is the pipeline's (`beam_search.py`: `decode_beams`, best beam).
@@ -67,6 +69,7 @@ import datasets
 import torch
 
 import text_normalizer
+from acoustic_engines import FP32_BACKENDS
 from atomic import write_text_atomically
 from beam_search import LANGUAGE_MODEL_DIR, BeamSearch, ctc_labels, has_language_model, load_beam_decoder
 from error_rates import error_rates
@@ -98,6 +101,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", type=int, default=None,
                         help="GPU index, or -1 for the CPU (default: GPU 0 if any).")
     parser.add_argument("--batch_size", type=int, default=8, help="Clips (or chunks) per forward pass.")
+    parser.add_argument("--backend", choices=FP32_BACKENDS, default="torch",
+                        help="What runs the model's forward pass: torch, or onnxruntime (the model exported"
+                        " to ONNX at start-up and run on the CPU, fp32: the same transcripts; needs onnx"
+                        " and onnxruntime, in requirements.txt). Default: torch.")
     parser.add_argument("--decoder", choices=("auto", "greedy", "lm"), default="auto",
                         help="auto: the n-gram LM when the model folder has a non-empty language_model/, else greedy.")
     parser.add_argument("--num_workers", type=int, default=default_num_workers(),
@@ -199,6 +206,7 @@ def summarise(evaluation: Evaluation, beam_search: BeamSearch | None, normalizer
         "config": args.config,
         "split": args.split,
         "decoder": "lm" if beam_search else "greedy",
+        "backend": args.backend,
         "lm": beam_search.settings if beam_search else None,
         "word_split": normalizer.word_split,
         "clips": len(evaluation.results) + len(evaluation.skipped),
@@ -287,6 +295,13 @@ def main() -> None:
     except ValueError as error:
         sys.exit(f"error: {error}: vocab.json does not fit config.json's vocab_size "
                  f"{transcriber.model.config.vocab_size}; the model was trained with another vocabulary")
+    if args.backend != "torch":
+        if transcriber.device.type != "cpu":
+            sys.exit(f"error: --backend {args.backend} runs on the CPU; add --device -1, or use --backend torch")
+        try:
+            transcriber.use_backend(args.backend)
+        except ImportError as error:
+            sys.exit(f"error: --backend {args.backend} needs {error.name}: pip install -r requirements.txt")
     if args.chunk_length_s is not None:
         try:
             transcriber.preprocessor.use_chunks(args.chunk_length_s, args.stride_length_s)
@@ -298,7 +313,7 @@ def main() -> None:
         except ValueError as error:
             sys.exit(f"error: {error}")
         transcriber.beam_search = BeamSearch(decoder, args.num_workers)
-    print(f"decoder: {'n-gram LM (pyctcdecode)' if transcriber.beam_search else 'greedy'}")
+    print(f"decoder: {'n-gram LM (pyctcdecode)' if transcriber.beam_search else 'greedy'}; backend: {args.backend}")
 
     # The repo's own normaliser: the one training used on its transcripts.
     normalizer = text_normalizer.load()
