@@ -722,31 +722,35 @@ LM_FAULTS = {
 }
 
 
-@pytest.fixture(params=list(LM_FAULTS))
-def faulty_lm(request, lm_repo, tmp_path):
-    """The LM repo with one fault in its LM, and the words the error must hold."""
+def lm_repo_with(fault, lm_repo, tmp_path):
+    """A copy of the LM repo with one of LM_FAULTS, and the words its error must hold."""
     repo = shutil.copytree(lm_repo, tmp_path / "repo", ignore=shutil.ignore_patterns(".ctcforge-cache"))
-    fault, words = LM_FAULTS[request.param]
-    fault(repo)
+    change, words = LM_FAULTS[fault]
+    change(repo)
     return repo, words
 
 
-def test_an_lm_that_does_not_fit_or_load_is_one_line_naming_the_fix(faulty_lm, release, tmp_path):
-    """eval.py, LM tuning and the demo's pipeline check load the LM through one function."""
+@pytest.mark.parametrize("fault", list(LM_FAULTS))
+def test_an_lm_that_does_not_fit_or_load_is_one_error_naming_the_fix(fault, lm_repo, tmp_path):
+    """LM tuning and the demo's pipeline check load the LM through eval.py's loader."""
     from types import SimpleNamespace
 
     from ctcforge import demo
     from ctcforge.errors import CtcforgeError
     from ctcforge.lm_decoder import load_repo_decoder
 
-    repo, words = faulty_lm
+    repo, words = lm_repo_with(fault, lm_repo, tmp_path)
+    for load in (load_repo_decoder, lambda repo: demo.log_pipeline_check(SimpleNamespace(repo=repo))):
+        with pytest.raises(CtcforgeError) as error:
+            load(repo)
+        assert all(word in str(error.value) for word in words) and "\n" not in str(error.value)
+
+
+def test_eval_stops_in_one_line_on_an_alphabet_of_other_labels(lm_repo, release, tmp_path):
+    repo, words = lm_repo_with("swapped labels", lm_repo, tmp_path)
     result = run_eval(repo, *eval_args(release), "--decoder", "lm", "--max_samples", "1", "--output_dir",
                       tmp_path / "out", expect_success=False)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode != 0 and "Traceback" not in result.stderr and len(errors) == 1, result.stderr[-2000:]
     assert all(word in errors[0] for word in words), errors[0]
-    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
-    for load in (load_repo_decoder, lambda repo: demo.log_pipeline_check(SimpleNamespace(repo=repo))):
-        with pytest.raises(CtcforgeError) as error:
-            load(repo)
-        assert all(word in str(error.value) for word in words) and "\n" not in str(error.value)
+    assert not list((tmp_path / "out").iterdir())
