@@ -25,6 +25,7 @@ WORD_SPLITS = ("space", "fugashi", "char")
 METRICS = ("wer", "cer")
 UNICODE_FORMS = ("NFC", "NFKC")
 ISO639 = re.compile(r"[a-z]{2,3}")
+ISO639_3 = re.compile(r"[a-z]{3}")
 RANGE = re.compile(r"U\+([0-9A-Fa-f]{4,6})-U\+([0-9A-Fa-f]{4,6})")
 
 
@@ -50,6 +51,11 @@ class Profile:
     # locale before "-" (Common Voice's zh-HK is Cantonese: yue). Optional, so a new
     # profile needs it only when that rule gets its language wrong.
     hub_language: str | None = None
+    # The ISO 639-3 code of the spoken language: the name of an MMS language adapter
+    # (adapter.<code>.safetensors) and of the training script's --target_language. Where the
+    # locale's ISO 639-1 code is a macrolanguage, the individual language Common Voice
+    # records (fa: pes, sw: swh, ne-NP: npi, zh-HK: yue).
+    iso639_3: str | None = None
 
     @property
     def iso_language(self) -> str:
@@ -125,6 +131,9 @@ def profile_from_dict(data: object, source: str) -> Profile:
     if hub_language is not None and not (isinstance(hub_language, str) and ISO639.fullmatch(hub_language)):
         raise fail("hub_language", f"must be an ISO 639 code of 2 or 3 lower-case letters (e.g. yue), "
                                    f"got {hub_language!r}")
+    iso639_3 = data.get("iso639_3")
+    if iso639_3 is not None and not (isinstance(iso639_3, str) and ISO639_3.fullmatch(iso639_3)):
+        raise fail("iso639_3", f"must be an ISO 639-3 code of 3 lower-case letters (e.g. hye), got {iso639_3!r}")
     voice = data.get("espeak_voice")
     if voice is not None and not isinstance(voice, str):
         raise fail("espeak_voice", "must be a voice name or null")

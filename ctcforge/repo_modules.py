@@ -14,7 +14,7 @@ from pathlib import Path
 SHARED_MODULES = ("atomic.py", "text_normalizer.py", "error_rates.py", "ctc_frames.py", "speech_data.py", "starting_weights.py",
                   "transcription.py", "beam_search.py", "trained_model.py",
                   "training_schedule.py", "checkpoints.py", "clip_preparation.py", "training_record.py",
-                  "training_vocabulary.py")
+                  "training_vocabulary.py", "adapters.py")
 REPO_SIBLINGS = tuple(Path(module).stem for module in SHARED_MODULES)
 
 
