@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, AutoModelForCTC, AutoTokenizer, Wav2Vec2CTCTokenizer
+from transformers import AutoConfig, AutoModelForCTC, AutoTokenizer, TrainerCallback, Wav2Vec2CTCTokenizer
 from transformers.models.wav2vec2.modeling_wav2vec2 import WAV2VEC2_ADAPTER_SAFE_FILE
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 import starting_weights
 from atomic import replacing
@@ -202,6 +203,33 @@ def adapter_record(model, path: Path) -> dict:
     own = sum(tensor.numel() for name, tensor in model.state_dict().items() if is_adapter_tensor(name))
     total = sum(tensor.numel() for tensor in model.state_dict().values())
     return {"language": language_of(path), "file": path.name, "bytes": path.stat().st_size, "parameters": own, "model_parameters": total}
+
+
+class SaveAdapterWithCheckpoints(TrainerCallback):
+    """Writes the language's adapter file into every checkpoint the Trainer saves, so that a
+    checkpoint says which language it trained (see `checkpoint_of_language`)."""
+
+    def __init__(self, language: str, vocab: dict[str, int]):
+        self.language, self.vocab = language, vocab
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if model is not None and folder.is_dir() and state.is_world_process_zero:
+            # A checkpoint is one language's: a folder reused from another's run loses its file.
+            for other in set(adapter_languages(folder)) - {self.language}:
+                adapter_path(folder, other).unlink()
+            save_adapter(model, folder, self.language, self.vocab)
+
+
+def checkpoint_of_language(checkpoint: str | None, language: str) -> str | None:
+    """`checkpoint` if it trained `language`'s adapter, else None: a checkpoint left in the
+    folder by another language's run would resume that language's adapter and head."""
+    if checkpoint is None or adapter_path(checkpoint, language).is_file():
+        return checkpoint
+    trained = ", ".join(adapter_languages(checkpoint)) or "no language adapter"
+    logger.warning(f"Not resuming {checkpoint}: it holds {trained}, not {ADAPTER_FILE.format(language)}; "
+                   f"training {language} from the start.")
+    return None
 
 
 # ---------------------------------------------------------------------------------------

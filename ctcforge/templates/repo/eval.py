@@ -36,6 +36,9 @@ What changed since 2022, and why:
   wav2vec2) batch only clips of equal length. Each prediction is the one the clip gets
   alone, the one `pipeline()` gives (`transcription.py`, which also computes log-mel
   features for all frames at once and cuts --chunk_length_s chunks as the pipeline does);
+- a model with language adapters (MMS) is loaded with the adapter of --target_lang, by
+  default the repo's language, as `from_pretrained(..., target_lang=...)` and
+  `pipeline(..., model_kwargs={"target_lang": ...})` load it (`adapters.py`);
 - the n-gram LM is applied by calling pyctcdecode directly, because transformers
   deprecated its LM support (to be removed in v6), in a pool of --num_workers forked
   processes; the search is the pipeline's (`beam_search.py`: `decode_beams`, best beam).
@@ -67,6 +70,7 @@ import datasets
 import torch
 
 import text_normalizer
+from adapters import AdapterError
 from atomic import write_text_atomically
 from beam_search import (LANGUAGE_MODEL_DIR, BeamSearch, check_alphabet, ctc_labels, has_language_model,
                          load_beam_decoder)
@@ -106,6 +110,9 @@ def parse_args() -> argparse.Namespace:
                         " (default: the CPUs this process may use, at most 16; 0 decodes in this process).")
     parser.add_argument("--max_samples", type=int, default=None, help="Evaluate only the first N rows.")
     parser.add_argument("--output_dir", type=str, default=".", help="Where the result and log files go.")
+    parser.add_argument("--target_lang", type=str, default=None,
+                        help="Models with language adapters: the adapter to load (adapter.<code>.safetensors); "
+                        "default: this repo's language, language_profile.json's iso639_3.")
     args = parser.parse_args()
     if args.stride_length_s is not None and args.chunk_length_s is None:
         parser.error("--stride_length_s needs --chunk_length_s")
@@ -282,7 +289,17 @@ def main() -> None:
     # The LM stays the one in --model_id: `ctcforge lm` builds it in the repo, not in the
     # training run's output_dir.
     use_language_model = wants_language_model(args.decoder, args.model_id)
-    transcriber = Transcriber(model_folder, choose_device(args.device), args.batch_size)
+    # The repo's own normaliser: the one training used on its transcripts. Its profile
+    # names the repo's language, the adapter an adapter model is evaluated with by default
+    # (a model trained into another --output_dir has no language_profile.json beside it).
+    normalizer = text_normalizer.load()
+    try:
+        transcriber = Transcriber(model_folder, choose_device(args.device), args.batch_size,
+                                  args.target_lang, normalizer.profile.get("iso639_3"))
+    except AdapterError as error:
+        sys.exit(f"error: {error}")
+    if transcriber.language:
+        print(f"language adapter: {transcriber.language}")
     try:  # a label for every output id, or every transcript would be shifted
         ctc_labels(transcriber.tokenizer, transcriber.model.config.vocab_size)
     except ValueError as error:
@@ -302,8 +319,6 @@ def main() -> None:
         transcriber.beam_search = BeamSearch(decoder, args.num_workers)
     print(f"decoder: {'n-gram LM (pyctcdecode)' if transcriber.beam_search else 'greedy'}")
 
-    # The repo's own normaliser: the one training used on its transcripts.
-    normalizer = text_normalizer.load()
     try:
         dataset = load_speech_dataset(args.dataset, args.config, args.split, text_column=args.text_column_name,
                                       sampling_rate=transcriber.sampling_rate)

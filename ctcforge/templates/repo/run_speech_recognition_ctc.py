@@ -686,6 +686,7 @@ def main() -> None:
                                             vocab, model_args.cache_dir)
         except adapters.AdapterError as error:
             raise SystemExit(f"error: {error}")
+        checkpoint = adapters.checkpoint_of_language(checkpoint, language)
     elif model_args.freeze_feature_encoder:
         freeze_feature_encoder(model, randomly_initialised=not start.pretrained)
 
@@ -727,7 +728,8 @@ def main() -> None:
         # Checkpoints then carry preprocessor_config.json, as upstream's do.
         processing_class=feature_extractor,
         compute_metrics=metrics_computer(tokenizer, normalizer, metric_names),
-        callbacks=[clock] if clock else None,
+        callbacks=[callback for callback in (clock, language and adapters.SaveAdapterWithCheckpoints(language, vocab))
+                   if callback],
     )
 
     if training_args.do_train:
