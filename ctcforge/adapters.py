@@ -273,6 +273,18 @@ def load_ctc_model(model_id: str, language: str | None):
     return model, tokenizer
 
 
+def pipeline_arguments(model_id: str, language: str | None = None) -> dict:
+    """What `pipeline("automatic-speech-recognition", model=model_id, **...)` needs to load a
+    model with `language`'s adapter (by default the folder's profile language, or its only
+    adapter); nothing for a model without adapters. The tokenizer is named separately
+    because pipeline() hands model_kwargs to it too, and a tokenizer given target_lang
+    expects MMS's nested vocab.json, not this repo's one-language one."""
+    language = inference_language(model_id, language, profile_language(model_id) if Path(model_id).is_dir() else None)
+    if language is None:
+        return {}
+    return {"tokenizer": (model_id, {}), "model_kwargs": {"target_lang": language}}
+
+
 def tokenizer_for(vocab: dict[str, int], like: Wav2Vec2CTCTokenizer) -> Wav2Vec2CTCTokenizer:
     """A CTC tokenizer over `vocab` with the special tokens of `like`."""
     with tempfile.TemporaryDirectory() as folder:

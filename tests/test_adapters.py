@@ -195,8 +195,12 @@ def safe_metadata(path):
 
 
 def pipeline_texts(repo, clips, language, expected_type):
-    """pipeline() hands model_kwargs to the tokenizer too, whose target_lang would need MMS's
-    nested vocab.json; the tokenizer given as (folder, kwargs) is loaded without them."""
+    """As the README says to load an adapter repo: pipeline() hands model_kwargs to the
+    tokenizer too, whose target_lang would need MMS's nested vocab.json; the tokenizer given
+    as (folder, kwargs) is loaded without them (adapters.pipeline_arguments says so too)."""
+    with repo_script_module(repo, "adapters.py") as adapters:
+        assert adapters.pipeline_arguments(str(repo), language) == {
+            "tokenizer": (str(repo), {}), "model_kwargs": {"target_lang": language}}
     asr = pipeline("automatic-speech-recognition", model=str(repo), tokenizer=(str(repo), {}), device=-1,
                    model_kwargs={"target_lang": language})
     assert asr.type == expected_type
@@ -236,3 +240,40 @@ def test_eval_script_uses_the_repos_language_by_default(trained, evaluation, cli
     hye = evaluation.Transcriber(str(repo), torch.device("cpu"), 4, "hye").transcribe(clips)
     predictions = read_log(output / "log_cv_hy-AM_validated_predictions.txt")
     assert list(predictions.values()) == [normalizer(text) for text in hye]
+
+
+@pytest.mark.parametrize("options, full_weights_go", [([], True), (["--adapter-only"], False)])
+def test_push_uploads_the_adapters_and_by_default_the_full_weights(trained, capsys, options, full_weights_go):
+    from ctcforge.cli import main
+
+    repo, _ = trained
+    assert main(["push", str(repo), "--repo-id", "someone/hy-mms", "--dry-run", *options]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    listed = {line.split("  ")[-1] for line in lines if line.startswith(" ")}
+    assert {"adapter.hye.safetensors", "adapter.hyw.safetensors", "config.json", "vocab.json"} <= listed
+    assert ("model.safetensors" in listed) == full_weights_go
+    assert ("left out: 1 file: the full model weights (--adapter-only)" in lines) != full_weights_go
+
+
+def test_card_says_adapter_fine_tune_with_its_size_and_base(trained, mms_base, tmp_path):
+    from ctcforge.card import rebuild_card
+
+    untrained = new_repo("km", tmp_path / "km", base_model="facebook/mms-1b-all")
+    assert AutoConfig.from_pretrained(untrained).adapter_attn_dim == 16
+    card = (untrained / "README.md").read_text(encoding="utf-8")
+    assert "An adapter fine-tune" in card and "`adapter.khm.safetensors`" in card
+    repo, _ = trained
+    card = rebuild_card(repo).read_text(encoding="utf-8")
+    record = json.loads((repo / "training_run.json").read_text(encoding="utf-8"))["adapter"]
+    assert (f"An adapter fine-tune: only the `hyw` language adapter layers and the output layer were trained, "
+            f"{record['parameters']:,} of the model's {record['model_parameters']:,} parameters") in card
+    assert f"`adapter.hyw.safetensors` ({record['bytes'] / 1e6:.1f} MB)" in card and f"`{mms_base}`" in card
+
+
+def test_every_profile_names_its_iso_639_3_code():
+    from ctcforge.profiles import available_codes, load_profile
+
+    codes = {code: load_profile(code).iso639_3 for code in available_codes()}
+    assert all(isinstance(iso, str) and len(iso) == 3 and iso.isalpha() for iso in codes.values()), codes
+    assert len(set(codes.values())) == len(codes)
+    assert (codes["hy-AM"], codes["km"], codes["as"], codes["ja"], codes["zh-HK"]) == ("hye", "khm", "asm", "jpn", "yue")
