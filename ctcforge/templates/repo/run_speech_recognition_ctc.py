@@ -678,6 +678,7 @@ def main() -> None:
         raise SystemExit(
             f"error: the model has {model.config.vocab_size} outputs for {len(tokenizer)} labels"
         )
+    # A model with language adapters (MMS) trains only its language's adapter and head.
     language = None
     if adapters.has_adapters(model.config) or data_args.target_language:
         language = data_args.target_language or normalizer.profile.get("iso639_3")
