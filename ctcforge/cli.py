@@ -84,7 +84,7 @@ def cmd_push(args: argparse.Namespace) -> None:
     from ctcforge.hub import push
 
     push(args.repo_dir, args.repo_id, private=args.private, dry_run=args.dry_run,
-         include_checkpoints=args.include_checkpoints)
+         include_checkpoints=args.include_checkpoints, adapters_only=args.adapter_only)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -272,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--include-checkpoints", action="store_true",
                       help="also upload checkpoint-*/ folders: their safetensors, configs, tokenizer files "
                            "and trainer_state.json only, never optimizer, scheduler or RNG states")
+    push.add_argument("--adapter-only", action="store_true",
+                      help="adapter models (MMS): upload the adapter.*.safetensors files but not the full "
+                           "model weights, which are the base model's; pipeline() and from_pretrained of the "
+                           "Hub repo alone then fail (README: MMS language adapters)")
     push.set_defaults(run=cmd_push)
 
     export = commands.add_parser(

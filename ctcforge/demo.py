@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ctcforge.errors import CtcforgeError
+from ctcforge.repo_modules import repo_script_module
 from ctcforge.repo_records import RESULTS_SUFFIX, parse_eval_results
 
 DEFAULT_LANGUAGE = "hy-AM"
@@ -257,7 +258,10 @@ def log_pipeline_check(demo: Demo) -> None:
     load_repo_decoder(demo.repo)
     with (demo.release / demo.language / "test.tsv").open(encoding="utf-8", newline="") as tsv:
         first = next(csv.DictReader(tsv, delimiter="\t", quoting=csv.QUOTE_NONE))
-    asr = pipeline("automatic-speech-recognition", model=str(demo.repo), device=-1)
+    # The repo's own adapters.py: an adapter model loads with its language's adapter.
+    with repo_script_module(demo.repo, "adapters.py") as adapters:
+        arguments = adapters.pipeline_arguments(str(demo.repo))
+    asr = pipeline("automatic-speech-recognition", model=str(demo.repo), device=-1, **arguments)
     if asr.type != "ctc_with_lm":
         raise CtcforgeError(f"pipeline() loaded {demo.repo} as {asr.type!r}, not 'ctc_with_lm': the LM "
                             "is not wired in; rerun `ctcforge lm`")

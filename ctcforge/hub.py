@@ -37,6 +37,9 @@ LOGIN_FIX = "log in with `hf auth login` or set HF_TOKEN to a token with write a
 # ---------------------------------------------------------------------------- the allowlist
 
 WEIGHT_GLOBS = ("*.safetensors", "*.safetensors.index.json")
+# A language adapter's tensors (MMS), which from_pretrained(..., target_lang=...) loads over
+# the full weights; with --adapter-only they go and the full weights stay home.
+ADAPTER_GLOB = "adapter.*.safetensors"
 CONFIG_FILES = {"config.json", "preprocessor_config.json", "generation_config.json"}
 TOKENIZER_FILES = {"tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json"}
 EVAL_OUTPUT_GLOBS = ("*_eval_results.txt", "*_eval_summary.json", "log_*_predictions.txt",
@@ -88,6 +91,7 @@ PICKLES = "pickled weights (*.pt, *.pth, *.pkl, *.bin outside language_model/)"
 CHECKPOINTS = "checkpoint folders (add --include-checkpoints)"
 SYMLINKED_FOLDERS = "symlinked folders (not followed)"
 NOT_ALLOWED = "not in the allowlist"
+FULL_WEIGHTS = "the full model weights (--adapter-only)"
 
 TRAINING_STATE_NAMES = {"optimizer.pt", "optimizer.bin", "scheduler.pt", "scaler.pt", "training_args.bin"}
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
@@ -215,6 +219,19 @@ def _check_link_stays_inside(repo: Path, relative: Path) -> None:
     if not (target.is_relative_to(repo.resolve()) and target.is_file()):
         raise CtcforgeError(f"{path}: a symlink to {target}, which is not a file inside the repo; "
                             "copy the file into the repo instead of linking it")
+
+
+def adapter_only(plan: UploadPlan) -> UploadPlan:
+    """--adapter-only: the language adapters go and the full weights stay home, for a user
+    who has the base model; pipeline() from the Hub then cannot load the repo alone."""
+    root_weights = [path for path in plan.files if len(path.parts) == 1 and _matches(path.name, WEIGHT_GLOBS)]
+    full = [path for path in root_weights if not fnmatchcase(path.name, ADAPTER_GLOB)]
+    if len(full) == len(root_weights):
+        raise CtcforgeError(f"{plan.repo}: --adapter-only, but it holds no {ADAPTER_GLOB}: train an adapter "
+                            "model first (a repo stamped from facebook/mms-1b-all), or push without --adapter-only")
+    plan.files = [path for path in plan.files if path not in full]
+    plan.left_out[FULL_WEIGHTS] += len(full)
+    return plan
 
 
 def files_to_upload(repo_dir: Path, include_checkpoints: bool = False) -> list[Path]:
@@ -383,12 +400,14 @@ def unreachable_message(why: str) -> str:
 
 def push(repo_dir: Path, repo_id: str, private: bool = False, dry_run: bool = False,
          include_checkpoints: bool = False, api: HfApi | None = None,
-         say: Callable[[str], None] = print) -> UploadPlan:
+         say: Callable[[str], None] = print, adapters_only: bool = False) -> UploadPlan:
     """Uploads repo_dir's allowlisted files to repo_id in one commit (creating the repo if
     needed). Every check runs before the Hub is contacted; a dry run stops after them."""
     check_repo_id(repo_id)
     plan = plan_upload(repo_dir, include_checkpoints)
     check_weights(plan)
+    if adapters_only:
+        plan = adapter_only(plan)
     check_card(plan.repo)
     scan_for_tokens(plan.repo, plan.files)
     if dry_run:

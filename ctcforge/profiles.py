@@ -25,6 +25,7 @@ WORD_SPLITS = ("space", "fugashi", "char")
 METRICS = ("wer", "cer")
 UNICODE_FORMS = ("NFC", "NFKC")
 ISO639 = re.compile(r"[a-z]{2,3}")
+ISO639_3 = re.compile(r"[a-z]{3}")
 RANGE = re.compile(r"U\+([0-9A-Fa-f]{4,6})-U\+([0-9A-Fa-f]{4,6})")
 
 
@@ -53,6 +54,11 @@ class Profile:
     # Letters commonvoice-utils' validation data allows that this profile writes otherwise on
     # purpose (letter -> why), so the second opinion (ctcforge/cv_utils_check.py) agrees.
     cv_utils_exceptions: dict[str, str] = field(default_factory=dict)
+    # The ISO 639-3 code of the spoken language: the name of an MMS language adapter
+    # (adapter.<code>.safetensors) and of the training script's --target_language. Where the
+    # locale's ISO 639-1 code is a macrolanguage, the individual language Common Voice
+    # records (fa: pes, sw: swh, ne-NP: npi, zh-HK: yue).
+    iso639_3: str | None = None
 
     @property
     def iso_language(self) -> str:
@@ -132,6 +138,9 @@ def profile_from_dict(data: object, source: str) -> Profile:
     if not isinstance(exceptions, dict) or not all(isinstance(k, str) and k and isinstance(v, str) and v.strip()
                                                    for k, v in exceptions.items()):
         raise fail("cv_utils_exceptions", 'must map each letter to the reason we differ, e.g. {"ы": "Russian"}')
+    iso639_3 = data.get("iso639_3")
+    if iso639_3 is not None and not (isinstance(iso639_3, str) and ISO639_3.fullmatch(iso639_3)):
+        raise fail("iso639_3", f"must be an ISO 639-3 code of 3 lower-case letters (e.g. hye), got {iso639_3!r}")
     voice = data.get("espeak_voice")
     if voice is not None and not isinstance(voice, str):
         raise fail("espeak_voice", "must be a voice name or null")

@@ -14,7 +14,8 @@ from pathlib import Path
 SHARED_MODULES = ("atomic.py", "text_normalizer.py", "error_rates.py", "ctc_frames.py", "speech_data.py", "starting_weights.py",
                   "transcription.py", "acoustic_engines.py", "beam_search.py", "trained_model.py",
                   "training_schedule.py", "checkpoints.py", "clip_preparation.py", "features_on_the_fly.py",
-                  "training_record.py", "training_vocabulary.py", "cpu_threads.py")
+                  "training_record.py", "training_vocabulary.py", "cpu_threads.py",
+                  "adapters.py")
 REPO_SIBLINGS = tuple(Path(module).stem for module in SHARED_MODULES)
 
 

@@ -58,6 +58,8 @@ class TrainingRun:
     steps: int
     framework_versions: dict[str, str]
     finished_at: str  # ISO 8601
+    # An adapter fine-tune's adapter: language, file, bytes, parameters, model_parameters.
+    adapter: dict | None = None
 
     def argument(self, name: str) -> str | None:
         """The value the command gave `--name` (as `--name VALUE` or `--name=VALUE`)."""
@@ -191,7 +193,13 @@ def read_training_run(repo: Path) -> TrainingRun | None:
         shlex.split(data["command"])
     except ValueError as exc:
         raise CtcforgeError(f"{path}: command is not a shell command line ({exc})") from None
-    return TrainingRun(**{key: data[key] for key in kinds})
+    adapter = data.get("adapter")
+    adapter_kinds = {"language": str, "file": str, "bytes": int, "parameters": int, "model_parameters": int}
+    if adapter is not None and not (isinstance(adapter, dict) and all(
+            isinstance(adapter.get(key), kind) for key, kind in adapter_kinds.items())):
+        raise CtcforgeError(f"{path}: 'adapter' should hold {', '.join(adapter_kinds)}, found {adapter!r}; "
+                            "delete the file or train again to rewrite it")
+    return TrainingRun(**{key: data[key] for key in kinds}, adapter=adapter)
 
 
 def trained_weights_folder(repo: Path, run: TrainingRun | None) -> Path | None:

@@ -33,8 +33,10 @@ WEIGHT_FILES = (
 )
 # Tensors a CTC model may lack in a pretrained checkpoint: the output layer, sized for this
 # repo's labels, and the SpecAugment mask embedding, which a checkpoint saved with masking
-# off does not have. Any other missing tensor means the checkpoint does not fit the config.
-NEW_TENSOR_MARKERS = ("lm_head.", "masked_spec_embed")
+# off does not have; and the language adapter layers that --adapter_attn_dim adds to a
+# checkpoint without them (adapters.py). Any other missing tensor means the checkpoint
+# does not fit the config.
+NEW_TENSOR_MARKERS = ("lm_head.", "masked_spec_embed", ".adapter_layer.")
 SHOWN = 4  # tensor names listed per group in the loading report
 
 

@@ -68,8 +68,10 @@ def card_hyperparameters(
     return values
 
 
-def training_run_record(start: starting_weights.StartingPoint, output_dir: Path, steps: int) -> dict:
-    """What `ctcforge card` shows as the command that was really run, and where its model is."""
+def training_run_record(start: starting_weights.StartingPoint, output_dir: Path, steps: int,
+                        adapter: dict | None = None) -> dict:
+    """What `ctcforge card` shows as the command that was really run, and where its model is;
+    for an adapter fine-tune, the adapter saved (`adapters.adapter_record`)."""
     versions = {"Transformers": transformers.__version__, "Pytorch": torch.__version__,
                 "Datasets": datasets.__version__}
     try:
@@ -83,6 +85,7 @@ def training_run_record(start: starting_weights.StartingPoint, output_dir: Path,
         "steps": steps,
         "framework_versions": versions,
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **({"adapter": adapter} if adapter else {}),
     }
 
 

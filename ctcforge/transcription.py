@@ -26,8 +26,9 @@ from typing import NamedTuple
 import datasets
 import numpy as np
 import torch
-from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
+from transformers import AutoFeatureExtractor
 
+import adapters
 import ctc_frames
 from speech_data import decode_audio
 
@@ -246,12 +247,19 @@ def read_clips(reader: ClipReader, num_workers: int, read_ahead: int):
 
 class Transcriber:
     """Turns clips into text with a CTC model, giving each clip the text
-    `pipeline("automatic-speech-recognition")` gives it."""
+    `pipeline("automatic-speech-recognition")` gives it (with `model_kwargs={"target_lang":
+    language}` for a model with language adapters)."""
 
-    def __init__(self, model_id: str, device: torch.device, batch_size: int):
+    def __init__(self, model_id: str, device: torch.device, batch_size: int, language: str | None = None,
+                 default_language: str | None = None):
+        """For a model with language adapters, `language` is the adapter to load; without
+        one, `default_language` (a repo's ISO 639-3 code; by default the model folder's
+        language_profile.json's), else the folder's only adapter (`adapters`)."""
         feature_extractor = AutoFeatureExtractor.from_pretrained(model_id)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_id)
-        self.model = AutoModelForCTC.from_pretrained(model_id).to(device).eval()
+        self.language = adapters.inference_language(
+            model_id, language, default_language or adapters.profile_language(model_id))
+        model, self.tokenizer = adapters.load_ctc_model(model_id, self.language)
+        self.model = model.to(device).eval()
         self.device = device
         self.batch_size = batch_size
         # Without attention masks, padding a clip changes what the model hears

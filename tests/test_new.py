@@ -70,6 +70,7 @@ def test_answers_record_regenerates_the_same_repo(tiny_repo, tmp_path):
     ("facebook/wav2vec2-xls-r-300m", "wav2vec2", 1024),
     ("facebook/wav2vec2-xls-r-1b", "wav2vec2", 1280),
     ("facebook/mms-1b", "wav2vec2", 1280),
+    ("facebook/mms-1b-all", "wav2vec2", 1280),
     ("facebook/w2v-bert-2.0", "wav2vec2-bert", 1024),
 ])
 def test_catalogue_models_write_their_architecture_offline(tmp_path, model, model_type, hidden):

@@ -38,6 +38,9 @@ What changed since 2022, and why:
   features for all frames at once and cuts --chunk_length_s chunks as the pipeline does);
 - the forward pass runs on torch, or with --backend onnxruntime on the model exported to
   ONNX at start-up (`acoustic_engines.py`; fp32, the same transcripts);
+- a model with language adapters (MMS) is loaded with the adapter of --target_lang, by
+  default the repo's language, as `from_pretrained(..., target_lang=...)` and
+  `pipeline(..., model_kwargs={"target_lang": ...})` load it (`adapters.py`);
 - the n-gram LM is applied by calling pyctcdecode directly, because transformers
   deprecated its LM support (to be removed in v6), in a pool of --num_workers forked
   processes; the search is the pipeline's (`beam_search.py`: `decode_beams`, best beam).
@@ -70,6 +73,7 @@ import torch
 
 import text_normalizer
 from acoustic_engines import FP32_BACKENDS
+from adapters import AdapterError
 from atomic import write_text_atomically
 from beam_search import LANGUAGE_MODEL_DIR, BeamSearch, ctc_labels, has_language_model, load_beam_decoder
 from error_rates import error_rates
@@ -112,6 +116,9 @@ def parse_args() -> argparse.Namespace:
                         " (default: the CPUs this process may use, at most 16; 0 decodes in this process).")
     parser.add_argument("--max_samples", type=int, default=None, help="Evaluate only the first N rows.")
     parser.add_argument("--output_dir", type=str, default=".", help="Where the result and log files go.")
+    parser.add_argument("--target_lang", type=str, default=None,
+                        help="Models with language adapters: the adapter to load (adapter.<code>.safetensors); "
+                        "default: this repo's language, language_profile.json's iso639_3.")
     args = parser.parse_args()
     if args.stride_length_s is not None and args.chunk_length_s is None:
         parser.error("--stride_length_s needs --chunk_length_s")
@@ -289,7 +296,17 @@ def main() -> None:
     # The LM stays the one in --model_id: `ctcforge lm` builds it in the repo, not in the
     # training run's output_dir.
     use_language_model = wants_language_model(args.decoder, args.model_id)
-    transcriber = Transcriber(model_folder, choose_device(args.device), args.batch_size)
+    # The repo's own normaliser: the one training used on its transcripts. Its profile
+    # names the repo's language, the adapter an adapter model is evaluated with by default
+    # (a model trained into another --output_dir has no language_profile.json beside it).
+    normalizer = text_normalizer.load()
+    try:
+        transcriber = Transcriber(model_folder, choose_device(args.device), args.batch_size,
+                                  args.target_lang, normalizer.profile.get("iso639_3"))
+    except AdapterError as error:
+        sys.exit(f"error: {error}")
+    if transcriber.language:
+        print(f"language adapter: {transcriber.language}")
     try:  # a label for every output id, or every transcript would be shifted
         ctc_labels(transcriber.tokenizer, transcriber.model.config.vocab_size)
     except ValueError as error:
@@ -315,8 +332,6 @@ def main() -> None:
         transcriber.beam_search = BeamSearch(decoder, args.num_workers)
     print(f"decoder: {'n-gram LM (pyctcdecode)' if transcriber.beam_search else 'greedy'}; backend: {args.backend}")
 
-    # The repo's own normaliser: the one training used on its transcripts.
-    normalizer = text_normalizer.load()
     try:
         dataset = load_speech_dataset(args.dataset, args.config, args.split, text_column=args.text_column_name,
                                       sampling_rate=transcriber.sampling_rate)

@@ -37,6 +37,11 @@ differs, and why:
 - `--max_train_minutes` trains for a wall-clock budget: the learning-rate schedule runs
   on the share of the budget used (or of --max_steps, whichever is further along), and
   training stops, saving the model, when the time is up.
+- A model with language adapters (`adapter_attn_dim` in config.json: facebook/mms-1b-all)
+  trains only the adapter layers and output layer of `--target_language` (by default the
+  profile's ISO 639-3 code), the rest frozen, and saves them as
+  `adapter.<language>.safetensors` (`adapters`). The command line of upstream's
+  `run_speech_recognition_ctc_adapter.py` runs too.
 
 main() reads top to bottom like upstream's. The machinery is in modules next to this
 script, each named for its concern: `training_vocabulary` (the label set and tokenizer),
@@ -79,6 +84,7 @@ from transformers import (
 )
 
 # This repo's own modules, next to this script (ctcforge copies them into every repo).
+import adapters
 import checkpoints
 import clip_preparation
 import cpu_threads
@@ -154,6 +160,13 @@ class ModelArguments:
         default=True,
         metadata={"help": "Replace infinite CTC losses (impossible alignments) by zero."},
     )
+    # Upstream's adapter script defaults to 16 and so always trains adapters; here the
+    # model's config decides (16 for facebook/mms-1b-all), and this adds them to another.
+    adapter_attn_dim: int | None = field(
+        default=None,
+        metadata={"help": "Width of the language adapter layers; given, only the adapters and the output "
+                  "layer are trained. Default: config.json's adapter_attn_dim (none: full fine-tuning)."},
+    )
 
 
 @dataclass
@@ -165,6 +178,11 @@ class DataTrainingArguments:
     )
     dataset_config_name: str | None = field(
         default=None, metadata={"help": "Its configuration, e.g. the Common Voice locale hy-AM."}
+    )
+    target_language: str | None = field(
+        default=None,
+        metadata={"help": "Adapter models: the ISO 639-3 code whose adapter is trained and saved as "
+                  "adapter.<code>.safetensors (default: language_profile.json's iso639_3)."},
     )
     train_split_name: str = field(
         default="train", metadata={"help": "Training split; sums such as train+dev work."}
@@ -221,6 +239,17 @@ class DataTrainingArguments:
     )
     use_auth_token: bool = field(
         default=False, metadata={"help": "Accepted for old command lines; unused (no Hub access)."}
+    )
+    # Upstream's adapter script's flags, accepted so its command lines run unchanged.
+    token: str | None = field(
+        default=None, metadata={"help": "Accepted for upstream's command lines; unused (no Hub access)."}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Accepted for upstream's command lines; unused (no remote code runs)."}
+    )
+    overwrite_lang_vocab: bool = field(
+        default=False,
+        metadata={"help": "Accepted for upstream's command lines: each adapter file records its own labels here."},
     )
     speed_perturbation: list[float] | None = field(
         default=None,
@@ -401,7 +430,7 @@ def setup_logging(training_args: TrainingArguments) -> None:
     # started from, the checkpoint resumed) are worth reading on the main process; the
     # libraries follow --log_level.
     own_modules = (starting_weights, speech_data, checkpoints, training_vocabulary, clip_preparation,
-                   features_on_the_fly, training_schedule)
+                   features_on_the_fly, training_schedule, adapters)
     for name in (__name__, *(module.__name__ for module in own_modules)):
         logging.getLogger(name).setLevel(logging.INFO if training_args.should_log else logging.WARNING)
     library_level = training_args.get_process_log_level()
@@ -461,6 +490,8 @@ def configure_for_ctc(config, model_args: ModelArguments, tokenizer: Wav2Vec2CTC
         "pad_token_id": tokenizer.pad_token_id,
         "vocab_size": len(tokenizer),
     }
+    if model_args.adapter_attn_dim is not None:
+        settings["adapter_attn_dim"] = model_args.adapter_attn_dim
     for name, value in settings.items():
         if hasattr(config, name):
             setattr(config, name, value)
@@ -683,7 +714,17 @@ def main() -> None:
         raise SystemExit(
             f"error: the model has {model.config.vocab_size} outputs for {len(tokenizer)} labels"
         )
-    if model_args.freeze_feature_encoder:
+    # A model with language adapters (MMS) trains only its language's adapter and head.
+    language = None
+    if adapters.has_adapters(model.config) or data_args.target_language:
+        language = data_args.target_language or normalizer.profile.get("iso639_3")
+        try:
+            adapters.start_adapter_training(model, language, [start.source, model_args.model_name_or_path],
+                                            vocab, model_args.cache_dir)
+        except adapters.AdapterError as error:
+            raise SystemExit(f"error: {error}")
+        checkpoint = adapters.checkpoint_of_language(checkpoint, language)
+    elif model_args.freeze_feature_encoder:
         freeze_feature_encoder(model, randomly_initialised=not start.pretrained)
 
     splits, dropped, preparer = {}, {}, None
@@ -732,13 +773,17 @@ def main() -> None:
         # Checkpoints then carry preprocessor_config.json, as upstream's do.
         processing_class=feature_extractor,
         compute_metrics=metrics_computer(tokenizer, normalizer, metric_names),
-        callbacks=[clock] if clock else None,
+        callbacks=[callback for callback in (clock, language and adapters.SaveAdapterWithCheckpoints(language, vocab))
+                   if callback],
     )
 
     if training_args.do_train:
         with checkpoints.explain_full_disk(output_dir, trainer):  # one line, not the writer's traceback
             result = trainer.train(resume_from_checkpoint=checkpoint)
             trainer.save_model()
+        adapter = None
+        if language and training_args.should_save:
+            adapter = adapters.adapter_record(model, adapters.save_adapter(model, output_dir, language, vocab))
         metrics = {**result.metrics, "train_samples": len(splits["train"]),
                    "train_clips_dropped_while_batching": features_on_the_fly.log_batch_drops(trainer.state.log_history)}
         trainer.log_metrics("train", metrics)
@@ -750,7 +795,7 @@ def main() -> None:
             training_record.write_json(output_dir / training_record.HYPERPARAMETERS_FILE, hyperparameters)
             # In the run folder, and in the repo too, so that ctcforge card, push and eval.py
             # find a model trained into another --output_dir.
-            record = training_record.training_run_record(start, output_dir, trainer.state.global_step)
+            record = training_record.training_run_record(start, output_dir, trainer.state.global_step, adapter)
             for folder in {output_dir.resolve(), REPO_DIR}:
                 training_record.write_json(folder / training_record.TRAINING_RUN_FILE, record)
 
