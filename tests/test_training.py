@@ -4,6 +4,7 @@ length, resuming (past a corrupted checkpoint) and a two-process run. The schedu
 script imported as a module; the rest runs the script on a tiny hy-AM repo trained from
 scratch on synthesised speech."""
 
+import io
 import json
 import math
 import os
@@ -527,7 +528,7 @@ def test_torch_threads_follow_the_cores_the_load_leaves_free(script, monkeypatch
                                                               processes, threads):
     module = script.cpu_threads
     monkeypatch.setattr(module, "usable_cpus", lambda: cpus)
-    monkeypatch.setattr(module.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(module, "busy_cpus", lambda: load)
     if env is None:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     else:
@@ -539,6 +540,26 @@ def test_torch_threads_follow_the_cores_the_load_leaves_free(script, monkeypatch
     finally:
         torch.set_num_threads(before)
     assert message.startswith("torch threads: ")
+
+
+def test_busy_cpus_are_measured_not_read_from_the_load_average(script, monkeypatch):
+    """Other jobs' work is what /proc/stat counts while this process sleeps; the 1-minute
+    load average (here a stale 7.0) is only the fallback."""
+    module = script.cpu_threads
+    samples = ["cpu  100 0 100 800 0 0 0 0 0 0\n", "cpu  250 0 100 850 0 0 0 0 0 0\n"]
+
+    def proc_stat(*args, **kwargs):
+        if not samples:
+            raise FileNotFoundError("/proc/stat")
+        return io.StringIO(samples.pop(0))
+
+    monkeypatch.setattr(module, "open", proc_stat, raising=False)
+    monkeypatch.setattr(module.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(module.os, "getloadavg", lambda: (7.0, 7.0, 7.0))
+    monkeypatch.setattr(module.os, "cpu_count", lambda: 2)
+    assert module.busy_cpus() == pytest.approx(2 * 150 / 200)  # 150 of 200 ticks busy on 2 CPUs
+    # no /proc/stat
+    assert module.busy_cpus() == 7.0
 
 
 def test_torch_threads_below_one_are_refused_in_one_line(script, monkeypatch, tmp_path):

@@ -29,7 +29,7 @@ differs, and why:
   each time it is batched.
 - `--group_by_length` sorts by the lengths measured while preparing the data, instead of
   reading every clip again when training starts.
-- On the CPU, torch computes with as many threads as the load average leaves cores free
+- On the CPU, torch computes with as many threads as other jobs leave cores free
   (`cpu_threads`; `--torch_threads` to choose): on a shared machine, threads that wait
   for busy cores slow training several times over.
 - `--features_on_the_fly` (on by default for large splits) prepares only a manifest and
@@ -314,8 +314,8 @@ class SpeechTrainingArguments(TrainingArguments):
     torch_threads: int | None = field(
         default=None,
         metadata={
-            "help": "Threads torch computes with when training on the CPU. Default: the CPUs the load "
-            "average leaves free, at least 1, since threads sharing busy cores slow training far more "
+            "help": "Threads torch computes with when training on the CPU. Default: the CPUs other jobs "
+            "leave free (measured over half a second), at least 1, since threads sharing busy cores slow training far more "
             "than the CPU time they lose (see cpu_threads.py); OMP_NUM_THREADS, when set, decides."
         },
     )
