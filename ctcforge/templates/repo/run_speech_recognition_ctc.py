@@ -315,8 +315,9 @@ class SpeechTrainingArguments(TrainingArguments):
         default=None,
         metadata={
             "help": "Threads torch computes with when training on the CPU. Default: the CPUs other jobs "
-            "leave free (measured over half a second), at least 1, since threads sharing busy cores slow training far more "
-            "than the CPU time they lose (see cpu_threads.py); OMP_NUM_THREADS, when set, decides."
+            "leave free (measured over half a second), at least 1, since threads sharing busy cores slow "
+            "training far more than the CPU time they lose (see cpu_threads.py); OMP_NUM_THREADS, when "
+            "set, decides."
         },
     )
 
