@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 
 from ctcforge.atomic import replacing
-from ctcforge.beam_search import KENLM_EXTENSIONS, LANGUAGE_MODEL_DIR, ctc_labels
+from ctcforge.beam_search import (DEFAULT_SCORE_BOUNDARY, DEFAULT_UNK_SCORE_OFFSET, KENLM_EXTENSIONS,
+                                  LANGUAGE_MODEL_DIR, ctc_labels)
 from ctcforge.errors import CtcforgeError
 from ctcforge.text_normalizer import Normalizer
 
@@ -112,10 +113,8 @@ def write_alphabet(labels: list[str], repo: Path) -> Path:
 
 def write_attrs(lm_dir: Path, alpha: float, beta: float) -> None:
     """attrs.json with the LM weights and pyctcdecode's defaults for the rest."""
-    from pyctcdecode.constants import DEFAULT_SCORE_LM_BOUNDARY, DEFAULT_UNK_LOGP_OFFSET
-
-    attrs = {"alpha": float(alpha), "beta": float(beta), "unk_score_offset": DEFAULT_UNK_LOGP_OFFSET,
-             "score_boundary": DEFAULT_SCORE_LM_BOUNDARY}
+    attrs = {"alpha": float(alpha), "beta": float(beta), "unk_score_offset": DEFAULT_UNK_SCORE_OFFSET,
+             "score_boundary": DEFAULT_SCORE_BOUNDARY}
     (lm_dir / ATTRS_FILE).write_text(json.dumps(attrs, indent=1) + "\n", encoding="utf-8")
 
 

@@ -4,9 +4,9 @@ The acoustic model runs once over the dev split through the repo's own `transcri
 (eval.py's Transcriber, so the log-probs have the frames eval.py decodes) and its
 log-probabilities are cached in `.ctcforge-cache/dev_logits-<key>.npz`, keyed by the model
 weights and the dataset, so a rebuilt LM is tuned again without running the model. Every
-cell of the grid decodes the cached log-probs with the repo's LM, loaded as eval.py and
-transformers load it and searched by the repo's own `beam_search.py` (the best beam of
-pyctcdecode's `decode_beams`, in a pool of forked processes), the search eval.py runs;
+cell of the grid decodes the cached log-probs with the repo's LM, loaded and searched by
+the repo's own `beam_search.py` (the best beam of `decode_beams`, in C++ or pyctcdecode,
+over a pool of workers), the search eval.py runs;
 WER and CER come from the repo's own `error_rates.py`, the definition eval.py uses, with
 the repo's normaliser. The repo's copies, not ctcforge's, so that what a user edited in
 them is what tuning measures; a repo stamped before they existed is told to stamp again.
@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import logging
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -84,7 +83,7 @@ class DevSet:
 
 
 def default_beam_width() -> int:
-    from pyctcdecode.constants import DEFAULT_BEAM_WIDTH
+    from ctcforge.beam_search import DEFAULT_BEAM_WIDTH
 
     return DEFAULT_BEAM_WIDTH
 
@@ -232,36 +231,28 @@ def load_dev_set(path: Path) -> DevSet:
 # ---------------------------------------------------------------------------- the grid
 
 
-def score_grid(repo: Path, dev: DevSet, grid: TuningGrid, normalizer, error_rates, progress: bool) -> list[Score]:
-    """WER and CER of every grid cell, decoded in a fork pool, one cell a task."""
+def score_grid(repo: Path, dev: DevSet, grid: TuningGrid, normalizer, error_rates, progress: bool,
+               engine: str | None = None) -> list[Score]:
+    """WER and CER of every grid cell, one alpha and beta a task over a pool of workers.
+    The decoder is the repo's own `beam_search.py`'s, loaded and run as eval.py runs it
+    (`engine` names one decoder package, for the benchmark)."""
     from tqdm.auto import tqdm
 
-    decoder = load_decoder(repo)
     cells = grid.cells()
     scores = []
-    # The repo's beam_search.py, the search eval.py runs; one process per core, at most one per cell.
+    # One worker per core, at most one per weight pair.
+    workers = min(os.cpu_count() or 1, len({(alpha, beta) for alpha, beta, _ in cells}))
+    # No tokenizer: a tuned repo has alphabet.json (check_language_model_dir), which gives the labels.
+    # Inside the block, where the fork pool's workers find the module by its name.
     with repo_script_module(repo, "beam_search.py") as beam_search, \
-            beam_search.BeamSearch(decoder, min(os.cpu_count() or 1, len(cells)), dev.log_probs) as search, \
+            beam_search.BeamSearch(beam_search.load_beam_decoder(str(repo), None, None, engine=engine), workers,
+                                   dev.log_probs) as search, \
             tqdm(total=len(cells), desc="LM grid", disable=not progress, leave=False) as bar:
         for (alpha, beta, beam_width), predictions in search.decode_grid(cells):
             wer, cer = error_rates(dev.references, [normalizer(p) for p in predictions], normalizer)
             scores.append(Score(alpha, beta, beam_width, wer, cer))
             bar.update(1)
     return sorted(scores, key=lambda s: (s.beam_width, s.alpha, s.beta))
-
-
-def load_decoder(repo: Path):
-    """The decoder exactly as eval.py and transformers load it, without pyctcdecode's
-    warnings about small vocabularies."""
-    from pyctcdecode import BeamSearchDecoderCTC
-
-    pyctcdecode_log = logging.getLogger("pyctcdecode")
-    level = pyctcdecode_log.level
-    pyctcdecode_log.setLevel(logging.ERROR)
-    try:
-        return BeamSearchDecoderCTC.load_from_dir(str(repo))
-    finally:
-        pyctcdecode_log.setLevel(level)
 
 
 def best_score(scores: list[Score]) -> Score:

@@ -464,7 +464,8 @@ def test_auto_decodes_with_the_lm_and_records_its_settings(lm_runs, lm_repo):
     (lm_summary, _), (greedy_summary, _) = lm_runs["auto"], lm_runs["greedy"]
     attrs = json.loads((lm_repo / "language_model" / "attrs.json").read_text(encoding="utf-8"))
     assert lm_summary["decoder"] == "lm" and greedy_summary["decoder"] == "greedy"
-    assert lm_summary["lm"] == {"alpha": attrs["alpha"], "beta": attrs["beta"], "beam_width": 100}
+    assert lm_summary["lm"] == {"alpha": attrs["alpha"], "beta": attrs["beta"], "beam_width": 100,
+                                 "engine": "ctc-beam-decoder"}
     assert greedy_summary["lm"] is None
 
 

@@ -12,10 +12,10 @@ numbers in model cards of that time and of this repo compare like for like:
   the next.
 
 It also writes `{dataset_id}_eval_summary.json`: the dataset, config and split, the WER
-and CER, the decoder used ("greedy" or "lm", with the LM's alpha, beta and beam width),
-the word split WER used, how many clips there were, how many were evaluated, every
-skipped row with its reason, the seconds of audio evaluated and the seconds the
-evaluation took. Every file is written atomically, the results file last; a run that
+and CER, the decoder used ("greedy" or "lm", with the LM's alpha, beta, beam width and
+the package that searched), the word split WER used, how many clips there were, how many
+were evaluated, every skipped row with its reason, the seconds of audio evaluated and the
+seconds the evaluation took. Every file is written atomically, the results file last; a run that
 evaluates no clip writes nothing, so the files on disk always belong to one run.
 
 What changed since 2022, and why:
@@ -36,9 +36,11 @@ What changed since 2022, and why:
   wav2vec2) batch only clips of equal length. Each prediction is the one the clip gets
   alone, the one `pipeline()` gives (`transcription.py`, which also computes log-mel
   features for all frames at once and cuts --chunk_length_s chunks as the pipeline does);
-- the n-gram LM is applied by calling pyctcdecode directly, because transformers
-  deprecated its LM support (to be removed in v6), in a pool of --num_workers forked
-  processes; the search is the pipeline's (`beam_search.py`: `decode_beams`, best beam).
+- the n-gram LM is applied by calling the beam search directly, because transformers
+  deprecated its LM support (to be removed in v6): the pipeline's search (`beam_search.py`:
+  pyctcdecode's `decode_beams`, best beam) run in C++ by ctc-beam-decoder, which gives
+  pyctcdecode's text several times faster, over --num_workers threads; pyctcdecode itself,
+  in forked processes, where that package cannot be loaded.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--decoder", choices=("auto", "greedy", "lm"), default="auto",
                         help="auto: the n-gram LM when the model folder has a non-empty language_model/, else greedy.")
     parser.add_argument("--num_workers", type=int, default=default_num_workers(),
-                        help="Processes decoding audio, and processes running the LM beam search"
+                        help="Processes decoding audio, and workers running the LM beam search"
                         " (default: the CPUs this process may use, at most 16; 0 decodes in this process).")
     parser.add_argument("--max_samples", type=int, default=None, help="Evaluate only the first N rows.")
     parser.add_argument("--output_dir", type=str, default=".", help="Where the result and log files go.")
@@ -300,7 +302,7 @@ def main() -> None:
         except ValueError as error:
             sys.exit(f"error: {error}")
         transcriber.beam_search = BeamSearch(decoder, args.num_workers)
-    print(f"decoder: {'n-gram LM (pyctcdecode)' if transcriber.beam_search else 'greedy'}")
+    print(f"decoder: {f'n-gram LM ({decoder.engine})' if transcriber.beam_search else 'greedy'}")
 
     # The repo's own normaliser: the one training used on its transcripts.
     normalizer = text_normalizer.load()
