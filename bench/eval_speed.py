@@ -9,7 +9,9 @@ Cases:
 - tiny: the `tiny` log-mel model, trained by the repo's own training script, greedy;
 - base: a 12 x 768 wav2vec2 with XLS-R's layer norms and attention masks (so eval.py may
   batch it), random weights, greedy; also timed: its batched forward pass alone (the floor);
-- lm: the tiny model with an n-gram LM built by `ctcforge lm`, beam search in both.
+- lm: the tiny model with an n-gram LM built by `ctcforge lm`, beam search in both; then
+  eval.py alone on it greedy, with the LM searched in C++ (ctc-beam-decoder) and by
+  pyctcdecode, each also run on one clip so that its start-up can be taken out.
 
 The baseline (`baseline` sub-command, run in its own process) is the 2022 script's logic on
 today's stack: `cast_column("audio", Audio(sampling_rate))`, `pipeline()` on the model folder,
@@ -21,6 +23,7 @@ decodes with the LM because the repo declares `Wav2Vec2ProcessorWithLM` (checked
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -222,12 +225,13 @@ def run_baseline(repo: Path, release: Path, split: str, out: Path, blas_threads:
 
 
 def run_eval(repo: Path, release: Path, split: str, decoder: str, out: Path, batch_size: int,
-             num_workers: int | None) -> dict:
+             num_workers: int | None, extra: tuple[str, ...] = ()) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "ctcforge" / "templates" / "repo" / "eval.py", repo / "eval.py")  # the current one
+    shutil.copy(ROOT / "ctcforge" / "beam_search.py", repo / "beam_search.py")
     command = [sys.executable, "eval.py", "--model_id", "./", "--dataset", str(release), "--config", LANGUAGE,
                "--split", split, "--decoder", decoder, "--log_outputs", "--output_dir", str(out),
-               "--batch_size", str(batch_size)]
+               "--batch_size", str(batch_size), *extra]
     if num_workers is not None:
         command += ["--num_workers", str(num_workers)]
     started = time.perf_counter()
@@ -305,6 +309,71 @@ def measure(args: argparse.Namespace) -> None:
                     floor_speed = floor["audio_seconds"] / floor["seconds"]
                     print(f"  forward pass alone, batches of {batch_size}: {floor_speed:8.1f} audio-s/s "
                           f"({floor['seconds']:.1f} s); eval.py takes {floor_speed / our_speed:.2f}x its time")
+    if "lm" in args.cases:
+        measure_decoders(args, paths, work)
+
+
+# ---------------------------------------------------------------------------- the LM decoders
+
+
+@contextlib.contextmanager
+def decoder_package(engine: str, work: Path):
+    """eval.py's LM search run by `engine`. pyctcdecode is forced as on a machine where
+    ctc-beam-decoder cannot load: a module of that name that fails to import comes first
+    on the PYTHONPATH the eval.py processes inherit."""
+    from ctcforge.beam_search import PYTHON_ENGINE
+
+    if engine != PYTHON_ENGINE:
+        yield
+        return
+    shadow = work / "without-ctc-beam-decoder"
+    shadow.mkdir(parents=True, exist_ok=True)
+    (shadow / "ctc_beam_decoder.py").write_text('raise ImportError("hidden by bench/eval_speed.py")\n')
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shadow), saved]))
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = saved
+
+
+def without_start_up(full: dict, one_clip: dict) -> float:
+    """Audio seconds per second of what the full run took beyond a one-clip run: imports,
+    model and LM loading and the pools' start taken out."""
+    return (full["audio_seconds"] - one_clip["audio_seconds"]) / (full["wall"] - one_clip["wall"])
+
+
+def measure_decoders(args: argparse.Namespace, paths: dict[str, Path], work: Path) -> None:
+    """The lm case's repo through eval.py greedy, with the LM searched in C++ and with it
+    searched by pyctcdecode, interleaved; each also as a one-clip run, for its start-up."""
+    from ctcforge.beam_search import CPP_ENGINE, PYTHON_ENGINE
+
+    repo, release = paths["lm"], paths["release"]
+    rows = (("greedy", None), ("lm", CPP_ENGINE), ("lm", PYTHON_ENGINE))
+    for repeat in range(1, args.repeats + 1):
+        print(f"\nLM decoders #{repeat}, eval.py on the lm case's repo")
+        predictions = {}
+        for decoder, engine in rows:
+            runs = work / "runs" / f"decoders-{repeat}" / (engine or decoder)
+            shutil.rmtree(runs, ignore_errors=True)
+            with decoder_package(engine, work):
+                before = load_average()
+                full = run_eval(repo, release, args.split, decoder, runs / "all", args.batch_size, args.num_workers)
+                one = run_eval(repo, release, args.split, decoder, runs / "one", args.batch_size, args.num_workers,
+                               extra=("--max_samples", "1"))
+                after = load_average()
+            if engine is not None:
+                assert full["lm"]["engine"] == engine, f"eval.py decoded with {full['lm']['engine']}"
+            predictions[engine or decoder] = full["predictions"]
+            print(f"  {engine or decoder:<17} {full['audio_seconds'] / full['seconds']:8.1f} audio-s/s "
+                  f"({full['seconds']:.1f} s); whole run {full['wall']:.1f} s, one-clip run {one['wall']:.1f} s, "
+                  f"start-up taken out {without_start_up(full, one):8.1f} audio-s/s; WER {full['wer']:.4f}; "
+                  f"load {before} before, {after} after")
+        same = sum(c == p for c, p in zip(predictions[CPP_ENGINE], predictions[PYTHON_ENGINE]))
+        print(f"  same LM text for {same}/{len(predictions[CPP_ENGINE])} clips")
 
 
 def main() -> None:

@@ -170,7 +170,8 @@ def bench_decode(args, work: Path) -> None:
 
     from ctcforge.lm import TextSources, build_language_model
     from ctcforge.lm_text import repo_normalizer
-    from ctcforge.lm_decoder import load_repo_decoder
+    from pyctcdecode import BeamSearchDecoderCTC
+
     from ctcforge.lm_tuning import compute_dev_set, readable_clips
     from ctcforge.speech_data import load_speech_dataset
 
@@ -193,7 +194,7 @@ def bench_decode(args, work: Path) -> None:
           f"({frames / audio_seconds:.1f} frames/s)")
     greedy_cer = jiwer.cer(dev.references, dev.greedy)
     print(f"greedy CER of the model on these clips: {greedy_cer:.3f}")
-    decoder = load_repo_decoder(repo)
+    decoder = BeamSearchDecoderCTC.load_from_dir(str(repo))  # pyctcdecode's own pool is what is measured
     processes = os.cpu_count() or 1
     start_up, pool = timed(f"fork pool start ({processes})",
                            lambda: multiprocessing.get_context("fork").Pool(processes))

@@ -1,23 +1,30 @@
 """The n-gram LM side of decoding: finding and loading a repo's language model and running
-pyctcdecode's beam search over it, as eval.py and `ctcforge lm` tuning both do.
+the beam search over it, as eval.py and `ctcforge lm` tuning both do.
 
 This file is copied unchanged into every generated repo, beside eval.py, which imports it;
 ctcforge imports the same file as `ctcforge.beam_search` (the card asks whether there is an
-LM, the LM builder maps the vocabulary to labels), so it imports no repo sibling, and
-pyctcdecode only where a decoder is made.
+LM, the LM builder maps the vocabulary to labels), so it imports no repo sibling, and no
+decoder package until a decoder is made.
 
 The search is the one transformers' ASR pipeline runs: the text of the best beam of
-`decode_beams` (pyctcdecode's `decode` prunes beam histories instead, which can end on
-another beam), in a pool of processes forked once the LM is loaded.
+pyctcdecode's `decode_beams` (its `decode` prunes beam histories instead, which can end on
+another beam), at the pipeline's beam width. It runs in C++ (the `ctc-beam-decoder`
+package, which reproduces pyctcdecode's search and gives the same text, several times
+faster) or, when that package cannot be loaded, in pyctcdecode itself, saying so once.
+Both read the same files: `alphabet.json` and `language_model/` as pyctcdecode lays them out.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import multiprocessing
+import multiprocessing.pool
 import os
 import signal
+import sys
+from dataclasses import dataclass, replace
 
 LANGUAGE_MODEL_DIR = "language_model"
 ALPHABET_FILE = "alphabet.json"
@@ -25,6 +32,18 @@ ATTRS_FILE = "attrs.json"
 UNIGRAMS_FILE = "unigrams.txt"
 # The files pyctcdecode loads as a KenLM model.
 KENLM_EXTENSIONS = (".arpa", ".bin", ".binary")
+# pyctcdecode's defaults, which the pipeline decodes with (it passes no beam width) and
+# `ctcforge lm` writes into attrs.json; tests/test_lm.py holds them equal to pyctcdecode's.
+DEFAULT_ALPHA = 0.5
+DEFAULT_BETA = 1.5
+DEFAULT_BEAM_WIDTH = 100
+DEFAULT_UNK_SCORE_OFFSET = -10.0
+DEFAULT_SCORE_BOUNDARY = True
+# The decoder packages, by the name eval.py's summary and the benchmarks give them.
+CPP_ENGINE = "ctc-beam-decoder"
+# attrs.json's keys, as pyctcdecode names them.
+WEIGHT_NAMES = ("alpha", "beta", "unk_score_offset", "score_boundary")
+PYTHON_ENGINE = "pyctcdecode"
 # What fixes an LM that does not fit the model or does not load: building it again.
 REBUILD = "rebuild it with `ctcforge lm`"
 
@@ -75,28 +94,44 @@ def ctc_labels(tokenizer, vocab_size: int) -> list[str]:
     return ["" if t == tokenizer.pad_token else " " if t == delimiter else t for t in labels]
 
 
-def load_beam_decoder(model_dir: str, tokenizer, vocab_size: int):
-    """pyctcdecode's beam search decoder with the folder's n-gram LM, checked to have one
-    label per model output, each the tokenizer's for that id. Raises ValueError, naming
-    the file and the fix, for an LM that does not fit the model or does not load.
+# ---------------------------------------------------------------------------- the LM's files
 
-    pyctcdecode's own layout (`alphabet.json` beside `language_model/`, as `ctcforge lm`
-    and `Wav2Vec2ProcessorWithLM.save_pretrained` write it) loads as it is. Otherwise the
-    decoder is built from the model's vocabulary and the files in `language_model/`:
-    one KenLM file, and `unigrams.txt` and `attrs.json` (alpha, beta, ...) when present.
-    """
-    from pyctcdecode import BeamSearchDecoderCTC, build_ctcdecoder
 
+@dataclass(frozen=True)
+class LanguageModelFiles:
+    """What a decoder is built from: the labels, the KenLM file, the known words (None
+    when there is no unigrams.txt) and the weights of attrs.json, pyctcdecode's defaults
+    where it has none. `alphabet_dir` is the folder when its alphabet.json gave the labels."""
+
+    labels: tuple[str, ...]
+    kenlm_path: str
+    unigrams: tuple[str, ...] | None
+    alpha: float = DEFAULT_ALPHA
+    beta: float = DEFAULT_BETA
+    unk_score_offset: float = DEFAULT_UNK_SCORE_OFFSET
+    score_boundary: bool = DEFAULT_SCORE_BOUNDARY
+    alphabet_dir: str | None = None
+
+
+def read_language_model(model_dir: str, tokenizer, vocab_size: int) -> LanguageModelFiles:
+    """The folder's LM as pyctcdecode reads it. Its own layout (`alphabet.json` beside
+    `language_model/`, as `ctcforge lm` and `Wav2Vec2ProcessorWithLM.save_pretrained` write
+    it) gives the labels, checked label by label against the tokenizer when one is given;
+    otherwise they come from the model's vocabulary (the tokenizer is needed only then). In
+    `language_model/`: one KenLM file, and `unigrams.txt` and `attrs.json` when present.
+    Raises ValueError, naming the file and the fix, for an LM that does not fit the model."""
+    alphabet_path = os.path.join(model_dir, ALPHABET_FILE)
     lm_dir = os.path.join(model_dir, LANGUAGE_MODEL_DIR)
-    if os.path.isfile(os.path.join(model_dir, ALPHABET_FILE)):
+    if os.path.isfile(alphabet_path):
         problems = lm_dir_problems(lm_dir)
         if problems:  # pyctcdecode would say "wrong number of files" without naming them
             raise ValueError(f"{problems[0]}; remove what is extra, or {REBUILD}")
-        kenlm_file = next(name for name in visible_files(lm_dir) if name.endswith(KENLM_EXTENSIONS))
-        with kenlm_load_errors(os.path.join(lm_dir, kenlm_file)):
-            decoder = BeamSearchDecoderCTC.load_from_dir(model_dir)
-        check_alphabet(decoder, tokenizer, vocab_size)
-        return decoder
+        with open(alphabet_path, encoding="utf-8") as file:
+            labels, alphabet_dir = json.load(file)["labels"], model_dir
+        if tokenizer is not None:
+            check_labels(labels, tokenizer, vocab_size)
+    else:
+        labels, alphabet_dir = ctc_labels(tokenizer, vocab_size), None
     kenlm_files = sorted(f for f in os.listdir(lm_dir) if f.endswith(KENLM_EXTENSIONS))
     if len(kenlm_files) != 1:
         expected = ", ".join(KENLM_EXTENSIONS)
@@ -104,76 +139,169 @@ def load_beam_decoder(model_dir: str, tokenizer, vocab_size: int):
     unigrams = None
     if os.path.isfile(os.path.join(lm_dir, UNIGRAMS_FILE)):
         with open(os.path.join(lm_dir, UNIGRAMS_FILE), encoding="utf-8") as file:
-            unigrams = [line.strip() for line in file if line.strip()]
+            unigrams = tuple(line.strip() for line in file if line.strip())
     attrs = {}
     if os.path.isfile(os.path.join(lm_dir, ATTRS_FILE)):
         with open(os.path.join(lm_dir, ATTRS_FILE), encoding="utf-8") as file:
             attrs = json.load(file)
-    if "score_boundary" in attrs:  # attrs.json and build_ctcdecoder name this one differently
-        attrs["lm_score_boundary"] = attrs.pop("score_boundary")
-    kenlm_path = os.path.join(lm_dir, kenlm_files[0])
-    with kenlm_load_errors(kenlm_path):
-        return build_ctcdecoder(ctc_labels(tokenizer, vocab_size), kenlm_model_path=kenlm_path, unigrams=unigrams,
-                                **attrs)
+    unknown = sorted(set(attrs) - set(WEIGHT_NAMES))
+    if unknown:
+        raise ValueError(f"{lm_dir}/attrs.json holds {unknown}, which pyctcdecode refuses; keep only {WEIGHT_NAMES}")
+    return LanguageModelFiles(tuple(labels), os.path.join(lm_dir, kenlm_files[0]), unigrams, alphabet_dir=alphabet_dir,
+                              **attrs)
 
 
-@contextlib.contextmanager
-def kenlm_load_errors(kenlm_path: str):
-    """KenLM's OSError for a file it cannot read ("Cannot read model ... End of file") as a
-    ValueError naming the file and the fix."""
-    try:
-        yield
-    except OSError as error:
-        relative = os.path.join(LANGUAGE_MODEL_DIR, os.path.basename(kenlm_path))
-        raise ValueError(f"{relative} is damaged or cut short ({error}): {REBUILD}") from None
-
-
-def check_alphabet(decoder, tokenizer, vocab_size: int) -> None:
-    """pyctcdecode needs one label per model output, in the tokenizer's order: an
+def check_labels(labels: list[str], tokenizer, vocab_size: int) -> None:
+    """The decoder needs one label per model output, in the tokenizer's order: an
     alphabet.json of another vocabulary (labels swapped, or of an older vocab.json) of the
     right length would decode every clip into other letters without a word."""
     from pyctcdecode.alphabet import Alphabet
 
-    found = decoder._alphabet.labels  # pyctcdecode 0.5 has no public name for it
-    if len(found) != vocab_size:
-        raise ValueError(f"the LM decoder's {ALPHABET_FILE} has {len(found)} labels but the model writes "
+    if len(labels) != vocab_size:
+        raise ValueError(f"the LM decoder's {ALPHABET_FILE} has {len(labels)} labels but the model writes "
                          f"{vocab_size}; {REBUILD}")
     # pyctcdecode's own spelling of the tokenizer's labels ([UNK] becomes "⁇"), as `ctcforge lm` writes them.
     expected = Alphabet.build_alphabet(ctc_labels(tokenizer, vocab_size)).labels
-    differ = [index for index in range(vocab_size) if found[index] != expected[index]]
+    differ = [index for index in range(vocab_size) if labels[index] != expected[index]]
     if differ:
-        shown = ", ".join(f"id {i}: {found[i]!r} for {expected[i]!r}" for i in differ[:5])
+        shown = ", ".join(f"id {i}: {labels[i]!r} for {expected[i]!r}" for i in differ[:5])
         raise ValueError(f"the LM decoder's {ALPHABET_FILE} does not follow vocab.json ({len(differ)} labels "
                          f"differ: {shown}); it was built for another vocabulary: {REBUILD}")
 
 
-def best_beam_text(decoder, logits, beam_width: int | None = None) -> str:
-    """What the pipeline's LM decoding returns: the text of `decode_beams`' best beam, at
-    pyctcdecode's default beam width (the pipeline passes none) unless one is given."""
-    if beam_width is None:
-        return decoder.decode_beams(logits)[0][0]
-    return decoder.decode_beams(logits, beam_width=beam_width)[0][0]
+@contextlib.contextmanager
+def kenlm_load_errors(kenlm_path: str):
+    """KenLM's error for a file it cannot read ("Cannot read model ... End of file") as a
+    ValueError naming the file and the fix."""
+    try:
+        yield
+    except (OSError, RuntimeError) as error:
+        relative = os.path.join(LANGUAGE_MODEL_DIR, os.path.basename(kenlm_path))
+        raise ValueError(f"{relative} is damaged or cut short ({error}): {REBUILD}") from None
 
 
-def decode_cell(decoder, logits_list: list, cell: tuple[float, float, int]) -> tuple[tuple, list[str]]:
-    """Every clip's best-beam text at one (alpha, beta, beam width), with the cell."""
-    alpha, beta, beam_width = cell
-    decoder.reset_params(alpha=float(alpha), beta=float(beta))
-    return cell, [best_beam_text(decoder, logits, int(beam_width)) for logits in logits_list]
+# ---------------------------------------------------------------------------- the decoders
 
 
-# What a forked worker decodes with. Set before the fork and inherited, never pickled:
+class CppDecoder:
+    """ctc-beam-decoder's C++ search over the LM. Its weights are fixed when it is built,
+    so other weights make another decoder (loading the KenLM file again)."""
+
+    engine = CPP_ENGINE
+
+    def __init__(self, files: LanguageModelFiles):
+        from ctc_beam_decoder import build_ctcdecoder
+
+        self.files = files
+        self._decoder = build_ctcdecoder(
+            list(files.labels), kenlm_model_path=files.kenlm_path,
+            unigrams=None if files.unigrams is None else list(files.unigrams), alpha=files.alpha, beta=files.beta,
+            unk_score_offset=files.unk_score_offset, lm_score_boundary=files.score_boundary)
+        self.columns = self._decoder.n_columns
+
+    def with_weights(self, alpha: float, beta: float) -> "CppDecoder":
+        if (alpha, beta) == (self.files.alpha, self.files.beta):
+            return self
+        return CppDecoder(replace(self.files, alpha=alpha, beta=beta))
+
+    def best_text(self, logits, beam_width: int) -> str:
+        beams = self._decoder.decode_beams(logits, beam_width=beam_width)
+        return beams[0][0] if beams else ""  # no beam survives only where pyctcdecode would raise
+
+
+class PyctcdecodeDecoder:
+    """pyctcdecode's search over the LM, loaded as transformers' pipeline loads it
+    (`load_from_dir`) when the folder has pyctcdecode's layout."""
+
+    engine = PYTHON_ENGINE
+
+    def __init__(self, files: LanguageModelFiles):
+        from pyctcdecode import BeamSearchDecoderCTC, build_ctcdecoder
+
+        self.files = files
+        # Without its warnings about small vocabularies, which every tiny test LM has.
+        pyctcdecode_log = logging.getLogger("pyctcdecode")
+        level = pyctcdecode_log.level
+        pyctcdecode_log.setLevel(logging.ERROR)
+        try:
+            if files.alphabet_dir is not None:
+                self._decoder = BeamSearchDecoderCTC.load_from_dir(files.alphabet_dir)
+            else:
+                self._decoder = build_ctcdecoder(
+                    list(files.labels), kenlm_model_path=files.kenlm_path,
+                    unigrams=None if files.unigrams is None else list(files.unigrams), alpha=files.alpha,
+                    beta=files.beta, unk_score_offset=files.unk_score_offset,
+                    lm_score_boundary=files.score_boundary)
+        finally:
+            pyctcdecode_log.setLevel(level)
+        self.columns = len(self._decoder._alphabet.labels)  # pyctcdecode 0.5 has no public name for it
+
+    def with_weights(self, alpha: float, beta: float) -> "PyctcdecodeDecoder":
+        """This decoder, its weights changed in place (each fork pool worker has its own copy)."""
+        self._decoder.reset_params(alpha=alpha, beta=beta)
+        self.files = replace(self.files, alpha=alpha, beta=beta)
+        return self
+
+    def best_text(self, logits, beam_width: int) -> str:
+        return self._decoder.decode_beams(logits, beam_width=beam_width)[0][0]
+
+
+_said_fallback = False
+
+
+def load_beam_decoder(model_dir: str, tokenizer, vocab_size: int, engine: str | None = None):
+    """The folder's LM in a decoder: ctc-beam-decoder's, or pyctcdecode's when that one
+    cannot be loaded here (no wheel for the platform, a glibc older than 2.35), which is
+    said once. `engine` (CPP_ENGINE or PYTHON_ENGINE) asks for one of them."""
+    global _said_fallback
+
+    files = read_language_model(model_dir, tokenizer, vocab_size)
+    engine_class = PyctcdecodeDecoder if engine == PYTHON_ENGINE else CppDecoder
+    if engine_class is CppDecoder:
+        try:
+            import ctc_beam_decoder
+
+            if not ctc_beam_decoder.has_kenlm():
+                raise RuntimeError("this build of it has no KenLM")
+        except (ImportError, OSError, RuntimeError) as error:
+            if engine == CPP_ENGINE:
+                raise
+            if not _said_fallback:
+                print(f"{CPP_ENGINE} cannot be loaded ({error}); decoding with {PYTHON_ENGINE} instead "
+                      "(the same text, several times slower)", file=sys.stderr)
+                _said_fallback = True
+            engine_class = PyctcdecodeDecoder
+    with kenlm_load_errors(files.kenlm_path):
+        decoder = engine_class(files)
+    if vocab_size is not None and decoder.columns != vocab_size:  # it would fail on the first clip
+        raise ValueError(f"the LM decoder's alphabet has {decoder.columns} labels but the model writes "
+                         f"{vocab_size}; {REBUILD}")
+    return decoder
+
+
+# ---------------------------------------------------------------------------- the search
+
+
+def decode_weights(decoder, logits_list: list, task: tuple[float, float, tuple[int, ...]]) -> list:
+    """(cell, every clip's best-beam text) for each beam width at one alpha and beta."""
+    alpha, beta, beam_widths = task
+    weighted = decoder.with_weights(float(alpha), float(beta))
+    return [((alpha, beta, width), [weighted.best_text(logits, int(width)) for logits in logits_list])
+            for width in beam_widths]
+
+
+# What a worker decodes with. Set before the pool starts and inherited, never pickled:
 # pyctcdecode keeps the KenLM model in a class attribute that pickling skips.
 _worker_decoder = None
 _worker_logits: list = []
 
 
 def _worker_best_beam(logits) -> str:
-    return best_beam_text(_worker_decoder, logits)
+    return _worker_decoder.best_text(logits, DEFAULT_BEAM_WIDTH)
 
 
-def _worker_cell(cell: tuple[float, float, int]) -> tuple[tuple, list[str]]:
-    return decode_cell(_worker_decoder, _worker_logits, cell)
+def _worker_weights(task) -> list:
+    return decode_weights(_worker_decoder, _worker_logits, task)
 
 
 def _ignore_interrupts() -> None:
@@ -183,42 +311,50 @@ def _ignore_interrupts() -> None:
 
 
 class BeamSearch:
-    """pyctcdecode's beam search over a pool of `processes` processes, forked once.
+    """The beam search over `processes` workers: threads for the C++ decoder (its calls
+    release the GIL and share one loaded LM), processes forked once for pyctcdecode's
+    (pure Python, which threads would run one at a time).
 
     `decode` spreads clips over the workers (eval.py). `decode_grid` spreads LM weight
-    settings over them, each decoding all of `logits_list` (tuning): the clips are handed
-    to the workers by the fork, not sent again with every task. Weights set in this
-    process after the fork would not reach a worker, so each grid task sets its own.
+    settings over them, each decoding all of `logits_list` (tuning): the clips reach the
+    workers with the fork or the shared memory, not again with every task.
     """
 
     def __init__(self, decoder, processes: int, logits_list: list = ()):
-        from pyctcdecode.constants import DEFAULT_BEAM_WIDTH
-
         global _worker_decoder, _worker_logits
         self.decoder = decoder
         self.logits_list = list(logits_list)
-        self.beam_width = DEFAULT_BEAM_WIDTH  # the pipeline's, as decode_beams is called without one
+        self.beam_width = DEFAULT_BEAM_WIDTH  # the pipeline's, as it passes none
         _worker_decoder, _worker_logits = decoder, self.logits_list
-        can_fork = "fork" in multiprocessing.get_all_start_methods()
-        self.pool = (multiprocessing.get_context("fork").Pool(processes, initializer=_ignore_interrupts)
-                     if processes > 1 and can_fork else None)
+        self.pool = None
+        if processes > 1 and decoder.engine == CPP_ENGINE:
+            self.pool = multiprocessing.pool.ThreadPool(processes)
+        elif processes > 1 and "fork" in multiprocessing.get_all_start_methods():
+            self.pool = multiprocessing.get_context("fork").Pool(processes, initializer=_ignore_interrupts)
 
     @property
     def settings(self) -> dict:
-        language_model = self.decoder._language_model  # pyctcdecode 0.5 has no public accessor
-        return {"alpha": language_model.alpha, "beta": language_model.beta, "beam_width": self.beam_width}
+        return {"alpha": self.decoder.files.alpha, "beta": self.decoder.files.beta, "beam_width": self.beam_width,
+                "engine": self.decoder.engine}
 
     def decode(self, logits_list: list) -> list[str]:
         """The best-beam text of each clip's logits, in order."""
         if self.pool is None:
-            return [best_beam_text(self.decoder, logits) for logits in logits_list]
+            return [self.decoder.best_text(logits, self.beam_width) for logits in logits_list]
         return self.pool.map(_worker_best_beam, logits_list)
 
     def decode_grid(self, cells: list[tuple[float, float, int]]):
-        """(cell, texts of every clip) for each (alpha, beta, beam width), as they finish."""
+        """(cell, texts of every clip) for each (alpha, beta, beam width), as they finish;
+        one task per alpha and beta, so that each decoder is built once."""
+        widths: dict[tuple[float, float], list[int]] = {}
+        for alpha, beta, width in cells:
+            widths.setdefault((alpha, beta), []).append(width)
+        tasks = [(alpha, beta, tuple(beam_widths)) for (alpha, beta), beam_widths in widths.items()]
         if self.pool is None:
-            return (decode_cell(self.decoder, self.logits_list, cell) for cell in cells)
-        return self.pool.imap_unordered(_worker_cell, cells)
+            finished = (decode_weights(self.decoder, self.logits_list, task) for task in tasks)
+        else:
+            finished = self.pool.imap_unordered(_worker_weights, tasks)
+        return (cell for results in finished for cell in results)
 
     def close(self) -> None:
         if self.pool is not None:

@@ -93,7 +93,7 @@ def build_language_model(repo: Path, sources: TextSources, *, order: int = DEFAU
 
 
 def default_weights() -> tuple[float, float]:
-    from pyctcdecode.constants import DEFAULT_ALPHA, DEFAULT_BETA
+    from ctcforge.beam_search import DEFAULT_ALPHA, DEFAULT_BETA
 
     return DEFAULT_ALPHA, DEFAULT_BETA
 

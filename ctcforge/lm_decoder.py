@@ -11,12 +11,12 @@ unk_score_offset, score_boundary), `unigrams.txt` (one word a line) and one KenL
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 from ctcforge.atomic import replacing
-from ctcforge.beam_search import (ALPHABET_FILE, ATTRS_FILE, LANGUAGE_MODEL_DIR, UNIGRAMS_FILE, ctc_labels,
-                                  lm_dir_problems, load_beam_decoder)
+from ctcforge.beam_search import (ALPHABET_FILE, ATTRS_FILE, DEFAULT_SCORE_BOUNDARY, DEFAULT_UNK_SCORE_OFFSET,
+                                  LANGUAGE_MODEL_DIR, UNIGRAMS_FILE, ctc_labels, lm_dir_problems,
+                                  load_beam_decoder)
 from ctcforge.errors import CtcforgeError
 from ctcforge.text_normalizer import Normalizer
 
@@ -110,10 +110,8 @@ def write_alphabet(labels: list[str], repo: Path) -> Path:
 
 def write_attrs(lm_dir: Path, alpha: float, beta: float) -> None:
     """attrs.json with the LM weights and pyctcdecode's defaults for the rest."""
-    from pyctcdecode.constants import DEFAULT_SCORE_LM_BOUNDARY, DEFAULT_UNK_LOGP_OFFSET
-
-    attrs = {"alpha": float(alpha), "beta": float(beta), "unk_score_offset": DEFAULT_UNK_LOGP_OFFSET,
-             "score_boundary": DEFAULT_SCORE_LM_BOUNDARY}
+    attrs = {"alpha": float(alpha), "beta": float(beta), "unk_score_offset": DEFAULT_UNK_SCORE_OFFSET,
+             "score_boundary": DEFAULT_SCORE_BOUNDARY}
     (lm_dir / ATTRS_FILE).write_text(json.dumps(attrs, indent=1) + "\n", encoding="utf-8")
 
 
@@ -147,19 +145,13 @@ def check_language_model_dir(repo: Path) -> None:
 
 def load_repo_decoder(repo: Path):
     """The repo's LM decoder as eval.py loads it (`beam_search.load_beam_decoder`: its
-    alphabet checked against the tokenizer label by label, its KenLM file loadable),
-    without pyctcdecode's warnings about small vocabularies."""
+    alphabet checked against the tokenizer label by label, its KenLM file loadable)."""
     from transformers import AutoTokenizer
 
-    pyctcdecode_log = logging.getLogger("pyctcdecode")
-    level = pyctcdecode_log.level
-    pyctcdecode_log.setLevel(logging.ERROR)
     try:
         return load_beam_decoder(str(repo), AutoTokenizer.from_pretrained(str(repo)), model_vocab_size(repo))
     except ValueError as exc:
         raise CtcforgeError(f"{repo}: {exc}") from None
-    finally:
-        pyctcdecode_log.setLevel(level)
 
 
 # ---------------------------------------------------------------------------- transformers

@@ -4,9 +4,9 @@ The acoustic model runs once over the dev split through the repo's own `transcri
 (eval.py's Transcriber, so the log-probs have the frames eval.py decodes) and its
 log-probabilities are cached in `.ctcforge-cache/dev_logits-<key>.npz`, keyed by the model
 weights and the dataset, so a rebuilt LM is tuned again without running the model. Every
-cell of the grid decodes the cached log-probs with the repo's LM, loaded as eval.py and
-transformers load it and searched by the repo's own `beam_search.py` (the best beam of
-pyctcdecode's `decode_beams`, in a pool of forked processes), the search eval.py runs;
+cell of the grid decodes the cached log-probs with the repo's LM, loaded and searched by
+the repo's own `beam_search.py` (the best beam of `decode_beams`, in C++ or pyctcdecode,
+over a pool of workers), the search eval.py runs;
 WER and CER come from the repo's own `error_rates.py`, the definition eval.py uses, with
 the repo's normaliser. The repo's copies, not ctcforge's, so that what a user edited in
 them is what tuning measures; a repo stamped before they existed is told to stamp again.
@@ -84,7 +84,7 @@ class DevSet:
 
 
 def default_beam_width() -> int:
-    from pyctcdecode.constants import DEFAULT_BEAM_WIDTH
+    from ctcforge.beam_search import DEFAULT_BEAM_WIDTH
 
     return DEFAULT_BEAM_WIDTH
 
@@ -102,14 +102,14 @@ def tune_language_model(repo: Path, dataset: str, config: str | None, split: str
     except CtcforgeError as exc:
         raise CtcforgeError(f"{exc}; build the LM first: ctcforge lm {repo} --text FILE") from exc
     # Before the model runs over the dev split: an LM that does not fit it stops at once.
-    decoder = load_repo_decoder(repo)
+    load_repo_decoder(repo)
     grid = grid.with_defaults()
     normalizer = repo_normalizer(repo)
     config = config or normalizer.profile.get("code")  # as for `ctcforge new --dataset`
     dev = cached_dev_set(repo, dataset, config, split, text_column, normalizer, max_clips, batch_size, log)
     with repo_script_module(repo, "error_rates.py") as metrics:
         error_rates = metrics.error_rates  # WER and CER as the repo's own definition, which eval.py uses
-    scores = score_grid(repo, decoder, dev, grid, normalizer, error_rates, progress, deadline, log)
+    scores = score_grid(repo, dev, grid, normalizer, error_rates, progress, deadline, log)
     greedy_wer, greedy_cer = error_rates(dev.references, dev.greedy, normalizer)
     best = best_score(scores)
     default = next(s for s in scores if (s.alpha, s.beta, s.beam_width) == (*default_weights(),
@@ -237,18 +237,24 @@ def load_dev_set(path: Path) -> DevSet:
 # ---------------------------------------------------------------------------- the grid
 
 
-def score_grid(repo: Path, decoder, dev: DevSet, grid: TuningGrid, normalizer, error_rates, progress: bool,
-               deadline: float | None = None, log=print) -> list[Score]:
-    """WER and CER of every grid cell (or of those finished by `deadline`), decoded in a
-    fork pool, one cell a task, pyctcdecode's defaults first."""
+def score_grid(repo: Path, dev: DevSet, grid: TuningGrid, normalizer, error_rates, progress: bool,
+               deadline: float | None = None, log=print, engine: str | None = None) -> list[Score]:
+    """WER and CER of every grid cell (or of those finished by `deadline`), one alpha and
+    beta a task over a pool of workers, pyctcdecode's defaults first. The decoder is the
+    repo's own `beam_search.py`'s, loaded and run as eval.py runs it (`engine` names one
+    decoder package, for the benchmark)."""
     from tqdm.auto import tqdm
 
     required = (*default_weights(), default_beam_width())
     cells = sorted(grid.cells(), key=lambda cell: cell != required)
     scores = []
-    # The repo's beam_search.py, the search eval.py runs; one process per core, at most one per cell.
+    # One worker per core, at most one per weight pair.
+    workers = min(os.cpu_count() or 1, len({(alpha, beta) for alpha, beta, _ in cells}))
+    # No tokenizer: a tuned repo has alphabet.json (check_language_model_dir), which gives the labels.
+    # Inside the block, where the fork pool's workers find the module by its name.
     with repo_script_module(repo, "beam_search.py") as beam_search, \
-            beam_search.BeamSearch(decoder, min(os.cpu_count() or 1, len(cells)), dev.log_probs) as search, \
+            beam_search.BeamSearch(beam_search.load_beam_decoder(str(repo), None, None, engine=engine), workers,
+                                   dev.log_probs) as search, \
             tqdm(total=len(cells), desc="LM grid", disable=not progress, leave=False) as bar:
         for (alpha, beta, beam_width), predictions in until_deadline(search.decode_grid(cells), deadline, required):
             wer, cer = error_rates(dev.references, [normalizer(p) for p in predictions], normalizer)

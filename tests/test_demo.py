@@ -2,7 +2,9 @@
 the table report the measured rates, and a rerun skips every stage."""
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
@@ -150,27 +152,37 @@ def test_the_demo_gives_the_lm_grid_what_its_budget_leaves_for_it(tmp_path, monk
     assert left == pytest.approx((10 - 7 - demo_module.AFTER_TUNING_MINUTES) * 60, abs=5)
 
 
+# A repo's beam_search.py whose decoder returns every beam search at once, for the grid's clock.
+INSTANT_DECODER = """
+
 class InstantDecoder:
-    """Stands in for pyctcdecode's decoder: every beam search returns at once."""
+    engine = PYTHON_ENGINE
 
-    def reset_params(self, alpha, beta):
-        self.weights = (alpha, beta)
+    def with_weights(self, alpha, beta):
+        return self
 
-    def decode_beams(self, logits, beam_width=None):
-        return [("the same words",)]
+    def best_text(self, logits, beam_width):
+        return "the same words"
 
 
-def test_a_grid_past_its_deadline_scores_the_defaults_and_says_so_in_one_line(tmp_path):
+def load_beam_decoder(model_dir, tokenizer, vocab_size, engine=None):
+    return InstantDecoder()
+"""
+
+
+def test_a_grid_past_its_deadline_scores_the_defaults_and_says_so_in_one_line(tmp_path, monkeypatch):
     import ctcforge.beam_search
     from ctcforge.lm_tuning import DevSet, TuningGrid, score_grid
 
     repo = tmp_path / "repo"  # all that tuning takes from the repo here: its beam search
     repo.mkdir()
-    shutil.copy(ctcforge.beam_search.__file__, repo / "beam_search.py")
+    source = Path(ctcforge.beam_search.__file__).read_text(encoding="utf-8")
+    (repo / "beam_search.py").write_text(source + INSTANT_DECODER, encoding="utf-8")
     dev = DevSet(log_probs=[None, None], references=["a", "b"], greedy=["a", "b"])
     grid = TuningGrid(alphas=(0.0, 1.0), betas=(0.0,), beam_widths=(8,)).with_defaults()
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)  # one worker: the cells come in the order asked
     lines = []
-    scores = score_grid(repo, InstantDecoder(), dev, grid, normalizer=str, error_rates=lambda refs, hyps, n: (1.0, 1.0),
+    scores = score_grid(repo, dev, grid, normalizer=str, error_rates=lambda refs, hyps, n: (1.0, 1.0),
                         progress=False, deadline=0.0, log=lines.append)
     assert [(s.alpha, s.beta, s.beam_width) for s in scores] == [DEFAULTS]
     assert lines == [f"LM grid stopped at its deadline after 1 of {len(grid.cells())} cells; "

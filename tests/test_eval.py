@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -479,7 +480,8 @@ def test_auto_decodes_with_the_lm_and_records_its_settings(lm_runs, lm_repo):
     (lm_summary, _), (greedy_summary, _) = lm_runs["auto"], lm_runs["greedy"]
     attrs = json.loads((lm_repo / "language_model" / "attrs.json").read_text(encoding="utf-8"))
     assert lm_summary["decoder"] == "lm" and greedy_summary["decoder"] == "greedy"
-    assert lm_summary["lm"] == {"alpha": attrs["alpha"], "beta": attrs["beta"], "beam_width": 100}
+    assert lm_summary["lm"] == {"alpha": attrs["alpha"], "beta": attrs["beta"], "beam_width": 100,
+                                 "engine": "ctc-beam-decoder"}
     assert greedy_summary["lm"] is None
 
 
@@ -597,6 +599,36 @@ def test_importing_eval_changes_no_environment(tiny_repo, monkeypatch):
     before = dict(os.environ)
     with repo_script_module(tiny_repo, "eval.py"):
         assert dict(os.environ) == before
+
+
+# Imported by a run only where it uses them: the LM's Python decoder and KenLM binding, plots,
+# Japanese word splitters.
+NOT_AT_START = ("pyctcdecode", "kenlm", "matplotlib", "fugashi", "pykakasi")
+IMPORTS = """
+import sys
+from ctcforge.repo_modules import repo_script_module
+script, lm_folder = sys.argv[1], sys.argv[2]
+with repo_script_module(".", script) as module:
+    if lm_folder:  # eval.py's LM path up to a loaded decoder
+        decoder = module.load_beam_decoder(lm_folder, None, None)
+        assert decoder.engine == "ctc-beam-decoder", decoder.engine
+    print(" ".join(sorted(name for name in sys.modules if "." not in name)))
+"""
+
+
+@pytest.mark.parametrize("script, with_lm, also_absent", [
+    ("eval.py", False, ("ctc_beam_decoder",)),
+    ("eval.py", True, ()),
+    ("run_speech_recognition_ctc.py", False, ("ctc_beam_decoder",)),
+])
+def test_a_run_starts_without_the_packages_it_does_not_use(tiny_repo, lm_repo, script, with_lm, also_absent):
+    result = subprocess.run([sys.executable, "-c", IMPORTS, script, str(lm_repo) if with_lm else ""], cwd=tiny_repo,
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert result.returncode == 0, result.stderr[-2000:]
+    loaded = set(result.stdout.split())
+    assert {"torch", "transformers"} <= loaded  # what every run needs did load
+    assert loaded.isdisjoint(NOT_AT_START + also_absent), sorted(loaded & {*NOT_AT_START, *also_absent})
 
 
 # ---------------------------------------------------------------------------------------

@@ -375,3 +375,34 @@ def test_tuning_picks_the_best_cell_of_its_grid_and_writes_it(lm_repo, tmp_path)
     # A second run reads the dev log-probs from the cache instead of running the model.
     tune_language_model(repo, str(release), "hy-AM", "dev", grid=grid, progress=False, log=messages.append)
     assert any(" log-probs from " in m and ".ctcforge-cache" in m for m in messages)
+
+
+@needs_speech
+def test_cpp_and_pyctcdecode_give_the_same_test_split_text_at_the_tuned_and_default_weights(lm_repo, tmp_path):
+    """The trained model's own log-probs of its test split, decoded by the repo's
+    beam_search.py with each package at the weights tuning chose and at pyctcdecode's
+    defaults: the same text for every clip, or the C++ decoder could not stand in."""
+    from ctcforge.beam_search import CPP_ENGINE, PYTHON_ENGINE, DEFAULT_BEAM_WIDTH
+    from ctcforge.lm_tuning import cached_dev_set
+    from ctcforge.repo_modules import repo_script_module
+
+    repo, release, _, _ = lm_repo
+    repo = Path(shutil.copytree(repo, tmp_path / "repo"))
+    grid = TuningGrid(alphas=(2.0,), betas=(4.0,), beam_widths=(16,))  # the defaults are added
+    best = tune_language_model(repo, str(release), "hy-AM", "dev", grid=grid, progress=False, log=quiet)
+    test = cached_dev_set(repo, str(release), "hy-AM", "test", "sentence", repo_normalizer(repo), None, 8, quiet)
+    cells = [(best["alpha"], best["beta"], best["beam_width"]), (0.5, 1.5, DEFAULT_BEAM_WIDTH)]
+    texts = {}
+    for engine in (CPP_ENGINE, PYTHON_ENGINE):
+        with repo_script_module(repo, "beam_search.py") as beam_search:
+            decoder = beam_search.load_beam_decoder(str(repo), None, None, engine=engine)
+            assert decoder.engine == engine
+            with beam_search.BeamSearch(decoder, 0, test.log_probs) as search:
+                texts[engine] = dict(search.decode_grid(cells))
+    assert texts[CPP_ENGINE] == texts[PYTHON_ENGINE]
+    # Text that can tell two searches apart: words on most clips, not the greedy text everywhere.
+    for cell_texts in texts[CPP_ENGINE].values():
+        assert sum(bool(text.strip()) for text in cell_texts) > len(cell_texts) // 2
+    normalizer = repo_normalizer(repo)
+    assert any(normalizer(text) != greedy for cell_texts in texts[CPP_ENGINE].values()
+               for text, greedy in zip(cell_texts, test.greedy))

@@ -12,10 +12,10 @@ numbers in model cards of that time and of this repo compare like for like:
   the next.
 
 It also writes `{dataset_id}_eval_summary.json`: the dataset, config and split, the WER
-and CER, the decoder used ("greedy" or "lm", with the LM's alpha, beta and beam width),
-the backend, the word split WER used, how many clips there were, how many were
-evaluated, every skipped row with its reason, the seconds of audio evaluated and the seconds the
-evaluation took. Every file is written atomically, the results file last; a run that
+and CER, the decoder used ("greedy" or "lm", with the LM's alpha, beta, beam width and
+the package that searched), the backend, the word split WER used, how many clips there
+were, how many were evaluated, every skipped row with its reason, the seconds of audio
+evaluated and the seconds the evaluation took. Every file is written atomically, the results file last; a run that
 evaluates no clip writes nothing, so the files on disk always belong to one run.
 
 What changed since 2022, and why:
@@ -41,9 +41,11 @@ What changed since 2022, and why:
 - a model with language adapters (MMS) is loaded with the adapter of --target_lang, by
   default the repo's language, as `from_pretrained(..., target_lang=...)` and
   `pipeline(..., model_kwargs={"target_lang": ...})` load it (`adapters.py`);
-- the n-gram LM is applied by calling pyctcdecode directly, because transformers
-  deprecated its LM support (to be removed in v6), in a pool of --num_workers forked
-  processes; the search is the pipeline's (`beam_search.py`: `decode_beams`, best beam).
+- the n-gram LM is applied by calling the beam search directly, because transformers
+  deprecated its LM support (to be removed in v6): the pipeline's search (`beam_search.py`:
+  pyctcdecode's `decode_beams`, best beam) run in C++ by ctc-beam-decoder, which gives
+  pyctcdecode's text several times faster, over --num_workers threads; pyctcdecode itself,
+  in forked processes, where that package cannot be loaded.
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--decoder", choices=("auto", "greedy", "lm"), default="auto",
                         help="auto: the n-gram LM when the model folder has a non-empty language_model/, else greedy.")
     parser.add_argument("--num_workers", type=int, default=default_num_workers(),
-                        help="Processes decoding audio, and processes running the LM beam search"
+                        help="Processes decoding audio, and workers running the LM beam search"
                         " (default: the CPUs this process may use, at most 16; 0 decodes in this process).")
     parser.add_argument("--max_samples", type=int, default=None, help="Evaluate only the first N rows.")
     parser.add_argument("--output_dir", type=str, default=".", help="Where the result and log files go.")
@@ -330,7 +332,8 @@ def main() -> None:
         except ValueError as error:
             sys.exit(f"error: {error}")
         transcriber.beam_search = BeamSearch(decoder, args.num_workers)
-    print(f"decoder: {'n-gram LM (pyctcdecode)' if transcriber.beam_search else 'greedy'}; backend: {args.backend}")
+    print(f"decoder: {f'n-gram LM ({decoder.engine})' if transcriber.beam_search else 'greedy'}; "
+          f"backend: {args.backend}")
 
     try:
         dataset = load_speech_dataset(args.dataset, args.config, args.split, text_column=args.text_column_name,
