@@ -171,13 +171,17 @@ def check_labels(labels: list[str], tokenizer, vocab_size: int) -> None:
 
 @contextlib.contextmanager
 def kenlm_load_errors(kenlm_path: str):
-    """KenLM's error for a file it cannot read ("Cannot read model ... End of file") as a
-    ValueError naming the file and the fix."""
+    """KenLM's error for a file it cannot read as a ValueError naming the file and the fix:
+    pyctcdecode's kenlm raises OSError ("Cannot read model ... End of file"),
+    ctc-beam-decoder a ValueError ("could not load language model ...") of several lines."""
     try:
         yield
-    except (OSError, RuntimeError) as error:
+    except (OSError, RuntimeError, ValueError) as error:
+        if isinstance(error, ValueError) and "language model" not in str(error):
+            raise
         relative = os.path.join(LANGUAGE_MODEL_DIR, os.path.basename(kenlm_path))
-        raise ValueError(f"{relative} is damaged or cut short ({error}): {REBUILD}") from None
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{relative} is damaged or cut short ({reason}): {REBUILD}") from None
 
 
 # ---------------------------------------------------------------------------- the decoders
