@@ -697,12 +697,21 @@ def test_a_run_that_evaluates_nothing_leaves_the_last_runs_files_as_they_were(ti
 
 def test_ctrl_c_during_lm_decoding_stops_within_seconds_and_keeps_the_old_results(lm_repo, release, tmp_path):
     """SIGINT to the whole process group, as a terminal sends it, with LM workers running."""
+    # The release's clips 25 times over, so that the run is still decoding when the signal
+    # comes, however fast the machine and the beam search.
+    long_release = tmp_path / "cv"
+    (long_release / LOCALE).mkdir(parents=True)
+    for path in (release / LOCALE).iterdir():
+        if path.name != "validated.tsv":
+            (long_release / LOCALE / path.name).symlink_to(path)
+    header, *rows = (release / LOCALE / "validated.tsv").read_text(encoding="utf-8").splitlines()
+    (long_release / LOCALE / "validated.tsv").write_text("\n".join([header, *rows * 25]) + "\n", encoding="utf-8")
     out = tmp_path / "out"
     out.mkdir()
     old = out / f"cv_{LOCALE}_validated_eval_results.txt"
     old.write_text("WER: 0.5\nCER: 0.25")
     process = subprocess.Popen(
-        [sys.executable, "eval.py", "--model_id", "./", *map(str, eval_args(release)), "--decoder", "lm",
+        [sys.executable, "eval.py", "--model_id", "./", *map(str, eval_args(long_release)), "--decoder", "lm",
          "--num_workers", "2", "--batch_size", "1", "--output_dir", str(out)],
         cwd=lm_repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
