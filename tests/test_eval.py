@@ -714,7 +714,10 @@ def test_ctrl_c_during_lm_decoding_stops_within_seconds_and_keeps_the_old_result
         [sys.executable, "eval.py", "--model_id", "./", *map(str, eval_args(long_release)), "--decoder", "lm",
          "--num_workers", "2", "--batch_size", "1", "--output_dir", str(out)],
         cwd=lm_repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # As a shell started from a terminal runs it: a test run started in the background of
+        # a script inherits SIGINT ignored, and so would eval.py.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in process.stdout:
             if line.startswith("decoder: n-gram LM"):
