@@ -94,6 +94,15 @@ def ctc_labels(tokenizer, vocab_size: int) -> list[str]:
     return ["" if t == tokenizer.pad_token else " " if t == delimiter else t for t in labels]
 
 
+def decoder_alphabet(tokenizer, vocab_size: int) -> list[str]:
+    """The labels alphabet.json must hold for this tokenizer: pyctcdecode's own spelling of
+    `ctc_labels` ([UNK] becomes "⁇"), which transformers checks the tokenizer against when
+    it loads Wav2Vec2ProcessorWithLM."""
+    from pyctcdecode.alphabet import Alphabet
+
+    return Alphabet.build_alphabet(ctc_labels(tokenizer, vocab_size)).labels
+
+
 # ---------------------------------------------------------------------------- the LM's files
 
 
@@ -155,13 +164,10 @@ def check_labels(labels: list[str], tokenizer, vocab_size: int) -> None:
     """The decoder needs one label per model output, in the tokenizer's order: an
     alphabet.json of another vocabulary (labels swapped, or of an older vocab.json) of the
     right length would decode every clip into other letters without a word."""
-    from pyctcdecode.alphabet import Alphabet
-
     if len(labels) != vocab_size:
         raise ValueError(f"the LM decoder's {ALPHABET_FILE} has {len(labels)} labels but the model writes "
                          f"{vocab_size}; {REBUILD}")
-    # pyctcdecode's own spelling of the tokenizer's labels ([UNK] becomes "⁇"), as `ctcforge lm` writes them.
-    expected = Alphabet.build_alphabet(ctc_labels(tokenizer, vocab_size)).labels
+    expected = decoder_alphabet(tokenizer, vocab_size)
     differ = [index for index in range(vocab_size) if labels[index] != expected[index]]
     if differ:
         shown = ", ".join(f"id {i}: {labels[i]!r} for {expected[i]!r}" for i in differ[:5])

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ctcforge.atomic import replacing
 from ctcforge.beam_search import (ALPHABET_FILE, ATTRS_FILE, DEFAULT_SCORE_BOUNDARY, DEFAULT_UNK_SCORE_OFFSET,
-                                  LANGUAGE_MODEL_DIR, UNIGRAMS_FILE, ctc_labels, lm_dir_problems,
-                                  load_beam_decoder)
+                                  LANGUAGE_MODEL_DIR, UNIGRAMS_FILE, ctc_labels, decoder_alphabet,
+                                  lm_dir_problems, load_beam_decoder)
 from ctcforge.errors import CtcforgeError
 from ctcforge.text_normalizer import Normalizer
 
@@ -36,7 +36,6 @@ def decoder_labels(repo: Path, normalize: Normalizer) -> list[str]:
     """pyctcdecode's labels for the repo's model, after checking that the tokenizer, the
     model's vocab_size and the decoder alphabet agree; one CtcforgeError names every
     mismatched token."""
-    from pyctcdecode.alphabet import Alphabet
     from transformers import AutoTokenizer
 
     vocab_size = model_vocab_size(repo)
@@ -51,9 +50,7 @@ def decoder_labels(repo: Path, normalize: Normalizer) -> list[str]:
     if problems:
         raise CtcforgeError(f"{repo}: the tokenizer, config.json (vocab_size {vocab_size}) and the LM decoder "
                             f"alphabet disagree: {'; '.join(problems)}")
-    # pyctcdecode's own spelling of the labels ([UNK] becomes "⁇"); transformers checks
-    # the tokenizer against exactly these when it loads Wav2Vec2ProcessorWithLM.
-    normalized = Alphabet.build_alphabet(labels).labels
+    normalized = decoder_alphabet(tokenizer, vocab_size)  # what loading checks alphabet.json against
     if len(normalized) != vocab_size:
         raise CtcforgeError(f"{repo}: pyctcdecode made {len(normalized)} labels of the {vocab_size} model outputs "
                             f"(it adds a blank when none of {labels!r} is one)")
