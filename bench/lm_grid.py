@@ -44,6 +44,7 @@ def prepare(work: Path, clips: int, steps: int) -> tuple[Path, Path]:
 def main() -> None:
     from ctcforge.beam_search import CPP_ENGINE, PYTHON_ENGINE
     from ctcforge.demo import DEMO_TUNING_GRID
+    from ctcforge.lm_decoder import load_repo_decoder
     from ctcforge.lm_text import repo_normalizer
     from ctcforge.lm_tuning import TuningGrid, cached_dev_set, score_grid
     from ctcforge.repo_modules import repo_script_module
@@ -80,7 +81,9 @@ def main() -> None:
         for engine in seconds:
             before = load_average()
             started = time.perf_counter()
-            scores[engine] = score_grid(repo, dev, grid, normalizer, error_rates, progress=False, engine=engine)
+            with repo_script_module(repo, "beam_search.py") as beam_search:
+                decoder = load_repo_decoder(repo, beam_search, engine=engine)
+                scores[engine] = score_grid(beam_search, decoder, dev, grid, normalizer, error_rates, progress=False)
             seconds[engine].append(time.perf_counter() - started)
             print(f"  {engine:<17} #{repeat}: {seconds[engine][-1]:7.2f} s "
                   f"({seconds[engine][-1] / len(grid.cells()):.3f} s a cell; load {before} before, "

@@ -140,13 +140,16 @@ def check_language_model_dir(repo: Path) -> None:
         raise CtcforgeError("; ".join(problems))
 
 
-def load_repo_decoder(repo: Path):
+def load_repo_decoder(repo: Path, beam_search=None, engine: str | None = None):
     """The repo's LM decoder as eval.py loads it (`beam_search.load_beam_decoder`: its
-    alphabet checked against the tokenizer label by label, its KenLM file loadable)."""
+    alphabet checked against the tokenizer label by label, its KenLM file loadable), by
+    ctcforge's beam_search or the given module (the repo's own copy); `engine` names one
+    decoder package, for the benchmark."""
     from transformers import AutoTokenizer
 
+    load = beam_search.load_beam_decoder if beam_search is not None else load_beam_decoder
     try:
-        return load_beam_decoder(str(repo), AutoTokenizer.from_pretrained(str(repo)), model_vocab_size(repo))
+        return load(str(repo), AutoTokenizer.from_pretrained(str(repo)), model_vocab_size(repo), engine=engine)
     except ValueError as exc:
         raise CtcforgeError(f"{repo}: {exc}") from None
 

@@ -101,15 +101,18 @@ def tune_language_model(repo: Path, dataset: str, config: str | None, split: str
         check_language_model_dir(repo)
     except CtcforgeError as exc:
         raise CtcforgeError(f"{exc}; build the LM first: ctcforge lm {repo} --text FILE") from exc
-    # Before the model runs over the dev split: an LM that does not fit it stops at once.
-    load_repo_decoder(repo)
     grid = grid.with_defaults()
     normalizer = repo_normalizer(repo)
     config = config or normalizer.profile.get("code")  # as for `ctcforge new --dataset`
-    dev = cached_dev_set(repo, dataset, config, split, text_column, normalizer, max_clips, batch_size, log)
     with repo_script_module(repo, "error_rates.py") as metrics:
         error_rates = metrics.error_rates  # WER and CER as the repo's own definition, which eval.py uses
-    scores = score_grid(repo, dev, grid, normalizer, error_rates, progress, deadline, log)
+    # The fork pool's workers find the repo's beam_search module by its name inside this block.
+    with repo_script_module(repo, "beam_search.py") as beam_search:
+        # Loaded once, as eval.py loads it, and before the model runs over the dev split: an
+        # LM that does not fit the model stops at once.
+        decoder = load_repo_decoder(repo, beam_search)
+        dev = cached_dev_set(repo, dataset, config, split, text_column, normalizer, max_clips, batch_size, log)
+        scores = score_grid(beam_search, decoder, dev, grid, normalizer, error_rates, progress, deadline, log)
     greedy_wer, greedy_cer = error_rates(dev.references, dev.greedy, normalizer)
     best = best_score(scores)
     default = next(s for s in scores if (s.alpha, s.beta, s.beam_width) == (*default_weights(),
@@ -237,12 +240,12 @@ def load_dev_set(path: Path) -> DevSet:
 # ---------------------------------------------------------------------------- the grid
 
 
-def score_grid(repo: Path, dev: DevSet, grid: TuningGrid, normalizer, error_rates, progress: bool,
-               deadline: float | None = None, log=print, engine: str | None = None) -> list[Score]:
+def score_grid(beam_search, decoder, dev: DevSet, grid: TuningGrid, normalizer, error_rates, progress: bool,
+               deadline: float | None = None, log=print) -> list[Score]:
     """WER and CER of every grid cell (or of those finished by `deadline`), one alpha and
-    beta a task over a pool of workers, pyctcdecode's defaults first. The decoder is the
-    repo's own `beam_search.py`'s, loaded and run as eval.py runs it (`engine` names one
-    decoder package, for the benchmark)."""
+    beta a task over a pool of workers, pyctcdecode's defaults first. `beam_search` is the
+    repo's own `beam_search.py` as a module (`repo_script_module`, whose block the call
+    must be inside) and `decoder` the LM decoder it loaded: the search eval.py runs."""
     from tqdm.auto import tqdm
 
     required = (*default_weights(), default_beam_width())
@@ -250,11 +253,7 @@ def score_grid(repo: Path, dev: DevSet, grid: TuningGrid, normalizer, error_rate
     scores = []
     # One worker per core, at most one per weight pair.
     workers = min(os.cpu_count() or 1, len({(alpha, beta) for alpha, beta, _ in cells}))
-    # No tokenizer: a tuned repo has alphabet.json (check_language_model_dir), which gives the labels.
-    # Inside the block, where the fork pool's workers find the module by its name.
-    with repo_script_module(repo, "beam_search.py") as beam_search, \
-            beam_search.BeamSearch(beam_search.load_beam_decoder(str(repo), None, None, engine=engine), workers,
-                                   dev.log_probs) as search, \
+    with beam_search.BeamSearch(decoder, workers, dev.log_probs) as search, \
             tqdm(total=len(cells), desc="LM grid", disable=not progress, leave=False) as bar:
         for (alpha, beta, beam_width), predictions in until_deadline(search.decode_grid(cells), deadline, required):
             wer, cer = error_rates(dev.references, [normalizer(p) for p in predictions], normalizer)

@@ -173,6 +173,7 @@ def load_beam_decoder(model_dir, tokenizer, vocab_size, engine=None):
 def test_a_grid_past_its_deadline_scores_the_defaults_and_says_so_in_one_line(tmp_path, monkeypatch):
     import ctcforge.beam_search
     from ctcforge.lm_tuning import DevSet, TuningGrid, score_grid
+    from ctcforge.repo_modules import repo_script_module
 
     repo = tmp_path / "repo"  # all that tuning takes from the repo here: its beam search
     repo.mkdir()
@@ -182,8 +183,11 @@ def test_a_grid_past_its_deadline_scores_the_defaults_and_says_so_in_one_line(tm
     grid = TuningGrid(alphas=(0.0, 1.0), betas=(0.0,), beam_widths=(8,)).with_defaults()
     monkeypatch.setattr(os, "cpu_count", lambda: 1)  # one worker: the cells come in the order asked
     lines = []
-    scores = score_grid(repo, dev, grid, normalizer=str, error_rates=lambda refs, hyps, n: (1.0, 1.0),
-                        progress=False, deadline=0.0, log=lines.append)
+    with repo_script_module(repo, "beam_search.py") as beam_search:
+        decoder = beam_search.load_beam_decoder(str(repo), None, None)
+        scores = score_grid(beam_search, decoder, dev, grid, normalizer=str,
+                            error_rates=lambda refs, hyps, n: (1.0, 1.0), progress=False, deadline=0.0,
+                            log=lines.append)
     assert [(s.alpha, s.beta, s.beam_width) for s in scores] == [DEFAULTS]
     assert lines == [f"LM grid stopped at its deadline after 1 of {len(grid.cells())} cells; "
                      "the best of those is chosen"]

@@ -638,9 +638,14 @@ def test_time_budget_stops_training_and_decays_the_learning_rate(speech, tmp_pat
     assert (tmp_path / "model.safetensors").is_file()
     rates = [e["learning_rate"] for e in json.loads((tmp_path / "trainer_state.json").read_text())["log_history"]
              if "learning_rate" in e]
-    # Linear schedule over the budget: up during the first tenth of the time, then down to near 0,
-    # which a 2,000-step schedule would never reach in so few steps.
-    assert max(rates) > 10 * rates[-1] and rates[-1] < 0.2 * LEARNING_RATE, (steps, rates)
+    # Linear schedule over the budget: up during the first tenth of the time, then down towards 0
+    # at its end. A 2,000-step schedule would still be warming up over 200 steps, its rate rising
+    # at every step. How near 0 the last logged rate gets depends on how long a step takes on
+    # this machine (a step of a twelfth of the budget leaves a twelfth of the rate), so it is
+    # bounded loosely; that the rate falls after its peak is what a slow machine cannot change.
+    peak = rates.index(max(rates))
+    assert peak < len(rates) - 1 and all(a >= b for a, b in zip(rates[peak:], rates[peak + 1:])), (steps, rates)
+    assert rates[-1] < 0.5 * max(rates) and rates[-1] < 0.5 * LEARNING_RATE, (steps, rates)
 
 
 def test_two_process_run_on_cpu(speech, tmp_path):
