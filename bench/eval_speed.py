@@ -8,10 +8,16 @@ eval.py on the same model, clips and machine. Run by hand; it is not a test.
 Cases:
 - tiny: the `tiny` log-mel model, trained by the repo's own training script, greedy;
 - base: a 12 x 768 wav2vec2 with XLS-R's layer norms and attention masks (so eval.py may
-  batch it), random weights, greedy; also timed: its batched forward pass alone (the floor);
+  batch it), random weights, greedy; also timed: its batched forward pass alone (the floor),
+  on each backend;
 - lm: the tiny model with an n-gram LM built by `ctcforge lm`, beam search in both; then
   eval.py alone on it greedy, with the LM searched in C++ (ctc-beam-decoder) and by
   pyctcdecode, each also run on one clip so that its start-up can be taken out.
+
+In the greedy cases eval.py runs once per `--backends` entry (torch, and onnxruntime on the
+model exported as eval.py exports it), each also on one clip for its start-up, and each
+backend's transcripts are compared with torch's. `--max-samples N` measures the first N
+clips of the split only (the baseline, eval.py and the floor alike).
 
 The baseline (`baseline` sub-command, run in its own process) is the 2022 script's logic on
 today's stack: `cast_column("audio", Audio(sampling_rate))`, `pipeline()` on the model folder,
@@ -118,17 +124,22 @@ def forward_floor(args: argparse.Namespace) -> None:
 
     from ctcforge.speech_data import load_speech_dataset
 
+    from ctcforge.acoustic_engines import acoustic_engine
+
     features = AutoFeatureExtractor.from_pretrained(args.model_id)
     model = AutoModelForCTC.from_pretrained(args.model_id).eval()
     dataset = load_speech_dataset(args.dataset, args.config, args.split, sampling_rate=features.sampling_rate)
+    if args.max_samples:
+        dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     clips = sorted((clip["audio"]["array"] for clip in dataset), key=len, reverse=True)
     batches = [features(clips[i:i + args.batch_size], sampling_rate=features.sampling_rate, padding=True,
                         return_attention_mask=True, return_tensors="pt")
                for i in range(0, len(clips), args.batch_size)]
-    started = time.perf_counter()
     with torch.inference_mode():
+        engine = acoustic_engine(model, args.backend, dict(batches[0]))  # exported before the clock starts
+        started = time.perf_counter()
         for inputs in batches:
-            model(**inputs)
+            engine(**inputs)
     seconds = time.perf_counter() - started
     report = {"audio_seconds": sum(map(len, clips)) / features.sampling_rate, "seconds": seconds}
     Path(args.report).write_text(json.dumps(report), encoding="utf-8")
@@ -211,7 +222,12 @@ def make_base(work: Path, repo: Path, release: Path, log) -> None:
 # ---------------------------------------------------------------------------- measuring
 
 
-def run_baseline(repo: Path, release: Path, split: str, out: Path, blas_threads: int | None) -> dict:
+def limited(max_samples: int | None) -> tuple[str, ...]:
+    return ("--max_samples", str(max_samples)) if max_samples else ()
+
+
+def run_baseline(repo: Path, release: Path, split: str, out: Path, blas_threads: int | None,
+                 max_samples: int | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     report = out / "baseline.json"
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -219,7 +235,8 @@ def run_baseline(repo: Path, release: Path, split: str, out: Path, blas_threads:
         environment["OPENBLAS_NUM_THREADS"] = str(blas_threads)
     started = time.perf_counter()
     subprocess.run([sys.executable, str(Path(__file__).resolve()), "baseline", "--model_id", str(repo),
-                    "--dataset", str(release), "--config", LANGUAGE, "--split", split, "--report", str(report)],
+                    "--dataset", str(release), "--config", LANGUAGE, "--split", split, "--report", str(report),
+                    *limited(max_samples)],
                    cwd=out, check=True, capture_output=True, env=environment)
     return {**json.loads(report.read_text(encoding="utf-8")), "wall": time.perf_counter() - started}
 
@@ -247,12 +264,13 @@ def run_eval(repo: Path, release: Path, split: str, decoder: str, out: Path, bat
             "wer": float(results[0].split(": ")[1]), "cer": float(results[1].split(": ")[1])}
 
 
-def run_floor(repo: Path, release: Path, split: str, out: Path, batch_size: int) -> dict:
+def run_floor(repo: Path, release: Path, split: str, out: Path, batch_size: int, backend: str = "torch",
+              max_samples: int | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     report = out / "floor.json"
     subprocess.run([sys.executable, str(Path(__file__).resolve()), "floor", "--model_id", str(repo),
                     "--dataset", str(release), "--config", LANGUAGE, "--split", split, "--report", str(report),
-                    "--batch_size", str(batch_size)],
+                    "--batch_size", str(batch_size), "--backend", backend, *limited(max_samples)],
                    check=True, capture_output=True,
                    env={**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1"})
     return json.loads(report.read_text(encoding="utf-8"))
@@ -281,34 +299,52 @@ def measure(args: argparse.Namespace) -> None:
     release = paths["release"]
     for case in args.cases:
         repo, decoder = paths[case], "lm" if case == "lm" else "greedy"
+        # torch first, as what the others are compared with; the LM case's decoders come below.
+        backends = ["torch"] + ([b for b in args.backends if b != "torch"] if case != "lm" else [])
         for repeat in range(1, args.repeats + 1):
             runs = work / "runs" / f"{case}-{repeat}"
             shutil.rmtree(runs, ignore_errors=True)
             before = load_average()
-            base = run_baseline(repo, release, args.split, runs / "baseline", args.baseline_blas_threads)
-            ours = run_eval(repo, release, args.split, decoder, runs / "eval", args.batch_size, args.num_workers)
+            base = run_baseline(repo, release, args.split, runs / "baseline", args.baseline_blas_threads,
+                                args.max_samples)
+            ours = {backend: run_eval(repo, release, args.split, decoder, runs / f"eval-{backend}", args.batch_size,
+                                      args.num_workers, extra=("--backend", backend, *limited(args.max_samples)))
+                    for backend in backends}
+            one_clip = {backend: run_eval(repo, release, args.split, decoder, runs / f"one-{backend}",
+                                          args.batch_size, args.num_workers,
+                                          extra=("--backend", backend, "--max_samples", "1"))
+                        for backend in backends}
             after = load_average()
             expected_type = "ctc_with_lm" if case == "lm" else "ctc"
             assert base["pipe_type"] == expected_type, f"baseline pipeline is {base['pipe_type']}"
-            assert len(ours["predictions"]) == len(base["predictions"]), "clip counts differ"
-            same, base_wer, base_cer = scored_like_eval(repo, base["predictions"], ours)
+            torch_run = ours["torch"]
+            assert len(torch_run["predictions"]) == len(base["predictions"]), "clip counts differ"
+            same, base_wer, base_cer = scored_like_eval(repo, base["predictions"], torch_run)
             base_speed = base["audio_seconds"] / base["seconds"]
-            our_speed = ours["audio_seconds"] / ours["seconds"]
-            print(f"\n{case} #{repeat} ({ours['evaluated']} clips, {ours['audio_seconds']:.1f} s of audio; "
+            print(f"\n{case} #{repeat} ({torch_run['evaluated']} clips, {torch_run['audio_seconds']:.1f} s of audio; "
                   f"load {before} before, {after} after)")
             print(f"  baseline: {base_speed:8.1f} audio-s/s  ({base['seconds']:.1f} s; whole run {base['wall']:.1f} s)"
                   f"  WER {base['wer']:.4f}  CER {base['cer']:.4f}  pipe.type {base['pipe_type']}")
-            print(f"  eval.py:  {our_speed:8.1f} audio-s/s  ({ours['seconds']:.1f} s; whole run {ours['wall']:.1f} s)"
-                  f"  WER {ours['wer']:.4f}  CER {ours['cer']:.4f}  decoder {ours['decoder']}")
-            print(f"  ratio {our_speed / base_speed:.2f}x (whole runs {base['wall'] / ours['wall']:.2f}x); "
-                  f"same text for {same}/{len(ours['predictions'])} clips; baseline scored as eval.py scores: "
-                  f"WER {base_wer:.4f}  CER {base_cer:.4f}")
+            for backend, run in ours.items():
+                speed = run["audio_seconds"] / run["seconds"]
+                equal = sum(a == b for a, b in zip(run["predictions"], torch_run["predictions"]))
+                print(f"  eval.py {backend:<12} {speed:8.1f} audio-s/s  ({run['seconds']:.1f} s; whole run "
+                      f"{run['wall']:.1f} s, one-clip run {one_clip[backend]['wall']:.1f} s, start-up taken out "
+                      f"{without_start_up(run, one_clip[backend]):8.1f} audio-s/s)  WER {run['wer']:.4f}  "
+                      f"CER {run['cer']:.4f}  decoder {run['decoder']}; {speed / base_speed:.2f}x the baseline, "
+                      f"text equal to torch's for {equal}/{len(run['predictions'])} clips")
+            print(f"  baseline's text equal to eval.py's for {same}/{len(torch_run['predictions'])} clips; baseline "
+                  f"scored as eval.py scores: WER {base_wer:.4f}  CER {base_cer:.4f}")
             if case == "base":
-                for batch_size in sorted({args.batch_size, 1}, reverse=True):
-                    floor = run_floor(repo, release, args.split, runs / f"floor-{batch_size}", batch_size)
-                    floor_speed = floor["audio_seconds"] / floor["seconds"]
-                    print(f"  forward pass alone, batches of {batch_size}: {floor_speed:8.1f} audio-s/s "
-                          f"({floor['seconds']:.1f} s); eval.py takes {floor_speed / our_speed:.2f}x its time")
+                for backend in backends:
+                    speed = ours[backend]["audio_seconds"] / ours[backend]["seconds"]
+                    for batch_size in sorted({args.batch_size, 1}, reverse=True):
+                        floor = run_floor(repo, release, args.split, runs / f"floor-{backend}-{batch_size}",
+                                          batch_size, backend, args.max_samples)
+                        floor_speed = floor["audio_seconds"] / floor["seconds"]
+                        print(f"  forward pass alone, {backend}, batches of {batch_size}: {floor_speed:8.1f} "
+                              f"audio-s/s ({floor['seconds']:.1f} s); eval.py {backend} takes "
+                              f"{floor_speed / speed:.2f}x its time")
     if "lm" in args.cases:
         measure_decoders(args, paths, work)
 
@@ -361,7 +397,8 @@ def measure_decoders(args: argparse.Namespace, paths: dict[str, Path], work: Pat
             shutil.rmtree(runs, ignore_errors=True)
             with decoder_package(engine, work):
                 before = load_average()
-                full = run_eval(repo, release, args.split, decoder, runs / "all", args.batch_size, args.num_workers)
+                full = run_eval(repo, release, args.split, decoder, runs / "all", args.batch_size, args.num_workers,
+                                extra=limited(args.max_samples))
                 one = run_eval(repo, release, args.split, decoder, runs / "one", args.batch_size, args.num_workers,
                                extra=("--max_samples", "1"))
                 after = load_average()
@@ -385,12 +422,16 @@ def main() -> None:
             inner.add_argument(option, required=True)
         inner.add_argument("--max_samples", type=int, default=None)
         inner.add_argument("--batch_size", type=int, default=8)
+        inner.add_argument("--backend", default="torch")
     parser.add_argument("--workdir", default="/tmp/ctcforge-eval-bench", help="reused between runs")
     parser.add_argument("--clips", type=int, default=1500, help="clips to synthesise")
     parser.add_argument("--train-steps", type=int, default=1500, help="training steps of the tiny model")
     parser.add_argument("--split", default="dev+test", help="the clips measured")
     parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"], choices=["torch", "onnxruntime"],
+                        help="eval.py's --backend values measured in the greedy cases (torch is always run)")
+    parser.add_argument("--max-samples", type=int, default=None, help="measure only the first N clips of --split")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--num-workers", type=int, default=None, help="eval.py's --num_workers (default: its own)")
     parser.add_argument("--baseline-blas-threads", type=int, default=None,

@@ -377,3 +377,8 @@ def test_every_espeak_language_round_trips(code, tmp_path):
     profile = load_profile(code)
     labels = set(vocab_from_profile(profile))
     assert set(profile.normalizer()(sentence).replace(" ", "")) <= labels
+
+
+def test_every_espeak_language_has_a_sentence_file():
+    """`ctcforge synth LANG` makes a release of every profile espeak-ng can speak."""
+    assert sorted(set(SPOKEN) - {path.stem for path in SENTENCE_FILES}) == []
