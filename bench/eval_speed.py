@@ -208,9 +208,13 @@ def make_base(work: Path, repo: Path, release: Path, log) -> None:
     from ctcforge.render import new_repo
 
     architecture = work / "base-architecture"
-    Wav2Vec2Config(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                   feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,
-                   feat_extract_activation="gelu").save_pretrained(architecture)
+    config = Wav2Vec2Config(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                            feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,
+                            feat_extract_activation="gelu")
+    # A local base model must hold weights (`ctcforge new` refuses a folder without); the
+    # repo's own random weights, of its vocabulary's size, are saved over them below.
+    torch.manual_seed(0)
+    AutoModelForCTC.from_config(config).save_pretrained(architecture)
     Wav2Vec2FeatureExtractor(return_attention_mask=True, do_normalize=True).save_pretrained(architecture)
     shutil.rmtree(repo, ignore_errors=True)
     new_repo(LANGUAGE, repo, base_model=str(architecture), dataset=str(release))
