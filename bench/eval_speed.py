@@ -122,7 +122,7 @@ def forward_floor(args: argparse.Namespace) -> None:
     import torch
     from transformers import AutoFeatureExtractor, AutoModelForCTC
 
-    from ctcforge.speech_data import load_speech_dataset
+    from ctcforge.speech_data import decode_audio, load_speech_dataset
 
     from ctcforge.acoustic_engines import acoustic_engine
 
@@ -131,7 +131,8 @@ def forward_floor(args: argparse.Namespace) -> None:
     dataset = load_speech_dataset(args.dataset, args.config, args.split, sampling_rate=features.sampling_rate)
     if args.max_samples:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
-    clips = sorted((clip["audio"]["array"] for clip in dataset), key=len, reverse=True)
+    clips = sorted((decode_audio(clip["audio"], features.sampling_rate).samples for clip in dataset), key=len,
+                   reverse=True)
     batches = [features(clips[i:i + args.batch_size], sampling_rate=features.sampling_rate, padding=True,
                         return_attention_mask=True, return_tensors="pt")
                for i in range(0, len(clips), args.batch_size)]

@@ -9,7 +9,8 @@ by hand; it is not a test.
 What is timed is `ctcforge.lm_tuning.score_grid`, the grid stage of `ctcforge lm --tune`:
 every cell of the demo's grid (pyctcdecode's defaults added) decoded by the repo's own
 beam_search.py over one worker per core, and scored. Both packages must score every cell
-the same, or the run stops.
+the same, or the run stops. Then the search alone: every dev clip decoded in one thread at
+the LM's weights and beam width 100, nothing else timed; the texts must be equal.
 """
 
 from __future__ import annotations
@@ -95,6 +96,38 @@ def main() -> None:
     print(f"median: {CPP_ENGINE} {cpp:.2f} s, {PYTHON_ENGINE} {python:.2f} s: {python / cpp:.2f}x; "
           f"every cell's WER and CER equal; best WER {best.wer:.3f} (alpha {best.alpha}, beta {best.beta}, "
           f"beam {best.beam_width})")
+    time_search_alone(repo, dev, frames / 50, args.repeats)
+
+
+def time_search_alone(repo, dev, audio_seconds: float, repeats: int) -> None:
+    """The beam search by itself: every dev clip decoded one after another in this process at
+    the LM's own weights and the default beam width, as one eval.py LM worker decodes, with
+    nothing else timed (no loading, pool or scoring). Interleaved; the texts must be equal."""
+    from ctcforge.beam_search import CPP_ENGINE, DEFAULT_BEAM_WIDTH, PYTHON_ENGINE
+    from ctcforge.lm_decoder import load_repo_decoder
+    from ctcforge.repo_modules import repo_script_module
+
+    decoders = {}
+    for engine in (CPP_ENGINE, PYTHON_ENGINE):
+        with repo_script_module(repo, "beam_search.py") as beam_search:
+            decoders[engine] = load_repo_decoder(repo, beam_search, engine=engine)
+    seconds: dict[str, list[float]] = {engine: [] for engine in decoders}
+    texts = {}
+    for repeat in range(1, repeats + 1):
+        for engine, decoder in decoders.items():
+            started = time.perf_counter()
+            texts[engine] = [decoder.best_text(log_probs, DEFAULT_BEAM_WIDTH) for log_probs in dev.log_probs]
+            seconds[engine].append(time.perf_counter() - started)
+            print(f"  search alone, {engine:<17} #{repeat}: {seconds[engine][-1]:6.2f} s "
+                  f"({1000 * seconds[engine][-1] / audio_seconds:.2f} ms per audio second; load {load_average()})",
+                  flush=True)
+        if texts[CPP_ENGINE] != texts[PYTHON_ENGINE]:
+            differ = sum(a != b for a, b in zip(texts[CPP_ENGINE], texts[PYTHON_ENGINE]))
+            raise SystemExit(f"the two decoders wrote other text for {differ} of {len(dev.log_probs)} clips")
+    cpp, python = statistics.median(seconds[CPP_ENGINE]), statistics.median(seconds[PYTHON_ENGINE])
+    print(f"search alone, beam {DEFAULT_BEAM_WIDTH}, median: {CPP_ENGINE} {1000 * cpp / audio_seconds:.2f} ms, "
+          f"{PYTHON_ENGINE} {1000 * python / audio_seconds:.2f} ms per audio second: {python / cpp:.2f}x; "
+          f"the same text for all {len(dev.log_probs)} clips")
 
 
 if __name__ == "__main__":
