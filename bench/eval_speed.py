@@ -122,9 +122,8 @@ def forward_floor(args: argparse.Namespace) -> None:
     import torch
     from transformers import AutoFeatureExtractor, AutoModelForCTC
 
-    from ctcforge.speech_data import decode_audio, load_speech_dataset
-
     from ctcforge.acoustic_engines import acoustic_engine
+    from ctcforge.speech_data import decode_audio, load_speech_dataset
 
     features = AutoFeatureExtractor.from_pretrained(args.model_id)
     model = AutoModelForCTC.from_pretrained(args.model_id).eval()

@@ -94,13 +94,13 @@ def ctc_labels(tokenizer, vocab_size: int) -> list[str]:
     return ["" if t == tokenizer.pad_token else " " if t == delimiter else t for t in labels]
 
 
-def decoder_alphabet(tokenizer, vocab_size: int) -> list[str]:
-    """The labels alphabet.json must hold for this tokenizer: pyctcdecode's own spelling of
-    `ctc_labels` ([UNK] becomes "⁇"), which transformers checks the tokenizer against when
-    it loads Wav2Vec2ProcessorWithLM."""
+def decoder_alphabet(labels: list[str]) -> list[str]:
+    """The labels alphabet.json must hold for a model's `ctc_labels`: pyctcdecode's own
+    spelling of them ([UNK] becomes "⁇"), which transformers checks the tokenizer against
+    when it loads Wav2Vec2ProcessorWithLM."""
     from pyctcdecode.alphabet import Alphabet
 
-    return Alphabet.build_alphabet(ctc_labels(tokenizer, vocab_size)).labels
+    return Alphabet.build_alphabet(labels).labels
 
 
 # ---------------------------------------------------------------------------- the LM's files
@@ -167,7 +167,7 @@ def check_labels(labels: list[str], tokenizer, vocab_size: int) -> None:
     if len(labels) != vocab_size:
         raise ValueError(f"the LM decoder's {ALPHABET_FILE} has {len(labels)} labels but the model writes "
                          f"{vocab_size}; {REBUILD}")
-    expected = decoder_alphabet(tokenizer, vocab_size)
+    expected = decoder_alphabet(ctc_labels(tokenizer, vocab_size))
     differ = [index for index in range(vocab_size) if labels[index] != expected[index]]
     if differ:
         shown = ", ".join(f"id {i}: {labels[i]!r} for {expected[i]!r}" for i in differ[:5])

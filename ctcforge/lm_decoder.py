@@ -50,7 +50,7 @@ def decoder_labels(repo: Path, normalize: Normalizer) -> list[str]:
     if problems:
         raise CtcforgeError(f"{repo}: the tokenizer, config.json (vocab_size {vocab_size}) and the LM decoder "
                             f"alphabet disagree: {'; '.join(problems)}")
-    normalized = decoder_alphabet(tokenizer, vocab_size)  # what loading checks alphabet.json against
+    normalized = decoder_alphabet(labels)  # what loading checks alphabet.json against
     if len(normalized) != vocab_size:
         raise CtcforgeError(f"{repo}: pyctcdecode made {len(normalized)} labels of the {vocab_size} model outputs "
                             f"(it adds a blank when none of {labels!r} is one)")
