@@ -80,7 +80,7 @@ def make_base(folder: Path, tiny: Path) -> None:
 
 def clip_arrays(release: Path, count: int, sampling_rate: int) -> list[tuple[str, object]]:
     """(transcript, samples) of the first `count` clips of the release's test, dev and train splits."""
-    from ctcforge.speech_data import decode_audio, load_speech_dataset
+    from ctcforge.runtime.speech_data import decode_audio, load_speech_dataset
 
     clips = []
     for split in ("test", "dev", "train"):
@@ -96,7 +96,7 @@ def measure_case(name: str, folder: Path, tiny: Path, release: Path, args, log) 
     import torch
 
     from ctcforge.lm_text import repo_normalizer
-    from ctcforge.repo_modules import repo_script_module
+    from tests.repo_script import repo_script_module
 
     normalizer = repo_normalizer(tiny)
     with repo_script_module(tiny, "eval.py") as evaluation:

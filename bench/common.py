@@ -24,7 +24,7 @@ def load_average() -> str:
 def train_tiny(repo: Path, release: Path, steps: int, log_name: str | None = "train.log") -> None:
     """Stamps a `tiny` repo with its vocabulary from `release` and trains it `steps` steps;
     the training script's output goes to `log_name` in the repo, or nowhere with None."""
-    from ctcforge.render import new_repo
+    from ctcforge.new import new_repo
 
     shutil.rmtree(repo, ignore_errors=True)
     new_repo(LANGUAGE, repo, base_model="tiny", dataset=str(release))

@@ -135,7 +135,7 @@ def folder_bytes(folder: Path) -> int:
 
 
 def child(repo: Path, release: Path, mode: str, train: bool, result_file: Path, steps: int) -> None:
-    from ctcforge.repo_modules import repo_script_module
+    from tests.repo_script import repo_script_module
 
     output_dir = result_file.parent / "out"
     record = {"clips": None, "preparation_s": 0.0}
@@ -202,7 +202,7 @@ def main(argv=None) -> None:
         repo, release, mode, train, result_file = args.child
         child(Path(repo), Path(release), mode, train == "True", Path(result_file), args.steps)
         return
-    from ctcforge.render import new_repo
+    from ctcforge.new import new_repo
 
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)

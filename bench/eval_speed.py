@@ -67,7 +67,7 @@ def baseline(args: argparse.Namespace) -> None:
     from datasets import Audio
     from transformers import AutoFeatureExtractor, pipeline
 
-    from ctcforge.speech_data import read_common_voice
+    from ctcforge.runtime.speech_data import read_common_voice
 
     started = time.perf_counter()
     folder = Path(args.dataset) / args.config
@@ -122,8 +122,8 @@ def forward_floor(args: argparse.Namespace) -> None:
     import torch
     from transformers import AutoFeatureExtractor, AutoModelForCTC
 
-    from ctcforge.acoustic_engines import acoustic_engine
-    from ctcforge.speech_data import decode_audio, load_speech_dataset
+    from ctcforge.runtime.acoustic_engines import acoustic_engine
+    from ctcforge.runtime.speech_data import decode_audio, load_speech_dataset
 
     features = AutoFeatureExtractor.from_pretrained(args.model_id)
     model = AutoModelForCTC.from_pretrained(args.model_id).eval()
@@ -205,7 +205,7 @@ def make_base(work: Path, repo: Path, release: Path, log) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCTC, Wav2Vec2Config, Wav2Vec2FeatureExtractor
 
-    from ctcforge.render import new_repo
+    from ctcforge.new import new_repo
 
     architecture = work / "base-architecture"
     config = Wav2Vec2Config(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
@@ -284,7 +284,7 @@ def scored_like_eval(repo: Path, baseline_predictions: list[str], ours: dict) ->
     """The baseline's predictions through the repo's normaliser and eval.py's scoring: how
     many equal eval.py's, and their WER and CER. (The 2022 script normalised only the
     targets, and with its own character list, so its printed WER is not comparable.)"""
-    from ctcforge.repo_modules import repo_script_module
+    from tests.repo_script import repo_script_module
 
     with repo_script_module(repo, "eval.py") as evaluation:
         normalize = evaluation.text_normalizer.load()
@@ -361,7 +361,7 @@ def decoder_package(engine: str, work: Path):
     """eval.py's LM search run by `engine`. pyctcdecode is forced as on a machine where
     ctc-beam-decoder cannot load: a module of that name that fails to import comes first
     on the PYTHONPATH the eval.py processes inherit."""
-    from ctcforge.beam_search import PYTHON_ENGINE
+    from ctcforge.runtime.beam_search import PYTHON_ENGINE
 
     if engine != PYTHON_ENGINE:
         yield
@@ -389,7 +389,7 @@ def without_start_up(full: dict, one_clip: dict) -> float:
 def measure_decoders(args: argparse.Namespace, paths: dict[str, Path], work: Path) -> None:
     """The lm case's repo through eval.py greedy, with the LM searched in C++ and with it
     searched by pyctcdecode, interleaved; each also as a one-clip run, for its start-up."""
-    from ctcforge.beam_search import CPP_ENGINE, PYTHON_ENGINE
+    from ctcforge.runtime.beam_search import CPP_ENGINE, PYTHON_ENGINE
 
     repo, release = paths["lm"], paths["release"]
     rows = (("greedy", None), ("lm", CPP_ENGINE), ("lm", PYTHON_ENGINE))

@@ -81,7 +81,7 @@ def timed(label: str, action):
 
 def synthetic_corpus(path: Path, sentences: int) -> tuple[int, int]:
     """Writes `sentences` recombined hy-AM sentences; returns (sentences, words)."""
-    from ctcforge.profiles import load_profile
+    from ctcforge.languages import load_profile
     from ctcforge.synth import load_sentences
 
     normalize = load_profile(LANGUAGE).normalizer()
@@ -119,7 +119,7 @@ def build_bare(corpus: Path, folder: Path, order: int, memory: str) -> None:
 
 
 def bench_build(args, work: Path) -> None:
-    from ctcforge.render import new_repo
+    from ctcforge.new import new_repo
 
     corpus = work / "corpus.txt"
     seconds, (sentences, words) = timed("corpus generation", lambda: synthetic_corpus(corpus, args.sentences))
@@ -173,7 +173,7 @@ def bench_decode(args, work: Path) -> None:
     from pyctcdecode import BeamSearchDecoderCTC
 
     from ctcforge.lm_tuning import compute_dev_set, readable_clips
-    from ctcforge.speech_data import load_speech_dataset
+    from ctcforge.runtime.speech_data import load_speech_dataset
 
     repo, dataset = trained_repo(args, work)
     # The LM of part 1 (the synthetic corpus, with the release's training text): a real

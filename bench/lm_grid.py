@@ -43,12 +43,12 @@ def prepare(work: Path, clips: int, steps: int) -> tuple[Path, Path]:
 
 
 def main() -> None:
-    from ctcforge.beam_search import CPP_ENGINE, PYTHON_ENGINE
+    from ctcforge.runtime.beam_search import CPP_ENGINE, PYTHON_ENGINE
     from ctcforge.demo import DEMO_TUNING_GRID
-    from ctcforge.lm_decoder import load_repo_decoder
+    from ctcforge.lm_folder import load_repo_decoder
     from ctcforge.lm_text import repo_normalizer
     from ctcforge.lm_tuning import TuningGrid, cached_dev_set, score_grid
-    from ctcforge.repo_modules import repo_script_module
+    from tests.repo_script import repo_script_module
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/ctcforge-lm-grid-bench"))
@@ -103,9 +103,9 @@ def time_search_alone(repo, dev, audio_seconds: float, repeats: int) -> None:
     """The beam search by itself: every dev clip decoded one after another in this process at
     the LM's own weights and the default beam width, as one eval.py LM worker decodes, with
     nothing else timed (no loading, pool or scoring). Interleaved; the texts must be equal."""
-    from ctcforge.beam_search import CPP_ENGINE, DEFAULT_BEAM_WIDTH, PYTHON_ENGINE
-    from ctcforge.lm_decoder import load_repo_decoder
-    from ctcforge.repo_modules import repo_script_module
+    from ctcforge.runtime.beam_search import CPP_ENGINE, DEFAULT_BEAM_WIDTH, PYTHON_ENGINE
+    from ctcforge.lm_folder import load_repo_decoder
+    from tests.repo_script import repo_script_module
 
     decoders = {}
     for engine in (CPP_ENGINE, PYTHON_ENGINE):

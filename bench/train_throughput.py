@@ -8,7 +8,7 @@ Run by hand (not a test), from the project root:
                                                [--repeats 2] [--workdir DIR]
 
 It synthesises a hy-AM release (seed 0) with ctcforge.synth, stamps a `tiny` repo from it
-(ctcforge.render.new_repo with --dataset), then runs, interleaved (a, b, a, b, ...):
+(ctcforge.new.new_repo with --dataset), then runs, interleaved (a, b, a, b, ...):
 
   a) script:   the repo's own run_speech_recognition_ctc.py in a subprocess
                (--use_cpu --report_to none --dataloader_num_workers 0, no eval,
@@ -89,7 +89,7 @@ def parse_args(argv=None):
 
 
 def make_release_and_repo(work: Path, clips: int) -> tuple[Path, Path]:
-    from ctcforge.render import new_repo
+    from ctcforge.new import new_repo
     from ctcforge.synth import synthesize
 
     release = work / "cv"

@@ -9,9 +9,9 @@ from pathlib import Path
 import yaml
 
 from ctcforge import __version__
-from ctcforge.atomic import write_text_atomically
+from ctcforge.runtime.atomic import write_text_atomically
 from ctcforge.errors import CtcforgeError
-from ctcforge.profiles import Profile, load_profile, profile_from_dict
+from ctcforge.languages import Profile, load_profile, profile_from_dict
 
 ANSWERS_FILE = ".ctcforge-answers.yml"
 
@@ -31,12 +31,15 @@ class Answers:
     # ctcforge does not ship), so the repo can be stamped again without that file.
     profile: dict | None = None
     ctcforge_version: str = __version__
+    # The template version stamped (`ctcforge.templates.TEMPLATE_VERSION`); answers written
+    # before it was recorded come from version 1, the flat layout.
+    template_version: int = 1
     # sha256 of each file as ctcforge stamped it (path relative to the repo), so that
-    # `new --force` can tell a file nobody touched (updated) from one a person edited (kept).
+    # `ctcforge update` can tell a file nobody touched (replaced) from one a person edited (merged).
     files: dict[str, str] = field(default_factory=dict)
 
     def save(self, repo: Path) -> None:
-        header = "# Written by `ctcforge new`; `ctcforge card` and `ctcforge new --force` read it.\n"
+        header = "# Written by `ctcforge new`; `ctcforge card` and `ctcforge update` read it.\n"
         text = yaml.safe_dump(asdict(self), allow_unicode=True, sort_keys=False)
         write_text_atomically(repo / ANSWERS_FILE, header + text)
 

@@ -26,12 +26,12 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ctcforge import plots
 from ctcforge.answers import ANSWERS_FILE, Answers, answers_profile
-from ctcforge.atomic import write_text_atomically
-from ctcforge.beam_search import has_language_model
+from ctcforge.runtime.atomic import write_text_atomically
+from ctcforge.runtime.beam_search import has_language_model
 from ctcforge.catalogue import BaseModel, looks_like_path, resolve_base_model
-from ctcforge.error_rates import SPACELESS_SPLITS
+from ctcforge.runtime.error_rates import SPACELESS_SPLITS
 from ctcforge.errors import CtcforgeError
-from ctcforge.profiles import Profile
+from ctcforge.languages import Profile
 from ctcforge.repo_records import (TRAINING_RUN_FILE, EvalFigures, TrainingRun, read_eval_results,
                                    read_hyperparameters,
                                    read_lm_tuning, read_log_history, read_onnx_export, read_training_run,

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import yaml
 
-from ctcforge.atomic import write_text_atomically
+from ctcforge.runtime.atomic import write_text_atomically
 from ctcforge.errors import CtcforgeError
 # The repo's training script reads base_model.json through this shipped module.
-from ctcforge.starting_weights import BASE_MODEL_FILE, WEIGHT_FILES, has_weights
+from ctcforge.runtime.starting_weights import BASE_MODEL_FILE, WEIGHT_FILES, has_weights
 from ctcforge.vocab import PAD, UNK, WORD_DELIMITER, write_vocab
 
 CATALOGUE_FILE = Path(str(resources.files("ctcforge") / "catalogue.yaml"))

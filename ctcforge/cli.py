@@ -14,7 +14,7 @@ from ctcforge.errors import CtcforgeError
 
 
 def cmd_new(args: argparse.Namespace) -> None:
-    from ctcforge.render import new_repo
+    from ctcforge.new import new_repo
 
     repo = new_repo(args.language, args.output_dir, base_model=args.base_model, dataset=args.dataset,
                     dataset_config=args.config, spec_path=args.spec, profile_path=args.profile, force=args.force,
@@ -23,8 +23,19 @@ def cmd_new(args: argparse.Namespace) -> None:
     print(f"next: cd {repo} && python -m pytest -q")
 
 
+def cmd_update(args: argparse.Namespace) -> None:
+    from ctcforge.answers import ANSWERS_FILE
+    from ctcforge.new import new_repo
+
+    if not (args.repo / ANSWERS_FILE).is_file():
+        raise CtcforgeError(f"{args.repo} has no {ANSWERS_FILE}: only a repo made by `ctcforge new` can be updated")
+    new_repo(None, args.repo, force=True, report=print)
+    print(f"updated {args.repo}")
+    print(f"next: cd {args.repo} && git diff && python -m pytest -q")
+
+
 def cmd_profile(args: argparse.Namespace) -> None:
-    from ctcforge.profile_draft import write_draft
+    from ctcforge.profile import write_draft
 
     if bool(args.from_text) == bool(args.from_release):
         raise CtcforgeError("give the language's text: --from-text FILE... or --from-release DIR (not both)")
@@ -32,7 +43,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
     sources = args.from_text or [args.from_release]
     draft = write_draft(args.language, sources, output, from_release=bool(args.from_release), name=args.name,
                         force=args.force, progress=not args.quiet)
-    from ctcforge.profiles import available_codes
+    from ctcforge.languages import available_codes
 
     if args.language in available_codes():
         print(f"note: ctcforge ships a profile for {args.language} (ctcforge languages); this draft is from the text alone")
@@ -81,7 +92,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_push(args: argparse.Namespace) -> None:
-    from ctcforge.hub import push
+    from ctcforge.push import push
 
     push(args.repo_dir, args.repo_id, private=args.private, dry_run=args.dry_run,
          include_checkpoints=args.include_checkpoints, adapters_only=args.adapter_only)
@@ -89,7 +100,7 @@ def cmd_push(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     from ctcforge.card import rebuild_card
-    from ctcforge.onnx_export import export_repo
+    from ctcforge.export import export_repo
 
     export_repo(args.repo_dir, int8=args.int8)
     print(f"wrote {rebuild_card(args.repo_dir)} (its Usage section shows how to run the export)")
@@ -105,7 +116,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
 def cmd_languages(args: argparse.Namespace) -> None:
     from ctcforge.cv_utils_check import verdict
-    from ctcforge.profiles import available_codes, load_profile
+    from ctcforge.languages import available_codes, load_profile
 
     for code in available_codes():
         profile = load_profile(code)
@@ -122,7 +133,7 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 
 def cmd_data_common_voice(args: argparse.Namespace) -> None:
-    from ctcforge.common_voice_release import fetch_common_voice
+    from ctcforge.data import fetch_common_voice
 
     fetch_common_voice(args.locale, args.version, args.output_dir, dataset_id=args.dataset_id,
                        keep_archive=args.keep_archive, progress=not args.quiet)
@@ -137,8 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     new = commands.add_parser(
         "new", help="stamp a language repo (scripts, vocab, config, card, tests)",
-        description="Stamp a flat language repo: run_speech_recognition_ctc.py, eval.py, "
-                    "text_normalizer.py, vocab.json, config.json, README.md (model card), "
+        description="Stamp a language repo: run_speech_recognition_ctc.py and eval.py, their "
+                    "ctcforge_runtime/ package, vocab.json, config.json, README.md (model card), "
                     "requirements, tests/ and an empty language_model/.")
     new.add_argument("language", nargs="?",
                      help="Common Voice locale of a profile (see `ctcforge languages`); optional with --spec "
@@ -155,11 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
                           "does not ship) instead of a shipped profile; the repo records it, so --force needs it "
                           "only to change it")
     new.add_argument("--force", action="store_true",
-                     help="stamp into a non-empty folder; over a repo ctcforge made, update the files nobody edited "
-                          "(the answers it recorded fill in what is not given), keep edited ones with the new "
-                          "version beside them as NAME.new, and never touch vocab.json, the tokenizer or "
-                          "config.json under trained weights")
+                     help="stamp into a non-empty folder; over a repo ctcforge made, update it as `ctcforge "
+                          "update` does (the answers it recorded fill in what is not given)")
     new.set_defaults(run=cmd_new)
+
+    update = commands.add_parser(
+        "update", help="bring a repo to this ctcforge's template, merging your edits",
+        description="Render the template version the repo was stamped from (its recorded answers) and this "
+                    "version, and merge them into the repo three ways: files nobody edited are replaced, "
+                    "edited ones get the template's changes merged in (conflict markers where both changed a "
+                    "region), files the template dropped are removed unless edited; under trained weights "
+                    "vocab.json, the tokenizer and config.json stay. `new --force` over the repo does the same.")
+    update.add_argument("repo", type=Path, help="the repo folder (it holds .ctcforge-answers.yml)")
+    update.set_defaults(run=cmd_update)
 
     profile = commands.add_parser(
         "profile", help="draft a profile for a language ctcforge does not ship, from its own text",

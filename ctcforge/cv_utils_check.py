@@ -20,7 +20,7 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
-from ctcforge.profiles import Profile, alphabet_characters
+from ctcforge.languages import Profile, alphabet_characters
 
 
 @dataclass(frozen=True)

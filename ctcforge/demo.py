@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ctcforge.errors import CtcforgeError
-from ctcforge.repo_modules import repo_script_module
+from ctcforge.runtime import adapters
 from ctcforge.repo_records import RESULTS_SUFFIX, parse_eval_results
 
 DEFAULT_LANGUAGE = "hy-AM"
@@ -112,7 +112,7 @@ def synthesise(demo: Demo) -> None:
 
 def stamp(demo: Demo) -> None:
     from ctcforge.answers import ANSWERS_FILE
-    from ctcforge.render import new_repo
+    from ctcforge.new import new_repo
 
     if (demo.repo / ANSWERS_FILE).is_file():
         demo.log(f"skipped: {demo.repo} already stamped")
@@ -198,7 +198,7 @@ def latest_figures(log_file: Path) -> dict[str, str]:
 
 def build_lm(demo: Demo) -> None:
     from ctcforge.lm import TextSources, build_language_model
-    from ctcforge.lm_decoder import ALPHABET_FILE
+    from ctcforge.lm_folder import ALPHABET_FILE
     from ctcforge.lm_tuning import TuningGrid, tune_language_model
 
     if (demo.repo / ALPHABET_FILE).is_file() and (demo.repo / "lm_tuning" / "best.json").is_file():
@@ -251,16 +251,15 @@ def log_pipeline_check(demo: Demo) -> None:
     """Loads the repo the way its users will, and transcribes one test clip with it."""
     from transformers import pipeline
 
-    from ctcforge.lm_decoder import load_repo_decoder
+    from ctcforge.lm_folder import load_repo_decoder
 
     # transformers checks only that the alphabet holds the tokenizer's labels, not that it
     # holds them in id order, and shows a damaged KenLM file as a traceback.
     load_repo_decoder(demo.repo)
     with (demo.release / demo.language / "test.tsv").open(encoding="utf-8", newline="") as tsv:
         first = next(csv.DictReader(tsv, delimiter="\t", quoting=csv.QUOTE_NONE))
-    # The repo's own adapters.py: an adapter model loads with its language's adapter.
-    with repo_script_module(demo.repo, "adapters.py") as adapters:
-        arguments = adapters.pipeline_arguments(str(demo.repo))
+    # An adapter model loads with its language's adapter.
+    arguments = adapters.pipeline_arguments(str(demo.repo))
     asr = pipeline("automatic-speech-recognition", model=str(demo.repo), device=-1, **arguments)
     if asr.type != "ctc_with_lm":
         raise CtcforgeError(f"pipeline() loaded {demo.repo} as {asr.type!r}, not 'ctc_with_lm': the LM "

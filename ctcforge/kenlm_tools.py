@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from ctcforge.atomic import replacing
+from ctcforge.runtime.atomic import replacing
 from ctcforge.errors import CtcforgeError
 
 SETUP_HINT = "run ./setup.sh, which builds kenlm's lmplz and build_binary into .venv/bin"

@@ -10,7 +10,7 @@ The stages, each with its own progress bar:
 4. unigrams: the ARPA's words become `language_model/unigrams.txt`.
 
 `attrs.json` gets pyctcdecode's default weights (`ctcforge.lm_tuning` tunes them) and
-`alphabet.json` the model's labels (`ctcforge.lm_decoder`). Everything is built in a
+`alphabet.json` the model's labels (`ctcforge.lm_folder`). Everything is built in a
 staging folder under `.ctcforge-cache/` and moved into place at the end, so a failure at
 any stage leaves the previous LM as it was.
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 from ctcforge.errors import CtcforgeError
 from ctcforge.kenlm_tools import (arpa_unigram_count, arpa_words, check_lmplz_options,
                                   ensure_end_of_sentence_unigram, find_tool, run_build_binary, run_lmplz)
-from ctcforge.lm_decoder import (ALPHABET_FILE, KENLM_FILE, LM_DIR, UNIGRAMS_FILE, check_language_model_dir,
+from ctcforge.lm_folder import (ALPHABET_FILE, KENLM_FILE, LM_DIR, UNIGRAMS_FILE, check_language_model_dir,
                                  declare_lm_processor, decoder_labels, write_alphabet, write_attrs)
 from ctcforge.lm_text import (CorpusReport, check_corpus, dataset_lines, repo_alphabet, repo_normalizer,
                               test_split_sentences, text_file_lines, write_corpus)
@@ -93,7 +93,7 @@ def build_language_model(repo: Path, sources: TextSources, *, order: int = DEFAU
 
 
 def default_weights() -> tuple[float, float]:
-    from ctcforge.beam_search import DEFAULT_ALPHA, DEFAULT_BETA
+    from ctcforge.runtime.beam_search import DEFAULT_ALPHA, DEFAULT_BETA
 
     return DEFAULT_ALPHA, DEFAULT_BETA
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from ctcforge.answers import ANSWERS_FILE, Answers
 from ctcforge.errors import CtcforgeError
-from ctcforge.profiles import alphabet_characters, profile_from_dict
-from ctcforge.text_normalizer import PROFILE_FILE, Normalizer, load
+from ctcforge.languages import alphabet_characters, profile_from_dict
+from ctcforge.runtime.text_normalizer import PROFILE_FILE, Normalizer, load
 
 SYNTH_MARKER = "ctcforge-synth.json"  # written by `ctcforge synth` into its release
 FOREIGN_EXAMPLES = 3
@@ -104,7 +104,7 @@ def sentence_column(file) -> Iterator[str]:
 
 def dataset_lines(dataset: str, config: str | None, split: str, text_column: str) -> list[str]:
     """The text column of a speech dataset, read with the repo's one dataset loader."""
-    from ctcforge.speech_data import DatasetError, load_speech_dataset
+    from ctcforge.runtime.speech_data import DatasetError, load_speech_dataset
 
     try:
         rows = load_speech_dataset(dataset, config, split, text_column=text_column)

@@ -1,15 +1,15 @@
 """LM weight tuning: the alpha, beta and beam width that decode a dev split best.
 
-The acoustic model runs once over the dev split through the repo's own `transcription.py`
+The acoustic model runs once over the dev split through the runtime's `transcription`
 (eval.py's Transcriber, so the log-probs have the frames eval.py decodes) and its
 log-probabilities are cached in `.ctcforge-cache/dev_logits-<key>.npz`, keyed by the model
 weights and the dataset, so a rebuilt LM is tuned again without running the model. Every
 cell of the grid decodes the cached log-probs with the repo's LM, loaded and searched by
-the repo's own `beam_search.py` (the best beam of `decode_beams`, in C++ or pyctcdecode,
+the runtime's `beam_search` (the best beam of `decode_beams`, in C++ or pyctcdecode,
 over a pool of workers), the search eval.py runs;
-WER and CER come from the repo's own `error_rates.py`, the definition eval.py uses, with
-the repo's normaliser. The repo's copies, not ctcforge's, so that what a user edited in
-them is what tuning measures; a repo stamped before they existed is told to stamp again.
+WER and CER come from the runtime's `error_rates`, the definition eval.py uses, with the
+repo's normaliser: the rules in its `language_profile.json`, the one place where the tool
+reads what a user changed in a repo.
 The grid always holds pyctcdecode's defaults (alpha 0.5, beta 1.5, beam width 100), so the
 chosen weights are never worse than them on the dev split.
 
@@ -32,12 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ctcforge.atomic import replacing
+from ctcforge.runtime.atomic import replacing
 from ctcforge.errors import CtcforgeError
 from ctcforge.lm import CACHE_DIR, TUNING_DIR, default_weights
-from ctcforge.lm_decoder import LM_DIR, PREPROCESSOR_FILE, check_language_model_dir, load_repo_decoder, update_attrs
+from ctcforge.lm_folder import LM_DIR, PREPROCESSOR_FILE, check_language_model_dir, load_repo_decoder, update_attrs
 from ctcforge.lm_text import repo_normalizer
-from ctcforge.repo_modules import repo_script_module
+from ctcforge.runtime import beam_search, transcription
+from ctcforge.runtime.error_rates import error_rates
 
 DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 DEFAULT_BETAS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
@@ -84,7 +85,7 @@ class DevSet:
 
 
 def default_beam_width() -> int:
-    from ctcforge.beam_search import DEFAULT_BEAM_WIDTH
+    from ctcforge.runtime.beam_search import DEFAULT_BEAM_WIDTH
 
     return DEFAULT_BEAM_WIDTH
 
@@ -104,15 +105,11 @@ def tune_language_model(repo: Path, dataset: str, config: str | None, split: str
     grid = grid.with_defaults()
     normalizer = repo_normalizer(repo)
     config = config or normalizer.profile.get("code")  # as for `ctcforge new --dataset`
-    with repo_script_module(repo, "error_rates.py") as metrics:
-        error_rates = metrics.error_rates  # WER and CER as the repo's own definition, which eval.py uses
-    # The fork pool's workers find the repo's beam_search module by its name inside this block.
-    with repo_script_module(repo, "beam_search.py") as beam_search:
-        # Loaded once, as eval.py loads it, and before the model runs over the dev split: an
-        # LM that does not fit the model stops at once.
-        decoder = load_repo_decoder(repo, beam_search)
-        dev = cached_dev_set(repo, dataset, config, split, text_column, normalizer, max_clips, batch_size, log)
-        scores = score_grid(beam_search, decoder, dev, grid, normalizer, error_rates, progress, deadline, log)
+    # Loaded once, as eval.py loads it, and before the model runs over the dev split: an
+    # LM that does not fit the model stops at once.
+    decoder = load_repo_decoder(repo, beam_search)
+    dev = cached_dev_set(repo, dataset, config, split, text_column, normalizer, max_clips, batch_size, log)
+    scores = score_grid(beam_search, decoder, dev, grid, normalizer, error_rates, progress, deadline, log)
     greedy_wer, greedy_cer = error_rates(dev.references, dev.greedy, normalizer)
     best = best_score(scores)
     default = next(s for s in scores if (s.alpha, s.beta, s.beam_width) == (*default_weights(),
@@ -134,7 +131,7 @@ def tune_language_model(repo: Path, dataset: str, config: str | None, split: str
 
 def cached_dev_set(repo: Path, dataset: str, config: str | None, split: str, text_column: str, normalizer,
                    max_clips: int | None, batch_size: int, log) -> DevSet:
-    from ctcforge.speech_data import DatasetError, load_speech_dataset
+    from ctcforge.runtime.speech_data import DatasetError, load_speech_dataset
 
     sampling_rate = json.loads((repo / PREPROCESSOR_FILE).read_text(encoding="utf-8"))["sampling_rate"]
     try:
@@ -184,9 +181,7 @@ def compute_dev_set(repo: Path, rows, text_column: str, normalizer, batch_size: 
     short, are skipped and counted."""
     import torch
 
-    # The repo's copy, so that an edited transcription.py is what tuning measures, as eval.py runs it.
-    with repo_script_module(repo, "transcription.py") as transcription:
-        transcriber = transcription.Transcriber(str(repo), torch.device("cpu"), batch_size)
+    transcriber = transcription.Transcriber(str(repo), torch.device("cpu"), batch_size)
     clips, skipped = readable_clips(rows, text_column, normalizer, transcriber.sampling_rate)
     if skipped:
         log(f"skipped {sum(skipped.values())} clips: "
@@ -201,7 +196,7 @@ def compute_dev_set(repo: Path, rows, text_column: str, normalizer, batch_size: 
 
 def readable_clips(rows, text_column: str, normalizer, sampling_rate: int):
     """(normalised reference, audio) of each usable row, and a count of the others by reason."""
-    from ctcforge.speech_data import decode_audio
+    from ctcforge.runtime.speech_data import decode_audio
 
     clips, skipped = [], Counter()
     for row, text in enumerate(rows[text_column]):
@@ -244,8 +239,7 @@ def score_grid(beam_search, decoder, dev: DevSet, grid: TuningGrid, normalizer, 
                deadline: float | None = None, log=print) -> list[Score]:
     """WER and CER of every grid cell (or of those finished by `deadline`), one alpha and
     beta a task over a pool of workers, pyctcdecode's defaults first. `beam_search` is the
-    repo's own `beam_search.py` as a module (`repo_script_module`, whose block the call
-    must be inside) and `decoder` the LM decoder it loaded: the search eval.py runs."""
+    runtime's beam_search module and `decoder` the LM decoder it loaded: the search eval.py runs."""
     from tqdm.auto import tqdm
 
     required = (*default_weights(), default_beam_width())

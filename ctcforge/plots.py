@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ctcforge.atomic import replacing
+from ctcforge.runtime.atomic import replacing
 
 
 def _pyplot():

@@ -235,7 +235,7 @@ def read_lm_tuning(repo: Path) -> dict | None:
 def read_onnx_export(repo: Path) -> dict | None:
     """onnx/export.json as `ctcforge export` wrote it, with "int8" telling whether the
     quantised model is there too; None when the repo has no ONNX model."""
-    from ctcforge.onnx_export import EXPORT_DIR, INT8_MODEL_FILE, MODEL_FILE, SETTINGS_FILE
+    from ctcforge.export import EXPORT_DIR, INT8_MODEL_FILE, MODEL_FILE, SETTINGS_FILE
 
     folder = repo / EXPORT_DIR
     if not (folder / MODEL_FILE).is_file():

@@ -73,7 +73,7 @@ from importlib import resources
 from pathlib import Path
 
 from ctcforge.errors import CtcforgeError
-from ctcforge.profiles import Profile, alphabet_characters, load_profile
+from ctcforge.languages import Profile, alphabet_characters, load_profile
 
 SENTENCE_DIR = Path(str(resources.files("ctcforge") / "sentences"))
 

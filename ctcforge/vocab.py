@@ -6,9 +6,9 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from ctcforge.atomic import write_text_atomically
-from ctcforge.profiles import Profile, alphabet_characters
-from ctcforge.text_normalizer import Normalizer
+from ctcforge.runtime.atomic import write_text_atomically
+from ctcforge.languages import Profile, alphabet_characters
+from ctcforge.runtime.text_normalizer import Normalizer
 
 WORD_DELIMITER = "|"
 UNK = "[UNK]"

@@ -15,8 +15,8 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCTC, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, pipeline
 
 from ctcforge.lm import TextSources, build_language_model
-from ctcforge.render import new_repo
-from ctcforge.repo_modules import repo_script_module
+from ctcforge.new import new_repo
+from repo_script import repo_script_module
 from test_eval import read_log
 from test_finetuning import XLSR_STYLE, run_script
 
@@ -272,7 +272,7 @@ def test_card_says_adapter_fine_tune_with_its_size_and_base(trained, mms_base, t
 
 
 def test_every_profile_names_its_iso_639_3_code():
-    from ctcforge.profiles import available_codes, load_profile
+    from ctcforge.languages import available_codes, load_profile
 
     codes = {code: load_profile(code).iso639_3 for code in available_codes()}
     assert all(isinstance(iso, str) and len(iso) == 3 and iso.isalpha() for iso in codes.values()), codes

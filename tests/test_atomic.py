@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from ctcforge.atomic import replacing, write_bytes_atomically, write_text_atomically
+from ctcforge.runtime.atomic import replacing, write_bytes_atomically, write_text_atomically
 
 
 @pytest.mark.parametrize("error", [RuntimeError("interrupted"), OSError(28, "No space left on device"),

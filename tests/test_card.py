@@ -15,8 +15,8 @@ from ctcforge.answers import Answers
 from ctcforge.card import CardFacts, check_card, facts_from_answers, rebuild_card, render_card, write_card
 from ctcforge.catalogue import resolve_base_model
 from ctcforge.errors import CtcforgeError
-from ctcforge.profiles import load_profile
-from ctcforge.render import new_repo
+from ctcforge.languages import load_profile
+from ctcforge.new import new_repo
 from ctcforge.spec import spec_from_dict
 from repo_script import imported_script
 

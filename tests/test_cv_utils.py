@@ -6,7 +6,7 @@ import pytest
 from ctcforge import cv_utils_check
 from ctcforge.cli import main
 from ctcforge.cv_utils_check import allowed_letters, compare, covered_locales, verdict
-from ctcforge.profiles import available_codes, load_profile, profile_from_dict
+from ctcforge.languages import available_codes, load_profile, profile_from_dict
 
 # Without the package (pinned in requirements-dev.txt, installed by ./setup.sh) nothing is
 # covered, and test_most_profiles_are_checked fails rather than the comparison passing unseen.

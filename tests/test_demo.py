@@ -171,13 +171,13 @@ def load_beam_decoder(model_dir, tokenizer, vocab_size, engine=None):
 
 
 def test_a_grid_past_its_deadline_scores_the_defaults_and_says_so_in_one_line(tmp_path, monkeypatch):
-    import ctcforge.beam_search
+    import ctcforge.runtime.beam_search
     from ctcforge.lm_tuning import DevSet, TuningGrid, score_grid
-    from ctcforge.repo_modules import repo_script_module
+    from repo_script import repo_script_module
 
     repo = tmp_path / "repo"  # all that tuning takes from the repo here: its beam search
     repo.mkdir()
-    source = Path(ctcforge.beam_search.__file__).read_text(encoding="utf-8")
+    source = Path(ctcforge.runtime.beam_search.__file__).read_text(encoding="utf-8")
     (repo / "beam_search.py").write_text(source + INSTANT_DECODER, encoding="utf-8")
     dev = DevSet(log_probs=[None, None], references=["a", "b"], greedy=["a", "b"])
     grid = TuningGrid(alphas=(0.0, 1.0), betas=(0.0,), beam_widths=(8,)).with_defaults()

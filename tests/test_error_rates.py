@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from transformers import EvalPrediction, Wav2Vec2CTCTokenizer
 
-from ctcforge.error_rates import error_rates
-from ctcforge.profiles import load_profile
-from ctcforge.render import new_repo
-from ctcforge.repo_modules import repo_script_module
-from ctcforge.text_normalizer import Normalizer
+from ctcforge.runtime.error_rates import error_rates
+from ctcforge.languages import load_profile
+from ctcforge.new import new_repo
+from repo_script import repo_script_module
+from ctcforge.runtime.text_normalizer import Normalizer
 from repo_script import imported_script
 
 

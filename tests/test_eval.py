@@ -28,8 +28,8 @@ from transformers import (AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Wav
 
 from ctcforge.lm import TextSources, build_language_model
 from ctcforge.lm_tuning import compute_dev_set
-from ctcforge.render import new_repo
-from ctcforge.repo_modules import repo_script_module
+from ctcforge.new import new_repo
+from repo_script import repo_script_module
 from ctcforge.synth import synthesize
 
 pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("ffmpeg")),
@@ -606,7 +606,7 @@ def test_importing_eval_changes_no_environment(tiny_repo, monkeypatch):
 NOT_AT_START = ("pyctcdecode", "kenlm", "matplotlib", "fugashi", "pykakasi")
 IMPORTS = """
 import sys
-from ctcforge.repo_modules import repo_script_module
+from repo_script import repo_script_module
 script, lm_folder = sys.argv[1], sys.argv[2]
 with repo_script_module(".", script) as module:
     if lm_folder:  # eval.py's LM path up to a loaded decoder
@@ -781,7 +781,7 @@ def test_an_lm_that_does_not_fit_or_load_is_one_error_naming_the_fix(fault, lm_r
 
     from ctcforge import demo
     from ctcforge.errors import CtcforgeError
-    from ctcforge.lm_decoder import load_repo_decoder
+    from ctcforge.lm_folder import load_repo_decoder
 
     repo, words = lm_repo_with(fault, lm_repo, tmp_path)
     for load in (load_repo_decoder, lambda repo: demo.log_pipeline_check(SimpleNamespace(repo=repo))):

@@ -16,7 +16,7 @@ import torch
 from transformers import (AutoConfig, AutoFeatureExtractor, AutoModelForCTC, SeamlessM4TFeatureExtractor,
                           Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, set_seed)
 
-from ctcforge.render import new_repo
+from ctcforge.new import new_repo
 from ctcforge.synth import synthesize
 from repo_script import SCRIPT, imported_script
 from test_training_inputs import LOCALE, drop_table, run_script

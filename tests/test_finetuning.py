@@ -23,7 +23,7 @@ from transformers import (
 )
 
 from ctcforge.errors import CtcforgeError
-from ctcforge.render import new_repo
+from ctcforge.new import new_repo
 from ctcforge.synth import synthesize
 from repo_script import SCRIPT
 

@@ -12,13 +12,14 @@ from transformers import AutoConfig, AutoModelForCTC
 
 from ctcforge.cli import main
 from ctcforge.errors import CtcforgeError
-from ctcforge.render import new_repo, render_templates
-from ctcforge.text_normalizer import load as load_normalizer
+from ctcforge.new import new_repo
+from ctcforge.templates import render_templates
+from ctcforge.runtime.text_normalizer import load as load_normalizer
 
 EXPECTED_FILES = ["run_speech_recognition_ctc.py", "eval.py", "vocab.json", "config.json",
                   "preprocessor_config.json", "tokenizer_config.json", "README.md", "requirements.txt",
-                  "requirements-nodeps.txt", ".gitattributes", ".gitignore", "text_normalizer.py",
-                  "speech_data.py", "language_profile.json", ".ctcforge-answers.yml",
+                  "requirements-nodeps.txt", ".gitattributes", ".gitignore", "ctcforge_runtime/text_normalizer.py",
+                  "ctcforge_runtime/speech_data.py", "language_profile.json", ".ctcforge-answers.yml",
                   "tests/test_identity.py", "tests/test_text_normalizer.py"]
 
 
@@ -32,6 +33,15 @@ def test_repo_has_every_file(tiny_repo):
     assert not missing
     assert (tiny_repo / "language_model").is_dir() and not any((tiny_repo / "language_model").iterdir())
     assert not list(tiny_repo.rglob("*.jinja"))
+
+
+def test_top_level_holds_the_two_scripts_and_one_runtime_package(tiny_repo):
+    assert sorted(p.name for p in tiny_repo.glob("*.py")) == ["eval.py", "run_speech_recognition_ctc.py"]
+    folders = sorted(p.name for p in tiny_repo.iterdir() if p.is_dir())
+    assert folders == ["ctcforge_runtime", "language_model", "tests"]
+    runtime = Path(__file__).parents[1] / "ctcforge" / "runtime"
+    assert sorted(p.name for p in (tiny_repo / "ctcforge_runtime").iterdir()) == sorted(
+        p.name for p in runtime.glob("*.py"))
 
 
 def test_gitattributes_and_gitignore_carry_the_hub_rules(tiny_repo):
@@ -51,8 +61,9 @@ def test_vocab_is_the_profile_alphabet_with_ctc_specials(tiny_repo):
 
 
 def test_repo_normaliser_is_the_package_normaliser(tiny_repo):
-    repo_code = (tiny_repo / "text_normalizer.py").read_text(encoding="utf-8")
-    package_code = (Path(__file__).parents[1] / "ctcforge" / "text_normalizer.py").read_text(encoding="utf-8")
+    repo_code = (tiny_repo / "ctcforge_runtime" / "text_normalizer.py").read_text(encoding="utf-8")
+    package_code = (Path(__file__).parents[1] / "ctcforge" / "runtime" / "text_normalizer.py").read_text(
+        encoding="utf-8")
     assert repo_code == package_code
     normalize = load_normalizer(tiny_repo / "language_profile.json")
     assert normalize("Բարև, ԱՇԽԱՐՀ։") == "բարև աշխարհ"
@@ -111,12 +122,12 @@ def test_non_empty_output_dir_needs_force(tiny_repo, tmp_path):
 
 
 def test_failed_stamp_leaves_nothing_behind(tmp_path, monkeypatch):
-    import ctcforge.render as render
+    import ctcforge.new as new_module
 
     def broken(*args, **kwargs):
         raise CtcforgeError("boom")
 
-    monkeypatch.setattr(render, "write_card", broken)
+    monkeypatch.setattr(new_module, "write_card", broken)
     with pytest.raises(CtcforgeError, match="boom"):
         new_repo("hy-AM", tmp_path / "half", base_model="tiny")
     assert list(tmp_path.iterdir()) == []
@@ -222,31 +233,20 @@ def test_force_takes_the_recorded_answers_for_what_the_command_leaves_out(tmp_pa
     assert "unchanged" in capsys.readouterr().out
 
 
-def test_force_updates_untouched_files_and_keeps_edited_ones_beside_the_new(tmp_path, capsys):
+def test_force_updates_untouched_files_and_keeps_edited_ones(tmp_path, capsys):
+    """`new --force` over a repo is `ctcforge update` (merging is tested in test_update.py)."""
     repo = new_repo("hy-AM", tmp_path / "r", base_model="tiny")
-    stamped_eval = (repo / "eval.py").read_text(encoding="utf-8")
     stamped_requirements = (repo / "requirements.txt").read_text(encoding="utf-8")
     pretend_stamped(repo, "requirements.txt", "torch==0.1\n")  # an older stamp nobody edited
-    pretend_stamped(repo, "eval.py", "print('an older eval.py')\n")
-    (repo / "eval.py").write_text("print('an older eval.py')\n# my change\n", encoding="utf-8")  # a person's edit
+    (repo / "eval.py").write_text("print('my own eval.py')\n", encoding="utf-8")  # a person's edit
     assert main(["new", "hy-AM", "--output-dir", str(repo), "--base-model", "tiny", "--force"]) == 0
     out = capsys.readouterr().out
     assert (repo / "requirements.txt").read_text(encoding="utf-8") == stamped_requirements
-    assert (repo / "eval.py").read_text(encoding="utf-8").endswith("# my change\n")
-    assert (repo / "eval.py.new").read_text(encoding="utf-8") == stamped_eval
-    assert not (repo / "requirements.txt.new").exists()
-    line = {word: next(line for line in out.splitlines() if line.startswith(word))
-            for word in ("updated", "kept", "unchanged")}
+    assert (repo / "eval.py").read_text(encoding="utf-8") == "print('my own eval.py')\n"
+    assert not (repo / "requirements.txt.new").exists() and not (repo / "eval.py.new").exists()
+    line = {word: next(line for line in out.splitlines() if line.startswith(word)) for word in ("updated", "unchanged")}
     assert line["updated"] == "updated 1: requirements.txt"
-    assert line["kept"].startswith("kept 1 ") and line["kept"].endswith(": eval.py") and ".new" in line["kept"]
     assert int(line["unchanged"].split()[1]) > 10
-    # A second run finds the edit again: still the person's file, and since this ctcforge
-    # has nothing newer than what it stamped last, no second NAME.new.
-    (repo / "eval.py.new").unlink()
-    assert main(["new", "--output-dir", str(repo), "--force"]) == 0
-    assert (repo / "eval.py").read_text(encoding="utf-8").endswith("# my change\n")
-    assert not (repo / "eval.py.new").exists()
-    assert "updated" not in capsys.readouterr().out
 
 
 def test_force_over_trained_weights_keeps_the_labels_and_architecture(tmp_path, capsys):

@@ -12,8 +12,8 @@ import pytest
 from huggingface_hub import ModelCard
 
 from ctcforge.card import rebuild_card
-from ctcforge.profiles import load_profile
-from ctcforge.render import new_repo
+from ctcforge.languages import load_profile
+from ctcforge.new import new_repo
 from ctcforge.synth import synthesize
 
 pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("ffmpeg")),
@@ -85,7 +85,7 @@ def test_card_is_rebuilt_from_eval_results_and_trainer_state(trained_repo):
 
 def split_clips(release):
     """The test split's clips, decoded as eval.py decodes them."""
-    from ctcforge.speech_data import decode_audio, load_speech_dataset
+    from ctcforge.runtime.speech_data import decode_audio, load_speech_dataset
 
     rows = load_speech_dataset(str(release.parent), release.name, "test", sampling_rate=16000)
     return [decode_audio(row["audio"], 16000).samples for row in rows]
@@ -114,8 +114,8 @@ def pipeline_texts(repo, clips):
 
 def test_export_runs_in_sherpa_onnx_with_the_pipelines_text_and_goes_into_card_and_push(trained_repo, capsys):
     from ctcforge.cli import main
-    from ctcforge.hub import files_to_upload
-    from ctcforge.onnx_export import LOGIT_TOLERANCE
+    from ctcforge.push import files_to_upload
+    from ctcforge.export import LOGIT_TOLERANCE
 
     repo, release = trained_repo
     assert main(["export", str(repo), "--int8"]) == 0
@@ -149,7 +149,7 @@ def test_export_of_a_model_that_writes_text_gives_the_pipelines_text_in_sherpa_o
     import torch
     from transformers import AutoConfig, AutoModelForCTC
 
-    from ctcforge import onnx_export
+    from ctcforge import export as onnx_export
     from ctcforge.errors import CtcforgeError
 
     source, release = trained_repo

@@ -13,11 +13,11 @@ import pytest
 from huggingface_hub import HfApi, constants
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-from ctcforge import hub
+from ctcforge import push as hub
 from ctcforge.cli import main
 from ctcforge.errors import CtcforgeError
-from ctcforge.hub import files_to_upload, find_token, push
-from ctcforge.render import new_repo
+from ctcforge.push import files_to_upload, find_token, push
+from ctcforge.new import new_repo
 
 # Built at run time so this file holds no token pattern itself.
 TOKEN = "hf_" + "Zq7Rk2Lm9X" * 3 + "Wp4T"  # the current form: hf_ and 34 letters and digits
@@ -111,7 +111,7 @@ def repo(stamped, tmp_path):
 def stamped_files(stamped):
     files = stamped[1]
     # The stamp itself must be uploadable whole; a new template file needs an allowlist decision.
-    assert {"README.md", "eval.py", "run_speech_recognition_ctc.py", "text_normalizer.py",
+    assert {"README.md", "eval.py", "run_speech_recognition_ctc.py", "ctcforge_runtime/text_normalizer.py",
             "vocab.json", "config.json", "tests/test_scripts.py", ".gitattributes"} <= files
     return files
 

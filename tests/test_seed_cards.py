@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from ctcforge.render import new_repo
+from ctcforge.new import new_repo
 from ctcforge.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]

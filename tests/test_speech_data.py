@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from ctcforge.speech_data import (DatasetError, dataset_id, decode_audio, filter_by_duration,
+from ctcforge.runtime.speech_data import (DatasetError, dataset_id, decode_audio, filter_by_duration,
                                   is_local_path, load_speech_dataset, self_split_ids)
 from ctcforge.synth import synthesize
 
@@ -632,7 +632,7 @@ def test_the_default_is_still_two_columns_and_durations_add_a_third(listed):
 
 
 def test_the_duration_list_is_read_once_for_every_split(listed, monkeypatch):
-    from ctcforge import speech_data
+    from ctcforge.runtime import speech_data
 
     reads = []
     parse = speech_data.parse_clip_durations_tsv

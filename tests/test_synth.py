@@ -14,7 +14,7 @@ import pytest
 
 from ctcforge import synth
 from ctcforge.errors import CtcforgeError
-from ctcforge.profiles import alphabet_characters, available_codes, load_profile
+from ctcforge.languages import alphabet_characters, available_codes, load_profile
 from ctcforge.synth import (SENTENCE_DIR, VARIANTS, load_sentences, plan_clips, read_sentence_lines,
                             sentences_for, split_counts, split_of_sentence, standin_table, standin_text,
                             synthesize, tsv_text)
@@ -132,7 +132,7 @@ def test_plan_does_not_depend_on_the_hash_seed():
 
 @needs_tools
 def test_load_speech_dataset_reads_the_release(release):
-    from ctcforge.speech_data import decode_audio, load_speech_dataset
+    from ctcforge.runtime.speech_data import decode_audio, load_speech_dataset
 
     for split, size in [("train", 10), ("test", 1)]:
         dataset = load_speech_dataset(str(release.parent), "hy-AM", split)
@@ -346,7 +346,7 @@ def test_failed_run_leaves_nothing_behind(monkeypatch, tmp_path):
 # one per language is spoken here.
 from test_text_normalizer import read_table  # noqa: E402
 
-from ctcforge.speech_data import decode_audio  # noqa: E402
+from ctcforge.runtime.speech_data import decode_audio  # noqa: E402
 from ctcforge.vocab import vocab_from_profile  # noqa: E402
 
 SPOKEN = [code for code in available_codes() if load_profile(code).espeak_voice]

@@ -21,14 +21,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ctcforge.errors import CtcforgeError
-from ctcforge.profiles import (
+from ctcforge.languages import (
     PROFILE_DIR,
     alphabet_characters,
     available_codes,
     load_profile,
     load_profile_file,
 )
-from ctcforge.text_normalizer import Normalizer, RemoveCharacters, ReplaceCharacters
+from ctcforge.runtime.text_normalizer import Normalizer, RemoveCharacters, ReplaceCharacters
 
 LANGUAGES = ["ja", "km", "zh-HK", "as", "hy-AM", "tr", "sw", "ka", "ta", "eu"]
 NON_JA = [code for code in available_codes() if code != "ja"]

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Wav2Vec2CTCTokenizer
 
-from ctcforge.render import new_repo
+from ctcforge.new import new_repo
 from ctcforge.synth import synthesize
 from repo_script import SCRIPT, imported_script
 
@@ -495,7 +495,7 @@ def test_a_model_folder_whose_settings_do_not_parse_is_one_line_naming_the_fix(s
                                                                                 content, problem):
     """Both scripts load a local model folder's config.json first: training through
     starting_weights.check_reachable, eval.py through trained_model.trained_model_folder."""
-    from ctcforge.repo_modules import repo_script_module
+    from repo_script import repo_script_module
 
     folder = shutil.copytree(repo, tmp_path / "model")
     (folder / "model.safetensors").write_bytes(b"weights")  # looked for, not read

@@ -16,7 +16,7 @@ import numpy as np
 from transformers import (AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Wav2Vec2Config,
                           Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Model)
 
-from ctcforge.render import new_repo
+from ctcforge.new import new_repo
 from ctcforge.synth import synthesize
 from repo_script import SCRIPT, imported_script
 

@@ -73,15 +73,15 @@ from typing import NamedTuple
 import datasets
 import torch
 
-import text_normalizer
-from acoustic_engines import FP32_BACKENDS
-from adapters import AdapterError
-from atomic import write_text_atomically
-from beam_search import LANGUAGE_MODEL_DIR, BeamSearch, ctc_labels, has_language_model, load_beam_decoder
-from error_rates import error_rates
-from speech_data import DatasetError, dataset_id, load_speech_dataset
-from trained_model import TRAINING_RUN_FILE, NoTrainedModel, trained_model_folder
-from transcription import ClipReader, ReadClip, Transcriber, read_clips
+from ctcforge_runtime import text_normalizer
+from ctcforge_runtime.acoustic_engines import FP32_BACKENDS
+from ctcforge_runtime.adapters import AdapterError
+from ctcforge_runtime.atomic import write_text_atomically
+from ctcforge_runtime.beam_search import LANGUAGE_MODEL_DIR, BeamSearch, ctc_labels, has_language_model, load_beam_decoder
+from ctcforge_runtime.error_rates import error_rates
+from ctcforge_runtime.speech_data import DatasetError, dataset_id, load_speech_dataset
+from ctcforge_runtime.trained_model import TRAINING_RUN_FILE, NoTrainedModel, trained_model_folder
+from ctcforge_runtime.transcription import ClipReader, ReadClip, Transcriber, read_clips
 
 # Clips read ahead, sorted by length and batched together: this many batches' worth.
 WINDOW_BATCHES = 32

@@ -84,19 +84,10 @@ from transformers import (
 )
 
 # This repo's own modules, next to this script (ctcforge copies them into every repo).
-import adapters
-import checkpoints
-import clip_preparation
-import cpu_threads
-import ctc_frames
-import error_rates
-import features_on_the_fly
-import speech_data
-import starting_weights
-import text_normalizer
-import training_record
-import training_schedule
-import training_vocabulary
+from ctcforge_runtime import (
+    adapters, checkpoints, clip_preparation, cpu_threads, ctc_frames, error_rates, features_on_the_fly, speech_data,
+    starting_weights, text_normalizer, training_record, training_schedule, training_vocabulary,
+)
 
 logger = logging.getLogger(__name__)
 

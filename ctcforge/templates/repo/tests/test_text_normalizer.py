@@ -5,7 +5,7 @@ import unicodedata
 
 import pytest
 
-import text_normalizer
+from ctcforge_runtime import text_normalizer
 from conftest import REPO
 
 normalize = text_normalizer.load()

@@ -24,11 +24,12 @@ from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, constants, get
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalTokenNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
+from ctcforge.runtime.repo_files import RUNTIME_FOLDER
 from ctcforge import __version__
-from ctcforge.beam_search import KENLM_EXTENSIONS
+from ctcforge.runtime.beam_search import KENLM_EXTENSIONS
 from ctcforge.catalogue import has_weights
 from ctcforge.errors import CtcforgeError
-from ctcforge.onnx_export import EXPORT_DIR, EXPORT_FILES
+from ctcforge.export import EXPORT_DIR, EXPORT_FILES
 from ctcforge.repo_records import TRAINING_RUN_FILE, read_training_run, trained_weights_folder
 
 CARD = "README.md"
@@ -53,7 +54,7 @@ ROOT_FILES = CONFIG_FILES | TOKENIZER_FILES | {
     "all_results.json", "train_results.json", "eval_results.json",
     ".gitattributes", ".gitignore", ".ctcforge-answers.yml",
 }
-# The repo's own scripts (training, eval.py, normaliser, loader) sit at the root.
+# The repo's two scripts (training and eval.py) sit at the root, their runtime in its folder.
 ROOT_GLOBS = WEIGHT_GLOBS + EVAL_OUTPUT_GLOBS + ("*.py", "requirements*.txt")
 CHECKPOINT_GLOB = "checkpoint-*"
 # A checkpoint folder, when asked for, carries a loadable model and its trainer state only.
@@ -73,6 +74,7 @@ FOLDER_RULES = {
     "language_model": FolderRule((*(f"*{extension}" for extension in KENLM_EXTENSIONS), "unigrams.txt",
                                   "attrs.json"), any_depth=False),
     "tests": FolderRule(("*.py",), any_depth=True),
+    RUNTIME_FOLDER: FolderRule(("*.py",), any_depth=False),
     "eval": FolderRule(EVAL_OUTPUT_GLOBS, any_depth=True),  # eval/greedy, eval/lm
     "lm_tuning": FolderRule(("*",), any_depth=True),  # wer_grid.csv, wer_heatmap.png, best.json
     EXPORT_DIR: FolderRule(EXPORT_FILES, any_depth=False),  # `ctcforge export`: model.onnx, tokens.txt, ...

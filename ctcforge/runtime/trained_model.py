@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 
-from starting_weights import StartingWeightsError, check_model_json, has_weights
+from .starting_weights import StartingWeightsError, check_model_json, has_weights
 
 # Written by run_speech_recognition_ctc.py at the end of a run, into the repo and its
 # --output_dir; its "output_dir" is where the trained weights went.

@@ -20,10 +20,10 @@ import datasets
 import torch
 import transformers
 
-import starting_weights
-import training_schedule
-from atomic import write_text_atomically
-from trained_model import TRAINING_RUN_FILE  # eval.py reads the record through trained_model.py
+from . import starting_weights
+from . import training_schedule
+from .atomic import write_text_atomically
+from .trained_model import TRAINING_RUN_FILE  # eval.py reads the record through trained_model.py
 
 HYPERPARAMETERS_FILE = "training_hyperparameters.json"
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from safetensors import safe_open
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-import starting_weights
+from . import starting_weights
 
 logger = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from transformers import AutoFeatureExtractor
 
-import adapters
-import ctc_frames
-from speech_data import decode_audio
+from . import adapters
+from . import ctc_frames
+from .speech_data import decode_audio
 
 # A clip decoding to less than this share of the duration its header declares (and at
 # least TRUNCATION_MIN_SECONDS less) is taken for a file cut short.
@@ -277,7 +277,7 @@ class Transcriber:
     def use_backend(self, backend: str) -> None:
         """Run the forward pass on `backend` (acoustic_engines.BACKENDS). The ONNX engines
         are traced on a padded batch of two clips of noise."""
-        import acoustic_engines
+        from . import acoustic_engines
 
         noise = np.random.default_rng(0).uniform(-0.1, 0.1, 2 * self.sampling_rate).astype(np.float32)
         pieces = [self.preprocessor.piece(noise, None), self.preprocessor.piece(noise[: self.sampling_rate], None)]

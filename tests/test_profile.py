@@ -10,8 +10,8 @@ import yaml
 
 from ctcforge.cli import main
 from ctcforge.errors import CtcforgeError
-from ctcforge.profile_draft import draft_profile, draft_yaml, script_of
-from ctcforge.profiles import available_codes, load_profile_file
+from ctcforge.profile import draft_profile, draft_yaml, script_of
+from ctcforge.languages import available_codes, load_profile_file
 from ctcforge.synth import installed_voices
 
 # Maltese: Latin with ċ ġ ħ ż, the article joined by a hyphen, elision by an apostrophe.

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from ctcforge.cli import main
-from ctcforge.speech_data import load_speech_dataset
+from ctcforge.runtime.speech_data import load_speech_dataset
 
 API = "https://mozilladatacollective.com/api"
 STORAGE = "https://storage.example/presigned"

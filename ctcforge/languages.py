@@ -1,4 +1,4 @@
-"""Language profiles: one YAML file per language in `ctcforge/profiles/`, validated here.
+"""Language profiles: one YAML file per language in `ctcforge/languages/`, validated here.
 
 Adding a language means adding a file; nothing in the code names a language.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ctcforge.datafile import check_mapping, field_error, read_yaml
 from ctcforge.errors import CtcforgeError
-from ctcforge.text_normalizer import Lowercase, Normalizer
+from ctcforge.runtime.text_normalizer import Lowercase, Normalizer
 
 PROFILE_DIR = Path(str(resources.files("ctcforge") / "profiles"))
 

@@ -27,8 +27,8 @@ from transformers import AutoConfig, AutoModelForCTC, AutoTokenizer, TrainerCall
 from transformers.models.wav2vec2.modeling_wav2vec2 import WAV2VEC2_ADAPTER_SAFE_FILE
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-import starting_weights
-from atomic import replacing
+from . import starting_weights
+from .atomic import replacing
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from transformers import Wav2Vec2CTCTokenizer
 
-from atomic import write_text_atomically
+from .atomic import write_text_atomically
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ punctuation, symbols and invisible format characters are proposed for `chars_to_
 digits and letters of other scripts are flagged, for a person to decide. The casing rule,
 Unicode form and word split follow from what the text holds, and the espeak-ng voice from
 `espeak-ng --voices`. The result is a commented YAML file in the schema of
-`ctcforge/profiles/`, checked by `profiles.profile_from_dict` before it is written, which
+`ctcforge/languages/`, checked by `profiles.profile_from_dict` before it is written, which
 `ctcforge new --profile FILE` stamps a repo from once someone who knows the language has
 read it.
 
@@ -27,12 +27,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ctcforge.atomic import write_text_atomically
+from ctcforge.runtime.atomic import write_text_atomically
 from ctcforge.errors import CtcforgeError
 from ctcforge.lm_text import text_file_lines
-from ctcforge.profiles import Profile, profile_from_dict
+from ctcforge.languages import Profile, profile_from_dict
 from ctcforge.synth import installed_voices, voice_for_locale
-from ctcforge.text_normalizer import Normalizer
+from ctcforge.runtime.text_normalizer import Normalizer
 
 # Names whose script is not their first word alone.
 SCRIPT_PREFIXES = {"CJK": "Han", "COMBINING": "Inherited", "MODIFIER": "Common", "FULLWIDTH": "Common",

@@ -28,8 +28,8 @@ from collections import Counter
 import numpy as np
 import torch
 
-import clip_preparation
-import speech_data
+from . import clip_preparation
+from . import speech_data
 
 logger = logging.getLogger(__name__)
 

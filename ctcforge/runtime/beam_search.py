@@ -2,7 +2,7 @@
 the beam search over it, as eval.py and `ctcforge lm` tuning both do.
 
 This file is copied unchanged into every generated repo, beside eval.py, which imports it;
-ctcforge imports the same file as `ctcforge.beam_search` (the card asks whether there is an
+ctcforge imports the same file as `ctcforge.runtime.beam_search` (the card asks whether there is an
 LM, the LM builder maps the vocabulary to labels), so it imports no repo sibling, and no
 decoder package until a decoder is made.
 

@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from ctcforge.errors import CtcforgeError
-from ctcforge.repo_modules import repo_script_module
+from ctcforge.runtime import trained_model
+from ctcforge.runtime.error_rates import error_rates
 
 EXPORT_DIR = "onnx"
 MODEL_FILE = "model.onnx"
@@ -72,14 +73,13 @@ def export_repo(repo: Path, *, int8: bool = False, log=print) -> Export:
     """Writes `repo/onnx/` (see the module's docstring); returns what was checked."""
     from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
 
-    from ctcforge.front_ends import waveform_model
+    from ctcforge.waveform_model import waveform_model
 
     repo = Path(repo).resolve()
-    with repo_script_module(repo, "trained_model.py") as trained_model:  # where eval.py finds the weights
-        try:
-            folder = trained_model.trained_model_folder(str(repo), str(repo))
-        except trained_model.NoTrainedModel as exc:
-            raise CtcforgeError(str(exc)) from exc
+    try:  # where eval.py finds the weights
+        folder = trained_model.trained_model_folder(str(repo), str(repo))
+    except trained_model.NoTrainedModel as exc:
+        raise CtcforgeError(str(exc)) from exc
     feature_extractor = AutoFeatureExtractor.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCTC.from_pretrained(folder).eval()
@@ -119,7 +119,7 @@ def tokens_text(tokenizer, vocab_size: int) -> str:
     """tokens.txt: `symbol id` a line for every output id, the blank as <blk> and the word
     delimiter as ▁. A symbol with white space in it could not be read back (the runtimes
     split the line on it), so it is refused."""
-    from ctcforge.beam_search import ctc_labels
+    from ctcforge.runtime.beam_search import ctc_labels
 
     try:
         labels = ctc_labels(tokenizer, vocab_size)
@@ -141,7 +141,7 @@ def export_onnx(wrapped, path: Path, example: np.ndarray) -> None:
     (the exporter sets training mode from the module's, so eval() comes first)."""
     import torch
 
-    from ctcforge.acoustic_engines import forget_cached_lengths
+    from ctcforge.runtime.acoustic_engines import forget_cached_lengths
 
     wrapped.eval()
     forget_cached_lengths(wrapped)
@@ -207,7 +207,7 @@ def clips_of_test_split(repo: Path, sampling_rate: int, limit: int | None, log) 
     from ctcforge.answers import Answers
     from ctcforge.lm_text import SENTENCE_COLUMN, repo_normalizer
     from ctcforge.lm_tuning import readable_clips
-    from ctcforge.speech_data import DatasetError, load_speech_dataset
+    from ctcforge.runtime.speech_data import DatasetError, load_speech_dataset
 
     try:
         answers = Answers.load(repo)
@@ -255,8 +255,6 @@ def quantize(staging: Path, repo: Path, tokenizer, result: Export, log) -> Expor
         log("wrote the int8 model; the repo records no readable test split, so its CER change is not known")
         return result
     normalizer = repo_normalizer(repo)
-    with repo_script_module(repo, "error_rates.py") as metrics:
-        error_rates = metrics.error_rates  # eval.py's definition
     references = [reference for reference, _ in clips]
     rates = {}
     for name in (MODEL_FILE, INT8_MODEL_FILE):

@@ -116,7 +116,7 @@ class ReplaceCharacters:
     Keyboards give one letter several code points: the apostrophe of Swahili ng'ombe is typed
     as ' or ’, Persian yeh as Arabic ي or Persian ی. CTC labels must be one code point each,
     so `{"’": "'"}` maps the variants onto the letter the alphabet lists. Keys are single
-    characters; ctcforge checks each profile (ctcforge/profiles.py) so that no replacement
+    characters; ctcforge checks each profile (ctcforge/languages.py) so that no replacement
     writes a key, an ignored character, a character the casing step changes or text that
     composes with a neighbouring mark where that matters: normalising twice changes nothing.
     """
@@ -199,8 +199,8 @@ def _tagger():
 
 
 def load(path: str | Path | None = None) -> Normalizer:
-    """The normaliser of the repo this file lives in (or of the profile at `path`)."""
-    path = Path(path) if path else Path(__file__).with_name(PROFILE_FILE)
+    """The normaliser of the repo this package lives in (or of the profile at `path`)."""
+    path = Path(path) if path else Path(__file__).resolve().parents[1] / PROFILE_FILE
     return Normalizer(json.loads(path.read_text(encoding="utf-8")))
 
 

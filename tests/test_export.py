@@ -8,7 +8,7 @@ import pytest
 from transformers import Wav2Vec2CTCTokenizer
 
 from ctcforge.errors import CtcforgeError
-from ctcforge.onnx_export import tokens_text
+from ctcforge.export import tokens_text
 
 
 def tokenizer(tmp_path, labels):

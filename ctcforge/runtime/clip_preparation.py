@@ -27,9 +27,9 @@ import numpy as np
 import torch
 import torchaudio
 
-import ctc_frames
-import speech_data
-import transcription
+from . import ctc_frames
+from . import speech_data
+from . import transcription
 
 logger = logging.getLogger(__name__)
 

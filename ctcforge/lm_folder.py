@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ctcforge.atomic import replacing
-from ctcforge.beam_search import (ALPHABET_FILE, ATTRS_FILE, DEFAULT_SCORE_BOUNDARY, DEFAULT_UNK_SCORE_OFFSET,
+from ctcforge.runtime.atomic import replacing
+from ctcforge.runtime.beam_search import (ALPHABET_FILE, ATTRS_FILE, DEFAULT_SCORE_BOUNDARY, DEFAULT_UNK_SCORE_OFFSET,
                                   LANGUAGE_MODEL_DIR, UNIGRAMS_FILE, ctc_labels, decoder_alphabet,
                                   lm_dir_problems, load_beam_decoder)
 from ctcforge.errors import CtcforgeError
-from ctcforge.text_normalizer import Normalizer
+from ctcforge.runtime.text_normalizer import Normalizer
 
 LM_DIR = LANGUAGE_MODEL_DIR
 KENLM_FILE = "lm.binary"
