@@ -38,7 +38,6 @@ sys.path.insert(0, str(ROOT))
 
 
 def prepare(work: Path, clips: int, train_steps: int, from_demo: Path | None, log) -> dict[str, Path]:
-    from ctcforge.repo_modules import SHARED_MODULES
     from ctcforge.synth import synthesize
 
     release, tiny = work / "cv", work / "tiny"
@@ -55,8 +54,6 @@ def prepare(work: Path, clips: int, train_steps: int, from_demo: Path | None, lo
         if not (tiny / "model.safetensors").is_file():
             log(f"training the tiny model for {train_steps} steps")
             train_tiny(tiny, release, train_steps)
-    for module in SHARED_MODULES:  # the engines as this checkout has them
-        shutil.copy(ROOT / "ctcforge" / module, tiny / module)
     base = work / "base"
     if not (base / "model.safetensors").is_file():
         make_base(base, tiny)
@@ -96,19 +93,18 @@ def measure_case(name: str, folder: Path, tiny: Path, release: Path, args, log) 
     import torch
 
     from ctcforge.lm_text import repo_normalizer
-    from tests.repo_script import repo_script_module
+    from ctcforge.runtime.error_rates import error_rates
+    from ctcforge.runtime.transcription import Transcriber  # eval.py's, the engines as this checkout has them
 
     normalizer = repo_normalizer(tiny)
-    with repo_script_module(tiny, "eval.py") as evaluation:
-        transcriber = evaluation.Transcriber(str(folder), torch.device("cpu"), args.batch_size)
-        error_rates = evaluation.error_rates
-        engines, build_seconds = {}, {}
-        for backend in args.backends:
-            started = time.perf_counter()
-            transcriber.use_backend(backend)
-            build_seconds[backend] = time.perf_counter() - started
-            engines[backend] = transcriber.engine
-            log(f"{name}: built {backend} in {build_seconds[backend]:.1f} s")
+    transcriber = Transcriber(str(folder), torch.device("cpu"), args.batch_size)
+    engines, build_seconds = {}, {}
+    for backend in args.backends:
+        started = time.perf_counter()
+        transcriber.use_backend(backend)
+        build_seconds[backend] = time.perf_counter() - started
+        engines[backend] = transcriber.engine
+        log(f"{name}: built {backend} in {build_seconds[backend]:.1f} s")
     clips = clip_arrays(release, args.clips, transcriber.sampling_rate)
     references = [normalizer(text) for text, _ in clips]
     pieces = [transcriber.preprocessor.pieces(samples) for _, samples in clips]

@@ -30,9 +30,9 @@ from pathlib import Path
 import torch
 from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
-# The shipped module, as a stamped repo imports it (its siblings by bare name).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "ctcforge"))
-import adapters  # noqa: E402
+# The shipped module: the runtime package a stamped repo carries as ctcforge_runtime/.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ctcforge.runtime import adapters  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_average  # noqa: E402

@@ -40,6 +40,7 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # ctcforge and tests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import LANGUAGE, TRAINING_ARGS, load_average  # noqa: E402
 
@@ -86,8 +87,7 @@ def base_release(work: Path, clips: int) -> tuple[Path, list[dict], dict[str, in
             rows += list(csv.DictReader(tsv, delimiter="\t", quoting=csv.QUOTE_NONE))
     durations_file = work / "base-durations.json"
     if not durations_file.exists():
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ctcforge"))
-        import speech_data
+        from ctcforge.runtime import speech_data
 
         durations = {row["path"]: round(1000 * len(speech_data.decode_audio(
             {"path": str(folder / "clips" / row["path"]), "bytes": None}, 16000).samples) / 16000) for row in rows}

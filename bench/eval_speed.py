@@ -42,6 +42,7 @@ from pathlib import Path
 from common import LANGUAGE, load_average, train_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # ctcforge and tests
 CASES = ("tiny", "base", "lm")
 
 
@@ -247,9 +248,14 @@ def run_baseline(repo: Path, release: Path, split: str, out: Path, blas_threads:
 
 def run_eval(repo: Path, release: Path, split: str, decoder: str, out: Path, batch_size: int,
              num_workers: int | None, extra: tuple[str, ...] = ()) -> dict:
+    from ctcforge.runtime.repo_files import RUNTIME_FOLDER
+
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "ctcforge" / "templates" / "repo" / "eval.py", repo / "eval.py")  # the current one
-    shutil.copy(ROOT / "ctcforge" / "beam_search.py", repo / "beam_search.py")
+    # The current eval.py and runtime package, as `ctcforge new` would stamp them today.
+    shutil.copy(ROOT / "ctcforge" / "templates" / "repo" / "eval.py", repo / "eval.py")
+    (repo / RUNTIME_FOLDER).mkdir(exist_ok=True)
+    for module in (ROOT / "ctcforge" / "runtime").glob("*.py"):
+        shutil.copy(module, repo / RUNTIME_FOLDER / module.name)
     command = [sys.executable, "eval.py", "--model_id", "./", "--dataset", str(release), "--config", LANGUAGE,
                "--split", split, "--decoder", decoder, "--log_outputs", "--output_dir", str(out),
                "--batch_size", str(batch_size), *extra]

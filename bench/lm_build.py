@@ -167,11 +167,10 @@ def trained_repo(args, work: Path) -> tuple[Path, str]:
 
 def bench_decode(args, work: Path) -> None:
     import jiwer
+    from pyctcdecode import BeamSearchDecoderCTC
 
     from ctcforge.lm import TextSources, build_language_model
     from ctcforge.lm_text import repo_normalizer
-    from pyctcdecode import BeamSearchDecoderCTC
-
     from ctcforge.lm_tuning import compute_dev_set, readable_clips
     from ctcforge.runtime.speech_data import load_speech_dataset
 

@@ -7,10 +7,11 @@ by hand; it is not a test.
     .venv/bin/python bench/lm_grid.py --repo demo-output/repo --dataset demo-output/cv
 
 What is timed is `ctcforge.lm_tuning.score_grid`, the grid stage of `ctcforge lm --tune`:
-every cell of the demo's grid (pyctcdecode's defaults added) decoded by the repo's own
-beam_search.py over one worker per core, and scored. Both packages must score every cell
-the same, or the run stops. Then the search alone: every dev clip decoded in one thread at
-the LM's weights and beam width 100, nothing else timed; the texts must be equal.
+every cell of the demo's grid (pyctcdecode's defaults added) decoded by the runtime's
+beam_search (`ctcforge.runtime`, which a repo carries as ctcforge_runtime/) over one worker
+per core, and scored. Both packages must score every cell the same, or the run stops. Then
+the search alone: every dev clip decoded in one thread at the LM's weights and beam width
+100, nothing else timed; the texts must be equal.
 """
 
 from __future__ import annotations
@@ -43,12 +44,13 @@ def prepare(work: Path, clips: int, steps: int) -> tuple[Path, Path]:
 
 
 def main() -> None:
-    from ctcforge.runtime.beam_search import CPP_ENGINE, PYTHON_ENGINE
     from ctcforge.demo import DEMO_TUNING_GRID
     from ctcforge.lm_folder import load_repo_decoder
     from ctcforge.lm_text import repo_normalizer
     from ctcforge.lm_tuning import TuningGrid, cached_dev_set, score_grid
-    from tests.repo_script import repo_script_module
+    from ctcforge.runtime import beam_search
+    from ctcforge.runtime.beam_search import CPP_ENGINE, PYTHON_ENGINE
+    from ctcforge.runtime.error_rates import error_rates
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/ctcforge-lm-grid-bench"))
@@ -68,8 +70,6 @@ def main() -> None:
         repo, release = prepare(args.workdir, args.clips, args.train_steps)
     normalizer = repo_normalizer(repo)
     dev = cached_dev_set(repo, str(release), LANGUAGE, args.split, "sentence", normalizer, None, 8, print)
-    with repo_script_module(repo, "error_rates.py") as metrics:
-        error_rates = metrics.error_rates
     grid = TuningGrid(**DEMO_TUNING_GRID).with_defaults()
     frames = sum(len(log_probs) for log_probs in dev.log_probs)
     greedy_wer, greedy_cer = error_rates(dev.references, dev.greedy, normalizer)
@@ -82,9 +82,8 @@ def main() -> None:
         for engine in seconds:
             before = load_average()
             started = time.perf_counter()
-            with repo_script_module(repo, "beam_search.py") as beam_search:
-                decoder = load_repo_decoder(repo, beam_search, engine=engine)
-                scores[engine] = score_grid(beam_search, decoder, dev, grid, normalizer, error_rates, progress=False)
+            decoder = load_repo_decoder(repo, beam_search, engine=engine)
+            scores[engine] = score_grid(beam_search, decoder, dev, grid, normalizer, error_rates, progress=False)
             seconds[engine].append(time.perf_counter() - started)
             print(f"  {engine:<17} #{repeat}: {seconds[engine][-1]:7.2f} s "
                   f"({seconds[engine][-1] / len(grid.cells()):.3f} s a cell; load {before} before, "
@@ -103,14 +102,11 @@ def time_search_alone(repo, dev, audio_seconds: float, repeats: int) -> None:
     """The beam search by itself: every dev clip decoded one after another in this process at
     the LM's own weights and the default beam width, as one eval.py LM worker decodes, with
     nothing else timed (no loading, pool or scoring). Interleaved; the texts must be equal."""
-    from ctcforge.runtime.beam_search import CPP_ENGINE, DEFAULT_BEAM_WIDTH, PYTHON_ENGINE
     from ctcforge.lm_folder import load_repo_decoder
-    from tests.repo_script import repo_script_module
+    from ctcforge.runtime import beam_search
+    from ctcforge.runtime.beam_search import CPP_ENGINE, DEFAULT_BEAM_WIDTH, PYTHON_ENGINE
 
-    decoders = {}
-    for engine in (CPP_ENGINE, PYTHON_ENGINE):
-        with repo_script_module(repo, "beam_search.py") as beam_search:
-            decoders[engine] = load_repo_decoder(repo, beam_search, engine=engine)
+    decoders = {engine: load_repo_decoder(repo, beam_search, engine=engine) for engine in (CPP_ENGINE, PYTHON_ENGINE)}
     seconds: dict[str, list[float]] = {engine: [] for engine in decoders}
     texts = {}
     for repeat in range(1, repeats + 1):

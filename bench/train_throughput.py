@@ -28,7 +28,7 @@ shown beside it.
 With `--threads-under-load BUSY`, it compares instead the script with `--torch_threads 1`
 and with `--torch_threads 2`, interleaved, each run sharing the cores with BUSY processes
 that do nothing but spin (started before the run, stopped after it): how torch's thread
-count fares on a machine other jobs are using, the choice cpu_threads.py makes.
+count fares on a machine other jobs are using, the choice ctcforge_runtime/cpu_threads.py makes.
 """
 
 from __future__ import annotations
@@ -103,18 +103,15 @@ def make_release_and_repo(work: Path, clips: int) -> tuple[Path, Path]:
 
 def prepare_baseline_data(repo: Path, release: Path, out: Path) -> int:
     """Features and labels of the training split, prepared once and saved for the
-    baseline runs. Uses the repo's own loader, normaliser, feature extractor and tokenizer."""
+    baseline runs. Uses the runtime's loader (`ctcforge.runtime`, which the repo carries as
+    ctcforge_runtime/) and the repo's own normaliser profile, feature extractor and tokenizer."""
     import numpy as np
     import torch
     from transformers import AutoFeatureExtractor, Wav2Vec2CTCTokenizer
 
-    sys.path.insert(0, str(repo))
-    try:
-        import speech_data
-        import text_normalizer
-    finally:
-        sys.path.remove(str(repo))
-    normalizer = text_normalizer.load()
+    from ctcforge.runtime import speech_data, text_normalizer
+
+    normalizer = text_normalizer.load(repo / text_normalizer.PROFILE_FILE)  # the repo's own profile
     feature_extractor = AutoFeatureExtractor.from_pretrained(repo)
     tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(repo)
     input_name = feature_extractor.model_input_names[0]
@@ -122,7 +119,8 @@ def prepare_baseline_data(repo: Path, release: Path, out: Path) -> int:
                                               sampling_rate=feature_extractor.sampling_rate)
     examples = []
     for row in dataset:
-        waveform = np.asarray(row["audio"]["array"], dtype=np.float32).reshape(-1)
+        # The loader leaves audio undecoded; decode_audio is how the script decodes a clip.
+        waveform = speech_data.decode_audio(row["audio"], feature_extractor.sampling_rate).samples
         features = feature_extractor(waveform, sampling_rate=feature_extractor.sampling_rate)[input_name][0]
         labels = tokenizer(normalizer(row["sentence"] or "")).input_ids
         examples.append({input_name: np.asarray(features, dtype=np.float32), "labels": labels})
@@ -170,8 +168,8 @@ def run_baseline(repo: Path, data: Path, output_dir: Path, steps: int, batch: in
 def baseline_child(repo: Path, data: Path, result_file: Path, steps: int, batch: int) -> None:
     """A plain Trainer: no filters, no custom scheduler, no length grouping."""
     import torch
-    from transformers import (AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Trainer,
-                              TrainingArguments, Wav2Vec2CTCTokenizer, set_seed)
+    from transformers import (AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Trainer, TrainingArguments,
+                              Wav2Vec2CTCTokenizer, set_seed)
 
     saved = torch.load(data, weights_only=False)
     input_name, examples = saved["input_name"], saved["examples"]
