@@ -9,9 +9,9 @@ from pathlib import Path
 import yaml
 
 from ctcforge import __version__
-from ctcforge.runtime.atomic import write_text_atomically
-from ctcforge.errors import CtcforgeError
 from ctcforge.languages import Profile, load_profile, profile_from_dict
+from ctcforge.runtime.atomic import write_text_atomically
+from ctcforge.runtime.errors import CtcforgeError
 
 ANSWERS_FILE = ".ctcforge-answers.yml"
 

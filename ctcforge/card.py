@@ -6,7 +6,7 @@ fenced by `<!-- ctcforge:begin NAME -->` / `<!-- ctcforge:end NAME -->` markers,
 rebuild replaces only those and keeps every line a person wrote outside them.
 
 The repo's files (answers, training_run.json, trainer state, eval.py results) are read by
-`repo_records` into `CardFacts` first; each section is then rendered from its template in
+`results` and `runtime.repo_files` into `CardFacts` first; each section is then rendered from its template in
 `templates/card/NAME.md.jinja`, which turns those facts into markdown. Until the repo is
 trained, the training section suggests the command for its base model; after, it shows the
 command training_run.json records, and the framework versions are that run's (never those
@@ -26,23 +26,21 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ctcforge import plots
 from ctcforge.answers import ANSWERS_FILE, Answers, answers_profile
+from ctcforge.catalogue import BaseModel, looks_like_path, resolve_base_model
+from ctcforge.languages import Profile
+from ctcforge.results import EvalFigures, read_eval_results, read_lm_tuning, read_log_history, read_onnx_export
 from ctcforge.runtime.atomic import write_text_atomically
 from ctcforge.runtime.beam_search import has_language_model
-from ctcforge.catalogue import BaseModel, looks_like_path, resolve_base_model
 from ctcforge.runtime.error_rates import SPACELESS_SPLITS
-from ctcforge.errors import CtcforgeError
-from ctcforge.languages import Profile
-from ctcforge.repo_records import (TRAINING_RUN_FILE, EvalFigures, TrainingRun, read_eval_results,
-                                   read_hyperparameters,
-                                   read_lm_tuning, read_log_history, read_onnx_export, read_training_run,
-                                   trained_weights_folder)
+from ctcforge.runtime.errors import CtcforgeError
+from ctcforge.runtime.repo_files import (TRAINING_RUN_FILE, TRAINING_SCRIPT, TrainingRun, read_hyperparameters,
+                                         read_training_run, trained_weights_folder)
 from ctcforge.spec import Spec, check_metric_value, spec_from_dict
 
 TASK_TYPE = "automatic-speech-recognition"
 SECTION = re.compile(r"<!-- ctcforge:begin (?P<name>[\w-]+) -->\n.*?<!-- ctcforge:end (?P=name) -->\n?",
                      re.DOTALL)
 METRIC_LABEL = {"wer": "WER", "cer": "CER"}
-TRAINING_SCRIPT = "run_speech_recognition_ctc.py"
 # Where a command needs the dataset and the repo was stamped without one: a Common Voice
 # release folder, as speech_data.py loads it.
 DATASET_PLACEHOLDER = "PATH/TO/cv-corpus-X/"
@@ -420,7 +418,8 @@ def rebuild_card(repo: Path) -> Path:
     profile = answers_profile(answers)
     facts = facts_from_answers(answers, profile)
     run = read_training_run(repo)
-    trained_in = trained_weights_folder(repo, run)
+    # A card describes a run: weights with no record of the run that made them are not one.
+    trained_in = trained_weights_folder(repo) if run is not None else None
     if trained_in is not None:
         # The data it was really trained on, for `datasets:` and the LM and eval commands.
         dataset = run.argument("dataset_name") or facts.dataset

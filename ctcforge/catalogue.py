@@ -14,9 +14,9 @@ from pathlib import Path
 import yaml
 
 from ctcforge.runtime.atomic import write_text_atomically
-from ctcforge.errors import CtcforgeError
+from ctcforge.runtime.errors import CtcforgeError
 # The repo's training script reads base_model.json through this shipped module.
-from ctcforge.runtime.starting_weights import BASE_MODEL_FILE, WEIGHT_FILES, has_weights
+from ctcforge.runtime.repo_files import BASE_MODEL_FILE, WEIGHT_FILES, has_weights
 from ctcforge.vocab import PAD, UNK, WORD_DELIMITER, write_vocab
 
 CATALOGUE_FILE = Path(str(resources.files("ctcforge") / "catalogue.yaml"))

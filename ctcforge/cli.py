@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ctcforge import __version__
-from ctcforge.errors import CtcforgeError
+from ctcforge.runtime.errors import CtcforgeError
 
 
 def cmd_new(args: argparse.Namespace) -> None:

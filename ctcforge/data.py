@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
-from ctcforge.errors import CtcforgeError
+from ctcforge.runtime.errors import CtcforgeError
 
 MDC_SITE = "https://mozilladatacollective.com"
 # Where MDC's API keys are made (the SDK's own error messages point there too).

@@ -7,7 +7,7 @@ from typing import Callable
 
 import yaml
 
-from ctcforge.errors import CtcforgeError
+from ctcforge.runtime.errors import CtcforgeError
 
 FieldError = Callable[[str, str], CtcforgeError]
 

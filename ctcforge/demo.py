@@ -24,9 +24,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ctcforge.errors import CtcforgeError
+from ctcforge.results import parse_eval_results
 from ctcforge.runtime import adapters
-from ctcforge.repo_records import RESULTS_SUFFIX, parse_eval_results
+from ctcforge.runtime.errors import CtcforgeError
+from ctcforge.runtime.repo_files import RESULTS_SUFFIX
 
 DEFAULT_LANGUAGE = "hy-AM"
 DEFAULT_MINUTES = 15.0
@@ -198,8 +199,8 @@ def latest_figures(log_file: Path) -> dict[str, str]:
 
 def build_lm(demo: Demo) -> None:
     from ctcforge.lm import TextSources, build_language_model
-    from ctcforge.lm_folder import ALPHABET_FILE
     from ctcforge.lm_tuning import TuningGrid, tune_language_model
+    from ctcforge.runtime.repo_files import ALPHABET_FILE
 
     if (demo.repo / ALPHABET_FILE).is_file() and (demo.repo / "lm_tuning" / "best.json").is_file():
         demo.log("skipped: the LM is built and tuned")

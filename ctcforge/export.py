@@ -32,14 +32,14 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ctcforge.errors import CtcforgeError
-from ctcforge.runtime import trained_model
 from ctcforge.runtime.error_rates import error_rates
+from ctcforge.runtime.errors import CtcforgeError
+from ctcforge.runtime.repo_files import trained_model_folder
 
 EXPORT_DIR = "onnx"
 MODEL_FILE = "model.onnx"
@@ -76,10 +76,8 @@ def export_repo(repo: Path, *, int8: bool = False, log=print) -> Export:
     from ctcforge.waveform_model import waveform_model
 
     repo = Path(repo).resolve()
-    try:  # where eval.py finds the weights
-        folder = trained_model.trained_model_folder(str(repo), str(repo))
-    except trained_model.NoTrainedModel as exc:
-        raise CtcforgeError(str(exc)) from exc
+    # where eval.py finds the weights, by its rule
+    folder = trained_model_folder(str(repo), str(repo))
     feature_extractor = AutoFeatureExtractor.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCTC.from_pretrained(folder).eval()
@@ -207,7 +205,7 @@ def clips_of_test_split(repo: Path, sampling_rate: int, limit: int | None, log) 
     from ctcforge.answers import Answers
     from ctcforge.lm_text import SENTENCE_COLUMN, repo_normalizer
     from ctcforge.lm_tuning import readable_clips
-    from ctcforge.runtime.speech_data import DatasetError, load_speech_dataset
+    from ctcforge.runtime.speech_data import load_speech_dataset
 
     try:
         answers = Answers.load(repo)
@@ -220,7 +218,7 @@ def clips_of_test_split(repo: Path, sampling_rate: int, limit: int | None, log) 
     try:
         rows = load_speech_dataset(answers.dataset, config, "test", text_column=SENTENCE_COLUMN,
                                    sampling_rate=sampling_rate)
-    except DatasetError as exc:
+    except CtcforgeError as exc:
         log(f"the repo's test split cannot be read ({exc}); checking without it")
         return []
     if limit is not None:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from ctcforge.runtime.atomic import replacing
-from ctcforge.errors import CtcforgeError
+from ctcforge.runtime.errors import CtcforgeError
 
 SETUP_HINT = "run ./setup.sh, which builds kenlm's lmplz and build_binary into .venv/bin"
 LMPLZ_STAGES = 5  # lmplz announces "=== 1/5 Counting and sorting n-grams ===" and so on

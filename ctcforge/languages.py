@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from ctcforge.datafile import check_mapping, field_error, read_yaml
-from ctcforge.errors import CtcforgeError
+from ctcforge.runtime.errors import CtcforgeError
 from ctcforge.runtime.text_normalizer import Lowercase, Normalizer
 
 PROFILE_DIR = Path(str(resources.files("ctcforge") / "profiles"))

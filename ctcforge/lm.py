@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 
-from ctcforge.errors import CtcforgeError
-from ctcforge.kenlm_tools import (arpa_unigram_count, arpa_words, check_lmplz_options,
-                                  ensure_end_of_sentence_unigram, find_tool, run_build_binary, run_lmplz)
-from ctcforge.lm_folder import (ALPHABET_FILE, KENLM_FILE, LM_DIR, UNIGRAMS_FILE, check_language_model_dir,
-                                 declare_lm_processor, decoder_labels, write_alphabet, write_attrs)
+from ctcforge.kenlm_tools import (arpa_unigram_count, arpa_words, check_lmplz_options, ensure_end_of_sentence_unigram,
+                                  find_tool, run_build_binary, run_lmplz)
+from ctcforge.lm_folder import (KENLM_FILE, check_language_model_dir, declare_lm_processor, decoder_labels,
+                                write_alphabet, write_attrs)
 from ctcforge.lm_text import (CorpusReport, check_corpus, dataset_lines, repo_alphabet, repo_normalizer,
                               test_split_sentences, text_file_lines, write_corpus)
+from ctcforge.runtime.errors import CtcforgeError
+from ctcforge.runtime.repo_files import ALPHABET_FILE, LANGUAGE_MODEL_DIR, UNIGRAMS_FILE
 
 DEFAULT_ORDER = 5
 # lmplz reserves 80% of the machine's memory by default whatever the corpus size, which
@@ -76,7 +77,7 @@ def build_language_model(repo: Path, sources: TextSources, *, order: int = DEFAU
     try:
         corpus = staging / "corpus.txt"
         report = gather_text(repo, sources, normalize, corpus, allow_test_sentences, progress, log)
-        lm_dir = staging / LM_DIR
+        lm_dir = staging / LANGUAGE_MODEL_DIR
         lm_dir.mkdir()
         build_kenlm_files(corpus, lm_dir, report, order=order, prune=prune, memory=memory,
                           progress=progress, log=log)
@@ -88,7 +89,7 @@ def build_language_model(repo: Path, sources: TextSources, *, order: int = DEFAU
         shutil.rmtree(staging, ignore_errors=True)
     for note in declare_lm_processor(repo) + remove_stale_tuning(repo):
         log(note)
-    log(f"wrote {repo / ALPHABET_FILE} and {repo / LM_DIR}/ (order {order}, {report.sentences} sentences)")
+    log(f"wrote {repo / ALPHABET_FILE} and {repo / LANGUAGE_MODEL_DIR}/ (order {order}, {report.sentences} sentences)")
     return report
 
 
@@ -159,12 +160,12 @@ def write_unigrams(arpa: Path, path: Path, progress: bool) -> int:
 def move_into_place(staging: Path, repo: Path) -> None:
     """Swaps the staged language_model/ and alphabet.json into the repo; if the swap
     fails half way, the previous language_model/ is put back."""
-    target = repo / LM_DIR
+    target = repo / LANGUAGE_MODEL_DIR
     previous = staging / "previous"
     if target.exists():
         os.rename(target, previous)
     try:
-        os.rename(staging / LM_DIR, target)
+        os.rename(staging / LANGUAGE_MODEL_DIR, target)
     except OSError:
         if previous.exists():
             os.rename(previous, target)

@@ -14,15 +14,13 @@ import json
 from pathlib import Path
 
 from ctcforge.runtime.atomic import replacing
-from ctcforge.runtime.beam_search import (ALPHABET_FILE, ATTRS_FILE, DEFAULT_SCORE_BOUNDARY, DEFAULT_UNK_SCORE_OFFSET,
-                                  LANGUAGE_MODEL_DIR, UNIGRAMS_FILE, ctc_labels, decoder_alphabet,
-                                  lm_dir_problems, load_beam_decoder)
-from ctcforge.errors import CtcforgeError
+from ctcforge.runtime.beam_search import (DEFAULT_SCORE_BOUNDARY, DEFAULT_UNK_SCORE_OFFSET, ctc_labels,
+                                          decoder_alphabet, lm_dir_problems, load_beam_decoder)
+from ctcforge.runtime.errors import CtcforgeError
+from ctcforge.runtime.repo_files import ALPHABET_FILE, ATTRS_FILE, LANGUAGE_MODEL_DIR, PREPROCESSOR_FILE
 from ctcforge.runtime.text_normalizer import Normalizer
 
-LM_DIR = LANGUAGE_MODEL_DIR
 KENLM_FILE = "lm.binary"
-PREPROCESSOR_FILE = "preprocessor_config.json"
 # transformers 5's Wav2Vec2ProcessorWithLM.save_pretrained writes this file, and with it
 # the ASR pipeline no longer finds the processor class and silently decodes greedily.
 NESTED_PROCESSOR_FILE = "processor_config.json"
@@ -128,7 +126,7 @@ def check_language_model_dir(repo: Path) -> None:
     """Raises a CtcforgeError naming what is missing or extra in the layout pyctcdecode
     loads: alphabet.json beside language_model/{attrs.json, unigrams.txt, one KenLM file}."""
     repo = Path(repo)
-    lm_dir = repo / LM_DIR
+    lm_dir = repo / LANGUAGE_MODEL_DIR
     problems = []
     if not (repo / ALPHABET_FILE).is_file():
         problems.append(f"{ALPHABET_FILE} is missing from {repo}")

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ctcforge.answers import ANSWERS_FILE, Answers
-from ctcforge.errors import CtcforgeError
 from ctcforge.languages import alphabet_characters, profile_from_dict
-from ctcforge.runtime.text_normalizer import PROFILE_FILE, Normalizer, load
+from ctcforge.runtime.errors import CtcforgeError
+from ctcforge.runtime.repo_files import PROFILE_FILE
+from ctcforge.runtime.text_normalizer import Normalizer, load
 
 SYNTH_MARKER = "ctcforge-synth.json"  # written by `ctcforge synth` into its release
 FOREIGN_EXAMPLES = 3
@@ -104,12 +105,9 @@ def sentence_column(file) -> Iterator[str]:
 
 def dataset_lines(dataset: str, config: str | None, split: str, text_column: str) -> list[str]:
     """The text column of a speech dataset, read with the repo's one dataset loader."""
-    from ctcforge.runtime.speech_data import DatasetError, load_speech_dataset
+    from ctcforge.runtime.speech_data import load_speech_dataset
 
-    try:
-        rows = load_speech_dataset(dataset, config, split, text_column=text_column)
-    except DatasetError as exc:
-        raise CtcforgeError(str(exc)) from exc
+    rows = load_speech_dataset(dataset, config, split, text_column=text_column)
     # Reading one column decodes no audio.
     return [text or "" for text in rows[text_column]]
 

@@ -32,13 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ctcforge.runtime.atomic import replacing
-from ctcforge.errors import CtcforgeError
 from ctcforge.lm import CACHE_DIR, TUNING_DIR, default_weights
-from ctcforge.lm_folder import LM_DIR, PREPROCESSOR_FILE, check_language_model_dir, load_repo_decoder, update_attrs
+from ctcforge.lm_folder import check_language_model_dir, load_repo_decoder, update_attrs
 from ctcforge.lm_text import repo_normalizer
 from ctcforge.runtime import beam_search, transcription
+from ctcforge.runtime.atomic import replacing
 from ctcforge.runtime.error_rates import error_rates
+from ctcforge.runtime.errors import CtcforgeError
+from ctcforge.runtime.repo_files import LANGUAGE_MODEL_DIR, PREPROCESSOR_FILE
 
 DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 DEFAULT_BETAS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
@@ -114,7 +115,7 @@ def tune_language_model(repo: Path, dataset: str, config: str | None, split: str
     best = best_score(scores)
     default = next(s for s in scores if (s.alpha, s.beta, s.beam_width) == (*default_weights(),
                                                                             default_beam_width()))
-    update_attrs(repo / LM_DIR, best.alpha, best.beta)
+    update_attrs(repo / LANGUAGE_MODEL_DIR, best.alpha, best.beta)
     summary = {**asdict(best), "greedy_wer": greedy_wer, "greedy_cer": greedy_cer, "default_wer": default.wer,
                "default_cer": default.cer, "dev_clips": len(dev.references), "grid_cells": len(scores),
                "dataset": dataset,
@@ -122,7 +123,7 @@ def tune_language_model(repo: Path, dataset: str, config: str | None, split: str
     write_tuning_files(repo / TUNING_DIR, scores, best, summary)
     log(f"tuned on {len(dev.references)} {split} clips: alpha {best.alpha}, beta {best.beta}, beam width "
         f"{best.beam_width}: WER {best.wer:.4f} (defaults {default.wer:.4f}, greedy {greedy_wer:.4f}); "
-        f"wrote {repo / LM_DIR / 'attrs.json'} and {repo / TUNING_DIR}/")
+        f"wrote {repo / LANGUAGE_MODEL_DIR / 'attrs.json'} and {repo / TUNING_DIR}/")
     return summary
 
 
@@ -131,13 +132,10 @@ def tune_language_model(repo: Path, dataset: str, config: str | None, split: str
 
 def cached_dev_set(repo: Path, dataset: str, config: str | None, split: str, text_column: str, normalizer,
                    max_clips: int | None, batch_size: int, log) -> DevSet:
-    from ctcforge.runtime.speech_data import DatasetError, load_speech_dataset
+    from ctcforge.runtime.speech_data import load_speech_dataset
 
     sampling_rate = json.loads((repo / PREPROCESSOR_FILE).read_text(encoding="utf-8"))["sampling_rate"]
-    try:
-        rows = load_speech_dataset(dataset, config, split, text_column=text_column, sampling_rate=sampling_rate)
-    except DatasetError as exc:
-        raise CtcforgeError(str(exc)) from exc
+    rows = load_speech_dataset(dataset, config, split, text_column=text_column, sampling_rate=sampling_rate)
     if max_clips is not None:
         rows = rows.select(range(min(max_clips, len(rows))))
     path = repo / CACHE_DIR / f"dev_logits-{cache_key(repo, dataset, config, split, rows[text_column])}.npz"

@@ -17,10 +17,10 @@ from pathlib import Path
 from ctcforge.answers import ANSWERS_FILE, Answers, answers_profile, file_digest
 from ctcforge.card import facts_from_answers, rebuild_card, write_card
 from ctcforge.catalogue import resolve_base_model, write_model_files
-from ctcforge.errors import CtcforgeError
 from ctcforge.languages import Profile, load_profile, load_profile_file
 from ctcforge.runtime.atomic import write_text_atomically
-from ctcforge.runtime.text_normalizer import PROFILE_FILE
+from ctcforge.runtime.errors import CtcforgeError
+from ctcforge.runtime.repo_files import PROFILE_FILE
 from ctcforge.spec import load_spec, spec_from_dict
 from ctcforge.templates import TEMPLATE_VERSION, template_context, write_template_tree
 from ctcforge.update import render_base, stamped_files, update_files
@@ -146,12 +146,9 @@ def _vocabulary(answers: Answers, profile: Profile) -> dict[str, int]:
     """The profile's alphabet, or, given a dataset, the letters of its training text."""
     if not answers.dataset:
         return vocab_from_profile(profile)
-    from ctcforge.runtime.speech_data import DatasetError, load_speech_dataset
+    from ctcforge.runtime.speech_data import load_speech_dataset
 
-    try:
-        train = load_speech_dataset(answers.dataset, answers.dataset_config, answers.train_split)
-    except DatasetError as exc:
-        raise CtcforgeError(str(exc)) from exc
+    train = load_speech_dataset(answers.dataset, answers.dataset_config, answers.train_split)
     texts = train["sentence"]
     if not texts:
         raise CtcforgeError(f"{answers.dataset}: the {answers.train_split} split has no sentences")

@@ -27,12 +27,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ctcforge.runtime.atomic import write_text_atomically
-from ctcforge.errors import CtcforgeError
-from ctcforge.lm_text import text_file_lines
 from ctcforge.languages import Profile, profile_from_dict
-from ctcforge.synth import installed_voices, voice_for_locale
+from ctcforge.lm_text import text_file_lines
+from ctcforge.runtime.atomic import write_text_atomically
+from ctcforge.runtime.errors import CtcforgeError
 from ctcforge.runtime.text_normalizer import Normalizer
+from ctcforge.synth import installed_voices, voice_for_locale
 
 # Names whose script is not their first word alone.
 SCRIPT_PREFIXES = {"CJK": "Han", "COMBINING": "Inherited", "MODIFIER": "Common", "FULLWIDTH": "Common",

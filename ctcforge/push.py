@@ -24,13 +24,12 @@ from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, constants, get
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalTokenNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
-from ctcforge.runtime.repo_files import RUNTIME_FOLDER
 from ctcforge import __version__
-from ctcforge.runtime.beam_search import KENLM_EXTENSIONS
-from ctcforge.catalogue import has_weights
-from ctcforge.errors import CtcforgeError
 from ctcforge.export import EXPORT_DIR, EXPORT_FILES
-from ctcforge.repo_records import TRAINING_RUN_FILE, read_training_run, trained_weights_folder
+from ctcforge.runtime.errors import CtcforgeError
+from ctcforge.runtime.repo_files import (CONFIG_FILE, KENLM_EXTENSIONS, PREPROCESSOR_FILE, RUNTIME_FOLDER,
+                                         TOKENIZER_FILES, TRAINING_RUN_FILE, eval_file_names, has_weights,
+                                         trained_weights_folder)
 
 CARD = "README.md"
 LOGIN_FIX = "log in with `hf auth login` or set HF_TOKEN to a token with write access"
@@ -41,10 +40,9 @@ WEIGHT_GLOBS = ("*.safetensors", "*.safetensors.index.json")
 # A language adapter's tensors (MMS), which from_pretrained(..., target_lang=...) loads over
 # the full weights; with --adapter-only they go and the full weights stay home.
 ADAPTER_GLOB = "adapter.*.safetensors"
-CONFIG_FILES = {"config.json", "preprocessor_config.json", "generation_config.json"}
-TOKENIZER_FILES = {"tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json"}
-EVAL_OUTPUT_GLOBS = ("*_eval_results.txt", "*_eval_summary.json", "log_*_predictions.txt",
-                     "log_*_targets.txt")
+CONFIG_FILES = {CONFIG_FILE, PREPROCESSOR_FILE, "generation_config.json"}
+TOKENIZER_FILES = set(TOKENIZER_FILES)
+EVAL_OUTPUT_GLOBS = tuple(vars(eval_file_names("*")).values())
 ROOT_FILES = CONFIG_FILES | TOKENIZER_FILES | {
     "alphabet.json", CARD, "language_profile.json",
     "trainer_state.json", "training_hyperparameters.json",
@@ -251,7 +249,7 @@ def check_weights(plan: UploadPlan) -> None:
         raise CtcforgeError(f"{repo}: its weights are pickles (pytorch_model.bin), which push never uploads; "
                             "load the model and save it again with save_pretrained, which writes model.safetensors")
     # The repo holds none, so a folder found here is the run's output_dir.
-    trained_in = trained_weights_folder(repo, read_training_run(repo))
+    trained_in = trained_weights_folder(repo)
     if trained_in is not None:
         raise CtcforgeError(f"{repo}: no weights to push; the trained model is in {trained_in} "
                             f"({TRAINING_RUN_FILE}): copy them into the repo or train with --output_dir ./")

@@ -72,8 +72,8 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from ctcforge.errors import CtcforgeError
 from ctcforge.languages import Profile, alphabet_characters, load_profile
+from ctcforge.runtime.errors import CtcforgeError
 
 SENTENCE_DIR = Path(str(resources.files("ctcforge") / "sentences"))
 

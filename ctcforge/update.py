@@ -26,16 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ctcforge.answers import ANSWERS_FILE, Answers, answers_profile, file_digest
-from ctcforge.catalogue import has_weights, resolve_base_model
-from ctcforge.errors import CtcforgeError
+from ctcforge.catalogue import resolve_base_model
 from ctcforge.runtime.atomic import write_bytes_atomically
+from ctcforge.runtime.errors import CtcforgeError
+from ctcforge.runtime.repo_files import CONFIG_FILE, PREPROCESSOR_FILE, TOKENIZER_FILES, has_weights
 from ctcforge.templates import HISTORY_DIR, TEMPLATE_VERSION, template_context, write_template_tree
 
 # Files a training run's weights are shaped by: their labels (vocab.json and the tokenizer)
 # and their architecture (config.json, and the feature extractor the encoder was trained on).
 # Over trained weights an update never rewrites them.
-WEIGHT_SHAPING_FILES = ("vocab.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                        "config.json", "preprocessor_config.json")
+WEIGHT_SHAPING_FILES = (*TOKENIZER_FILES, CONFIG_FILE, PREPROCESSOR_FILE)
 # Rebuilt by their own rules, not merged: the card keeps a person's text outside its
 # generated sections, and the answers record is rewritten on every stamp.
 SELF_MERGING_FILES = ("README.md", ANSWERS_FILE)

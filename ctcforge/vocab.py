@@ -6,8 +6,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from ctcforge.runtime.atomic import write_text_atomically
 from ctcforge.languages import Profile, alphabet_characters
+from ctcforge.runtime.atomic import write_text_atomically
 from ctcforge.runtime.text_normalizer import Normalizer
 
 WORD_DELIMITER = "|"

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ctcforge.errors import CtcforgeError
+from ctcforge.runtime.errors import CtcforgeError
 
 
 class WaveformNormalizer(torch.nn.Module):

@@ -11,14 +11,15 @@ import sys
 import datasets
 import pytest
 import torch
+from repo_script import repo_script_module
 from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, AutoModelForCTC, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, pipeline
+from test_eval import read_log
+from test_finetuning import XLSR_STYLE, run_script
+from transformers import (AutoConfig, AutoModelForCTC, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
+                          pipeline)
 
 from ctcforge.lm import TextSources, build_language_model
 from ctcforge.new import new_repo
-from repo_script import repo_script_module
-from test_eval import read_log
-from test_finetuning import XLSR_STYLE, run_script
 
 pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("ffmpeg")),
                                 reason="needs espeak-ng and ffmpeg (./setup.sh installs them)")

@@ -11,11 +11,11 @@ import sys
 import numpy as np
 import pytest
 
-from ctcforge.runtime import beam_search
-from ctcforge.runtime.beam_search import CPP_ENGINE, PYTHON_ENGINE, BeamSearch, load_beam_decoder
 from ctcforge.kenlm_tools import run_build_binary, run_lmplz
 from ctcforge.lm import write_unigrams
 from ctcforge.lm_folder import write_alphabet, write_attrs
+from ctcforge.runtime import beam_search
+from ctcforge.runtime.beam_search import CPP_ENGINE, PYTHON_ENGINE, BeamSearch, load_beam_decoder
 
 WORDS = ["dog", "door", "dot", "tore", "rot", "bead", "bean", "note", "tone", "bard", "road", "bone"]
 # The tokenizer's vocabulary, in id order: the blank, the word delimiter, letters, unknown.

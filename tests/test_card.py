@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
+from repo_script import imported_script
 from transformers import HfArgumentParser
 
 from ctcforge.answers import Answers
 from ctcforge.card import CardFacts, check_card, facts_from_answers, rebuild_card, render_card, write_card
 from ctcforge.catalogue import resolve_base_model
-from ctcforge.errors import CtcforgeError
 from ctcforge.languages import load_profile
 from ctcforge.new import new_repo
+from ctcforge.runtime.errors import CtcforgeError
 from ctcforge.spec import spec_from_dict
-from repo_script import imported_script
 
 HY = load_profile("hy-AM")
 
@@ -137,7 +137,7 @@ def test_malformed_eval_results_file_is_an_error_naming_it(tmp_path):
     ("WER: 1.9\nCER: 0.7", {"wer": 1.9, "cer": 0.7}, None),
 ])
 def test_eval_results_hold_one_fraction_of_each_rate(tmp_path, results, summary, message):
-    from ctcforge.repo_records import read_eval_results
+    from ctcforge.results import read_eval_results
 
     (tmp_path / "cv_hy-AM_test_eval_results.txt").write_text(results)
     if summary is not None:
@@ -157,7 +157,7 @@ def test_card_and_demo_read_eval_results_with_one_parser(tmp_path):
     from types import SimpleNamespace
 
     from ctcforge import demo
-    from ctcforge.repo_records import parse_eval_results
+    from ctcforge.results import parse_eval_results
 
     for decoder, wer in (("greedy", "0.5"), ("lm", "0.25")):
         folder = tmp_path / "eval" / decoder

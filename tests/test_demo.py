@@ -11,7 +11,7 @@ from huggingface_hub import ModelCard
 
 from ctcforge import demo as demo_module
 from ctcforge.cli import main
-from ctcforge.errors import CtcforgeError
+from ctcforge.runtime.errors import CtcforgeError
 
 pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("ffmpeg")),
                                 reason="needs espeak-ng and ffmpeg (./setup.sh installs them)")
@@ -171,9 +171,10 @@ def load_beam_decoder(model_dir, tokenizer, vocab_size, engine=None):
 
 
 def test_a_grid_past_its_deadline_scores_the_defaults_and_says_so_in_one_line(tmp_path, monkeypatch):
+    from repo_script import repo_script_module
+
     import ctcforge.runtime.beam_search
     from ctcforge.lm_tuning import DevSet, TuningGrid, score_grid
-    from repo_script import repo_script_module
 
     repo = tmp_path / "repo"  # all that tuning takes from the repo here: its beam search
     repo.mkdir()

@@ -3,14 +3,13 @@ hold it, and the same table goes through every caller that scores text."""
 
 import numpy as np
 import pytest
+from repo_script import imported_script, repo_script_module
 from transformers import EvalPrediction, Wav2Vec2CTCTokenizer
 
-from ctcforge.runtime.error_rates import error_rates
 from ctcforge.languages import load_profile
 from ctcforge.new import new_repo
-from repo_script import repo_script_module
+from ctcforge.runtime.error_rates import error_rates
 from ctcforge.runtime.text_normalizer import Normalizer
-from repo_script import imported_script
 
 
 def normalizer(code: str) -> Normalizer:

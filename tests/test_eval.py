@@ -23,13 +23,13 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from repo_script import repo_script_module
 from transformers import (AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Wav2Vec2Config, Wav2Vec2FeatureExtractor,
                           Wav2Vec2Model, pipeline)
 
 from ctcforge.lm import TextSources, build_language_model
 from ctcforge.lm_tuning import compute_dev_set
 from ctcforge.new import new_repo
-from repo_script import repo_script_module
 from ctcforge.synth import synthesize
 
 pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("ffmpeg")),
@@ -736,7 +736,6 @@ def test_ctrl_c_during_lm_decoding_stops_within_seconds_and_keeps_the_old_result
     assert old.read_text() == "WER: 0.5\nCER: 0.25"
 
 
-
 def edit_alphabet(repo, change):
     path = repo / "alphabet.json"
     alphabet = json.loads(path.read_text(encoding="utf-8"))
@@ -780,8 +779,8 @@ def test_an_lm_that_does_not_fit_or_load_is_one_error_naming_the_fix(fault, lm_r
     from types import SimpleNamespace
 
     from ctcforge import demo
-    from ctcforge.errors import CtcforgeError
     from ctcforge.lm_folder import load_repo_decoder
+    from ctcforge.runtime.errors import CtcforgeError
 
     repo, words = lm_repo_with(fault, lm_repo, tmp_path)
     for load in (load_repo_decoder, lambda repo: demo.log_pipeline_check(SimpleNamespace(repo=repo))):

@@ -7,8 +7,8 @@ import json
 import pytest
 from transformers import Wav2Vec2CTCTokenizer
 
-from ctcforge.errors import CtcforgeError
 from ctcforge.export import tokens_text
+from ctcforge.runtime.errors import CtcforgeError
 
 
 def tokenizer(tmp_path, labels):

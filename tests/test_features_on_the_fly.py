@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from repo_script import SCRIPT, imported_script
+from test_training_inputs import LOCALE, drop_table, run_script
 from transformers import (AutoConfig, AutoFeatureExtractor, AutoModelForCTC, SeamlessM4TFeatureExtractor,
                           Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, set_seed)
 
 from ctcforge.new import new_repo
 from ctcforge.synth import synthesize
-from repo_script import SCRIPT, imported_script
-from test_training_inputs import LOCALE, drop_table, run_script
 
 needs_speech = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("ffmpeg")),
                                   reason="needs espeak-ng and ffmpeg (./setup.sh installs them)")

@@ -11,21 +11,14 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from transformers import (
-    SeamlessM4TFeatureExtractor,
-    Wav2Vec2BertConfig,
-    Wav2Vec2BertModel,
-    Wav2Vec2Config,
-    Wav2Vec2FeatureExtractor,
-    Wav2Vec2ForPreTraining,
-    Wav2Vec2Model,
-)
-
-from ctcforge.errors import CtcforgeError
-from ctcforge.new import new_repo
-from ctcforge.synth import synthesize
 from repo_script import SCRIPT
+from safetensors.torch import load_file
+from transformers import (SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Vec2BertModel, Wav2Vec2Config,
+                          Wav2Vec2FeatureExtractor, Wav2Vec2ForPreTraining, Wav2Vec2Model)
+
+from ctcforge.new import new_repo
+from ctcforge.runtime.errors import CtcforgeError
+from ctcforge.synth import synthesize
 
 pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("ffmpeg")),
                                 reason="needs espeak-ng and ffmpeg (./setup.sh installs them)")

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from ctcforge.runtime.beam_search import has_language_model
 from ctcforge.cli import main
-from ctcforge.errors import CtcforgeError
 from ctcforge.kenlm_tools import ensure_end_of_sentence_unigram, find_tool
 from ctcforge.lm import TextSources, build_language_model
 from ctcforge.lm_folder import check_language_model_dir, read_attrs, update_attrs
 from ctcforge.lm_text import repo_normalizer
 from ctcforge.lm_tuning import TuningGrid, tune_language_model
 from ctcforge.new import new_repo
+from ctcforge.runtime.beam_search import has_language_model
+from ctcforge.runtime.errors import CtcforgeError
 from ctcforge.synth import load_sentences, sentences_for, synthesize
 
 needs_speech = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("ffmpeg")),
@@ -382,9 +382,10 @@ def test_cpp_and_pyctcdecode_give_the_same_test_split_text_at_the_tuned_and_defa
     """The trained model's own log-probs of its test split, decoded by the repo's
     beam_search.py with each package at the weights tuning chose and at pyctcdecode's
     defaults: the same text for every clip, or the C++ decoder could not stand in."""
-    from ctcforge.runtime.beam_search import CPP_ENGINE, PYTHON_ENGINE, DEFAULT_BEAM_WIDTH
-    from ctcforge.lm_tuning import cached_dev_set
     from repo_script import repo_script_module
+
+    from ctcforge.lm_tuning import cached_dev_set
+    from ctcforge.runtime.beam_search import CPP_ENGINE, DEFAULT_BEAM_WIDTH, PYTHON_ENGINE
 
     repo, release, _, _ = lm_repo
     repo = Path(shutil.copytree(repo, tmp_path / "repo"))

@@ -11,10 +11,10 @@ import yaml
 from transformers import AutoConfig, AutoModelForCTC
 
 from ctcforge.cli import main
-from ctcforge.errors import CtcforgeError
 from ctcforge.new import new_repo
-from ctcforge.templates import render_templates
+from ctcforge.runtime.errors import CtcforgeError
 from ctcforge.runtime.text_normalizer import load as load_normalizer
+from ctcforge.templates import render_templates
 
 EXPECTED_FILES = ["run_speech_recognition_ctc.py", "eval.py", "vocab.json", "config.json",
                   "preprocessor_config.json", "tokenizer_config.json", "README.md", "requirements.txt",

@@ -114,8 +114,8 @@ def pipeline_texts(repo, clips):
 
 def test_export_runs_in_sherpa_onnx_with_the_pipelines_text_and_goes_into_card_and_push(trained_repo, capsys):
     from ctcforge.cli import main
-    from ctcforge.push import files_to_upload
     from ctcforge.export import LOGIT_TOLERANCE
+    from ctcforge.push import files_to_upload
 
     repo, release = trained_repo
     assert main(["export", str(repo), "--int8"]) == 0
@@ -150,7 +150,7 @@ def test_export_of_a_model_that_writes_text_gives_the_pipelines_text_in_sherpa_o
     from transformers import AutoConfig, AutoModelForCTC
 
     from ctcforge import export as onnx_export
-    from ctcforge.errors import CtcforgeError
+    from ctcforge.runtime.errors import CtcforgeError
 
     source, release = trained_repo
     repo = shutil.copytree(source, tmp_path / "repo", ignore=shutil.ignore_patterns("checkpoint-*", "onnx"))

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from ctcforge.cli import main
-from ctcforge.errors import CtcforgeError
-from ctcforge.profile import draft_profile, draft_yaml, script_of
 from ctcforge.languages import available_codes, load_profile_file
+from ctcforge.profile import draft_profile, draft_yaml, script_of
+from ctcforge.runtime.errors import CtcforgeError
 from ctcforge.synth import installed_voices
 
 # Maltese: Latin with ċ ġ ħ ż, the article joined by a hyphen, elision by an apostrophe.

@@ -15,9 +15,9 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 from ctcforge import push as hub
 from ctcforge.cli import main
-from ctcforge.errors import CtcforgeError
-from ctcforge.push import files_to_upload, find_token, push
 from ctcforge.new import new_repo
+from ctcforge.push import files_to_upload, find_token, push
+from ctcforge.runtime.errors import CtcforgeError
 
 # Built at run time so this file holds no token pattern itself.
 TOKEN = "hf_" + "Zq7Rk2Lm9X" * 3 + "Wp4T"  # the current form: hf_ and 34 letters and digits

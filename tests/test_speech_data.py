@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from ctcforge.runtime.speech_data import (DatasetError, dataset_id, decode_audio, filter_by_duration,
-                                  is_local_path, load_speech_dataset, self_split_ids)
+from ctcforge.runtime.errors import CtcforgeError
+from ctcforge.runtime.speech_data import (dataset_id, decode_audio, filter_by_duration, is_local_path,
+                                          load_speech_dataset, self_split_ids)
 from ctcforge.synth import synthesize
 
 TOOLS = shutil.which("espeak-ng") and shutil.which("ffmpeg")
@@ -325,7 +326,7 @@ def test_manifest_path_outside_the_folder_is_refused(data, tmp_path, kind, name)
     outside = Path(os.path.normpath(files / name))
     outside.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(clip, outside)
-    with pytest.raises(DatasetError, match=re.escape(repr(name)) + ".*outside"):
+    with pytest.raises(CtcforgeError, match=re.escape(repr(name)) + ".*outside"):
         load_speech_dataset(str(folder), config, "train")
 
 
@@ -346,7 +347,7 @@ def test_folder_with_no_known_format_lists_what_was_looked_for(tmp_path):
     (folder / "audio").mkdir(parents=True)
     (folder / "notes.txt").write_text("no manifest here\n", encoding="utf-8")
     (folder / "audio" / "x.tsv").write_text("path\tsentence\n", encoding="utf-8")
-    with pytest.raises(DatasetError) as error:
+    with pytest.raises(CtcforgeError) as error:
         load_speech_dataset(str(folder), None, "train")
     message = str(error.value)
     assert str(folder) in message
@@ -367,7 +368,7 @@ TEXT_COLUMNS = [
 
 @pytest.mark.parametrize("folder, config, columns", TEXT_COLUMNS, ids=[f for f, _, _ in TEXT_COLUMNS])
 def test_missing_text_column_lists_the_columns_found(data, folder, config, columns):
-    with pytest.raises(DatasetError) as error:
+    with pytest.raises(CtcforgeError) as error:
         load_speech_dataset(str(data.folders[folder]), config, "train", text_column="transcription")
     listed = re.search(r"no column transcription; its columns: (.*)$", str(error.value))
     assert listed, str(error.value)
@@ -407,7 +408,7 @@ def test_hub_split_name_validation_reads_common_voice_dev(data, caplog):
 @pytest.mark.parametrize("folder, config, split, missing, available", SPLITS,
                          ids=[f"{f}:{s}" for f, _, s, _, _ in SPLITS])
 def test_missing_split_lists_the_available_splits(data, folder, config, split, missing, available):
-    with pytest.raises(DatasetError) as error:
+    with pytest.raises(CtcforgeError) as error:
         load_speech_dataset(str(data.folders[folder]), config, split)
     message = str(error.value)
     assert missing in message, message
@@ -417,7 +418,7 @@ def test_missing_split_lists_the_available_splits(data, folder, config, split, m
 
 
 def test_missing_audiofolder_split_says_where_it_looked(data):
-    with pytest.raises(DatasetError, match=r"no dev/metadata\.csv or dev/metadata\.jsonl"):
+    with pytest.raises(CtcforgeError, match=r"no dev/metadata\.csv or dev/metadata\.jsonl"):
         load_speech_dataset(str(data.folders["audiofolder-splits"]), None, "dev")
 
 
@@ -458,12 +459,12 @@ def test_openslr_manifest_errors(data, tmp_path):
     ]
     for lines, message in cases:
         write_line_index(folder, lines)
-        with pytest.raises(DatasetError, match=message):
+        with pytest.raises(CtcforgeError, match=message):
             load_speech_dataset(str(folder), None, "validated")
     write_line_index(folder, ["a\tone"])
     (folder / "nested").mkdir()
     shutil.copy(wav, folder / "nested" / "a.flac")
-    with pytest.raises(DatasetError, match=r"two audio files for id a"):
+    with pytest.raises(CtcforgeError, match=r"two audio files for id a"):
         load_speech_dataset(str(folder), None, "validated")
 
 
@@ -473,7 +474,7 @@ def test_name_that_is_no_folder_and_no_hub_id_is_refused(tmp_path, monkeypatch, 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "file.txt").write_text("not a dataset\n", encoding="utf-8")
     expected = f"{name} is not a folder" if name == "file.txt" else f"{name}: no such folder"
-    with pytest.raises(DatasetError, match=re.escape(expected)):
+    with pytest.raises(CtcforgeError, match=re.escape(expected)):
         load_speech_dataset(name, None, "test")
 
 
@@ -481,7 +482,7 @@ def test_name_that_is_no_folder_and_no_hub_id_is_refused(tmp_path, monkeypatch, 
 def test_an_archive_is_refused_with_extract_it_first(tmp_path, monkeypatch, archive):
     monkeypatch.chdir(tmp_path)
     (tmp_path / archive).write_bytes(b"\x1f\x8b not really")
-    with pytest.raises(DatasetError, match="is an archive; extract it first"):
+    with pytest.raises(CtcforgeError, match="is an archive; extract it first"):
         load_speech_dataset(archive, "hy-AM", "train")
 
 
@@ -489,7 +490,7 @@ def test_a_hub_name_with_the_hub_off_is_no_such_folder_before_any_download(tmp_p
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("went to the Hub"))
-    with pytest.raises(DatasetError, match="cv-corpus/hy-AM: no such folder, and the Hub is off"):
+    with pytest.raises(CtcforgeError, match="cv-corpus/hy-AM: no such folder, and the Hub is off"):
         load_speech_dataset("cv-corpus/hy-AM", None, "train")
 
 
@@ -503,12 +504,12 @@ def test_config_names_a_sub_folder_or_falls_back_to_the_folder(data):
     # With a config that is no sub-folder, the folder itself is read (a locale folder given whole).
     assert sentences(load_speech_dataset(str(data.locale), "hy-AM", "dev")) == [
         data.sentence[i] for i in data.ids["dev"]]
-    with pytest.raises(DatasetError, match="has no locale ja; its locales: hy-AM$"):
+    with pytest.raises(CtcforgeError, match="has no locale ja; its locales: hy-AM$"):
         load_speech_dataset(str(data.cv), "ja", "dev")
 
 
 def test_a_config_naming_another_locale_than_the_locale_folder_is_refused(data):
-    with pytest.raises(DatasetError, match=r"is the folder of one locale \(hy-AM\), not of --config ka"):
+    with pytest.raises(CtcforgeError, match=r"is the folder of one locale \(hy-AM\), not of --config ka"):
         load_speech_dataset(str(data.locale), "ka", "dev")
 
 
@@ -541,7 +542,7 @@ def test_a_delta_release_is_refused_as_having_no_splits(data, tmp_path):
     shutil.copytree(data.locale, locale, symlinks=True)
     for split in ("train", "dev", "test"):
         (locale / f"{split}.tsv").unlink()
-    with pytest.raises(DatasetError, match=r"is from a delta release .* no train/dev/test splits; use the full"):
+    with pytest.raises(CtcforgeError, match=r"is from a delta release .* no train/dev/test splits; use the full"):
         load_speech_dataset(str(locale.parent), "hy-AM", "train")
 
 
@@ -549,7 +550,7 @@ def test_a_header_only_split_is_refused_naming_it(data, tmp_path):
     locale = copy_locale(data, tmp_path)
     header = (locale / "dev.tsv").read_text(encoding="utf-8").splitlines()[0]
     (locale / "dev.tsv").write_text(header + "\n", encoding="utf-8")
-    with pytest.raises(DatasetError, match=r"dev\.tsv lists no clips \(header only\); choose another split"):
+    with pytest.raises(CtcforgeError, match=r"dev\.tsv lists no clips \(header only\); choose another split"):
         load_speech_dataset(str(locale), None, "dev")
 
 
@@ -557,7 +558,7 @@ def test_listed_splits_leave_out_files_that_are_not_splits(data, tmp_path):
     locale = copy_locale(data, tmp_path)
     for name in ("clip_durations", "validated_sentences"):
         (locale / f"{name}.tsv").write_text("header\n", encoding="utf-8")
-    with pytest.raises(DatasetError) as error:
+    with pytest.raises(CtcforgeError) as error:
         load_speech_dataset(str(locale), None, "other")
     assert str(error.value).endswith("its splits: dev, test, train, validated")
 
@@ -679,7 +680,7 @@ def test_the_filter_follows_the_rows_of_a_shuffled_or_selected_dataset(listed):
 
 
 def test_the_filter_asks_for_the_duration_column(listed):
-    with pytest.raises(DatasetError, match=r"has no column duration .*; load it with "
+    with pytest.raises(CtcforgeError, match=r"has no column duration .*; load it with "
                                            r"load_speech_dataset\(\.\.\., with_durations=True\)$"):
         filter_by_duration(load_speech_dataset(str(listed), None, "train"), max_seconds=1.0)
 
@@ -707,7 +708,7 @@ def test_clip_durations_tsv_wins_over_times_txt_and_takes_the_documented_filenam
 def test_a_duration_list_with_another_header_is_refused_naming_the_fix(tmp_path):
     folder = write_listed_release(tmp_path, {"train": ["a"]})
     write_clip_durations(folder, {"a": 1200}, header="clip\tseconds")
-    with pytest.raises(DatasetError, match=r"clip_durations\.tsv has the columns clip, seconds, not clip and "
+    with pytest.raises(CtcforgeError, match=r"clip_durations\.tsv has the columns clip, seconds, not clip and "
                                            r"duration\[ms\]; fix its header, or delete it"):
         load_speech_dataset(str(folder), None, "train", with_durations=True)
 

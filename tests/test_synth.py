@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 
 from ctcforge import synth
-from ctcforge.errors import CtcforgeError
 from ctcforge.languages import alphabet_characters, available_codes, load_profile
-from ctcforge.synth import (SENTENCE_DIR, VARIANTS, load_sentences, plan_clips, read_sentence_lines,
-                            sentences_for, split_counts, split_of_sentence, standin_table, standin_text,
-                            synthesize, tsv_text)
+from ctcforge.runtime.errors import CtcforgeError
+from ctcforge.synth import (SENTENCE_DIR, VARIANTS, load_sentences, plan_clips, read_sentence_lines, sentences_for,
+                            split_counts, split_of_sentence, standin_table, standin_text, synthesize, tsv_text)
 
 # Common Voice's clip TSV header, written out here so that a change in synth.COLUMNS fails.
 CV_COLUMNS = ["client_id", "path", "sentence", "up_votes", "down_votes", "age", "gender", "accents",

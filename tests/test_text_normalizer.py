@@ -9,25 +9,19 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from pathlib import Path
 import shutil
 import subprocess
 import unicodedata
 from functools import lru_cache
+from pathlib import Path
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ctcforge.errors import CtcforgeError
-from ctcforge.languages import (
-    PROFILE_DIR,
-    alphabet_characters,
-    available_codes,
-    load_profile,
-    load_profile_file,
-)
+from ctcforge.languages import PROFILE_DIR, alphabet_characters, available_codes, load_profile, load_profile_file
+from ctcforge.runtime.errors import CtcforgeError
 from ctcforge.runtime.text_normalizer import Normalizer, RemoveCharacters, ReplaceCharacters
 
 LANGUAGES = ["ja", "km", "zh-HK", "as", "hy-AM", "tr", "sw", "ka", "ta", "eu"]

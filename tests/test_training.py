@@ -18,12 +18,13 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from repo_script import SCRIPT, imported_script
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Wav2Vec2CTCTokenizer
 
 from ctcforge.new import new_repo
+from ctcforge.runtime.errors import CtcforgeError
 from ctcforge.synth import synthesize
-from repo_script import SCRIPT, imported_script
 
 LEARNING_RATE = 2e-3
 STEPS = 30  # the short run; it saves a checkpoint halfway, which the resume tests start from
@@ -164,10 +165,10 @@ def test_tristage_stages_follow_the_ratios(script):
     (["1.2", "-0.2", "0.0"], "--lr_scheduler_ratios takes three shares: warm-up, hold and decay"),
 ])
 def test_tristage_ratios_are_refused_in_one_line(script, monkeypatch, tmp_path, ratios, message):
-    with pytest.raises(SystemExit) as stopped:
+    with pytest.raises(script.CtcforgeError) as stopped:
         parsed_arguments(script, monkeypatch, tmp_path, "--lr_scheduler_type", "tristage",
                          "--lr_scheduler_ratios", *ratios)
-    assert str(stopped.value) == f"error: {message}"
+    assert str(stopped.value) == message
 
 
 class FakeClock:
@@ -257,7 +258,7 @@ def test_tristage_and_adam_betas_reach_the_optimizer_and_the_card(script, monkey
     trainer.create_scheduler(num_training_steps=1000)
     assert trainer.lr_scheduler.get_last_lr()[0] == pytest.approx(0.01 * LEARNING_RATE)
 
-    card = script.training_record.card_hyperparameters(training_args)
+    card = script.repo_files.card_hyperparameters(training_args)
     assert card["lr_scheduler_type"] == "tristage"
     assert card["lr_scheduler_ratios"] == [0.1, 0.4, 0.5]
     assert "betas=(0.85,0.98)" in card["optimizer"]
@@ -433,7 +434,7 @@ def test_a_disk_full_while_saving_a_checkpoint_is_one_line_and_the_half_checkpoi
     trainer = script.CTCTrainer(model=tiny_model, args=training_args, train_dataset=dataset,
                                 data_collator=script.clip_preparation.DataCollatorCTCWithPadding(
                                     extractor, tokenizer, input_name))
-    with pytest.raises(SystemExit) as stopped:
+    with pytest.raises(script.CtcforgeError) as stopped:
         with script.checkpoints.explain_full_disk(tmp_path, trainer):
             trainer.train()
     message = str(stopped.value)
@@ -441,7 +442,7 @@ def test_a_disk_full_while_saving_a_checkpoint_is_one_line_and_the_half_checkpoi
     optimizer_state = sum(value.numel() * value.element_size() for state in trainer.optimizer.state.values()
                           for value in state.values() if torch.is_tensor(value))
     assert optimizer_state > weights, "AdamW keeps two moments of every trained weight"
-    assert message.startswith(f"error: the disk holding {tmp_path} is full (") and "\n" not in message
+    assert message.startswith(f"the disk holding {tmp_path} is full (") and "\n" not in message
     assert (f"a checkpoint needs about {(weights + optimizer_state) / 1e6:.1f} MB ({weights / 1e6:.1f} MB of "
             f"weights and {optimizer_state / 1e6:.1f} MB of optimizer state)") in message
     assert "skips the unfinished checkpoint-1" in message
@@ -481,7 +482,7 @@ def test_a_training_split_with_no_rows_stops_naming_it(script, tmp_path, files, 
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text, encoding="utf-8")
     data_args = script.DataTrainingArguments(dataset_name=str(tmp_path), dataset_config_name=config)
-    with pytest.raises(SystemExit, match=rf"^error: .*{message}"):
+    with pytest.raises(script.CtcforgeError, match=rf"^.*{message}"):
         script.load_split(data_args, "train", 16000, None)
 
 
@@ -494,8 +495,8 @@ def test_a_training_split_with_no_rows_stops_naming_it(script, tmp_path, files, 
 def test_a_model_folder_whose_settings_do_not_parse_is_one_line_naming_the_fix(script, repo, tmp_path, name,
                                                                                 content, problem):
     """Both scripts load a local model folder's config.json first: training through
-    starting_weights.check_reachable, eval.py through trained_model.trained_model_folder."""
-    from repo_script import repo_script_module
+    starting_weights.check_reachable, eval.py through repo_files.trained_model_folder."""
+    from ctcforge.runtime import repo_files, starting_weights
 
     folder = shutil.copytree(repo, tmp_path / "model")
     (folder / "model.safetensors").write_bytes(b"weights")  # looked for, not read
@@ -503,15 +504,14 @@ def test_a_model_folder_whose_settings_do_not_parse_is_one_line_naming_the_fix(s
         (folder / name).unlink()
     else:
         (folder / name).write_text(content, encoding="utf-8")
-    with repo_script_module(repo, "trained_model.py") as trained_model:
-        with pytest.raises(trained_model.NoTrainedModel) as from_eval:
-            trained_model.trained_model_folder(str(folder), str(folder))
-        with pytest.raises(trained_model.StartingWeightsError) as from_training:
-            trained_model.check_model_json(str(folder))
+    with pytest.raises(CtcforgeError) as from_eval:
+        repo_files.trained_model_folder(str(folder), str(folder))
+    with pytest.raises(CtcforgeError) as from_training:
+        starting_weights.check_model_json(str(folder))
     for error in (str(from_eval.value), str(from_training.value)):
         assert problem in error and "\n" not in error
         assert "ctcforge new --force" in error
-    with pytest.raises(script.starting_weights.StartingWeightsError, match=re.escape(problem)):
+    with pytest.raises(script.CtcforgeError, match=re.escape(problem)):
         script.starting_weights.check_reachable(str(folder))
 
 
@@ -563,7 +563,7 @@ def test_busy_cpus_are_measured_not_read_from_the_load_average(script, monkeypat
 
 
 def test_torch_threads_below_one_are_refused_in_one_line(script, monkeypatch, tmp_path):
-    with pytest.raises(SystemExit, match=r"^error: --torch_threads must be at least 1, not 0$"):
+    with pytest.raises(script.CtcforgeError, match=r"^--torch_threads must be at least 1, not 0$"):
         parsed_arguments(script, monkeypatch, tmp_path, "--torch_threads", "0")
 
 

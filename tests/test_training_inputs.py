@@ -11,14 +11,14 @@ import shutil
 import subprocess
 import sys
 
-import pytest
 import numpy as np
-from transformers import (AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Wav2Vec2Config,
-                          Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Model)
+import pytest
+from repo_script import SCRIPT, imported_script
+from transformers import (AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Wav2Vec2Config, Wav2Vec2CTCTokenizer,
+                          Wav2Vec2FeatureExtractor, Wav2Vec2Model)
 
 from ctcforge.new import new_repo
 from ctcforge.synth import synthesize
-from repo_script import SCRIPT, imported_script
 
 pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("ffmpeg")),
                                 reason="needs espeak-ng and ffmpeg (./setup.sh installs them)")

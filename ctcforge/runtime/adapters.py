@@ -29,6 +29,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from . import starting_weights
 from .atomic import replacing
+from .errors import CtcforgeError
+from .repo_files import PROFILE_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +39,9 @@ ADAPTER_LAYER = ".adapter_layer."
 HEAD = "lm_head."
 # The adapter file's metadata key for the labels of its head (vocab.json's mapping, as JSON).
 VOCAB_METADATA = "vocab"
-PROFILE_FILE = "language_profile.json"
 # An adapter's name: an ISO 639-3 code, MMS's with a script (uzb-script_cyrillic), or any
 # name that fits the data, as upstream allows; it becomes part of a file name.
 ADAPTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-
-
-class AdapterError(ValueError):
-    """An adapter that cannot be trained or loaded; the message names the fix."""
 
 
 def has_adapters(config) -> bool:
@@ -111,10 +108,10 @@ def start_adapter_training(model, language: str | None, sources: list[str | None
     frozen. Beside `sources` (the starting weights, the model folder), the base model
     the folder's base_model.json names is searched for an adapter of the language."""
     if not language:
-        raise AdapterError("the model has language adapters: name the language to train with "
+        raise CtcforgeError("the model has language adapters: name the language to train with "
                            "--target_language (its ISO 639-3 code), or set iso639_3 in language_profile.json")
     if not ADAPTER_NAME.fullmatch(language):
-        raise AdapterError(f"--target_language {language!r}: expected an ISO 639-3 code such as hye "
+        raise CtcforgeError(f"--target_language {language!r}: expected an ISO 639-3 code such as hye "
                            "(letters, digits, - and _)")
     folders = [source for source in sources if source]
     for folder in list(folders):
@@ -139,7 +136,7 @@ def prepare_adapter_training(model, language: str, sources: list[str], vocab: di
     file only if it was trained for these very labels; MMS's heads are for its own
     vocabularies. Whatever has no file is initialised afresh."""
     if not has_adapters(model.config):
-        raise AdapterError("the model config has no adapter_attn_dim, so no adapter layers to train; "
+        raise CtcforgeError("the model config has no adapter_attn_dim, so no adapter layers to train; "
                            "pass --adapter_attn_dim (16 for MMS)")
     found = next(((source, path) for source in dict.fromkeys(sources)
                   if (path := find_adapter_file(source, language, cache_dir)) is not None), None)
@@ -156,7 +153,7 @@ def prepare_adapter_training(model, language: str, sources: list[str], vocab: di
                 if name in own and (same_labels or not name.startswith(HEAD))}
         missing = [name for name in own if ADAPTER_LAYER in name and name not in keep]
         if missing:
-            raise AdapterError(f"{path} lacks {len(missing)} adapter tensors of this model (e.g. {missing[0]}); "
+            raise CtcforgeError(f"{path} lacks {len(missing)} adapter tensors of this model (e.g. {missing[0]}); "
                                "was it trained with another adapter_attn_dim or number of layers?")
         initialise(model, {name: tensor for name, tensor in own.items() if name not in keep})
         model.load_state_dict(keep, strict=False)
@@ -242,7 +239,7 @@ def inference_language(model_id: str, requested: str | None, default: str | None
     asked for, or `default` (the repo's language), or the folder's only adapter."""
     if not has_adapters(AutoConfig.from_pretrained(model_id)):
         if requested:
-            raise AdapterError(f"--target_lang {requested}: {model_id} has no language adapters")
+            raise CtcforgeError(f"--target_lang {requested}: {model_id} has no language adapters")
         return None
     if requested:
         return requested
@@ -251,7 +248,7 @@ def inference_language(model_id: str, requested: str | None, default: str | None
         return default
     if len(available) == 1:
         return available[0]
-    raise AdapterError(f"{model_id} holds the adapters of {', '.join(available) or 'no language'}: "
+    raise CtcforgeError(f"{model_id} holds the adapters of {', '.join(available) or 'no language'}: "
                        "choose one with --target_lang")
 
 
@@ -264,7 +261,7 @@ def load_ctc_model(model_id: str, language: str | None):
         return AutoModelForCTC.from_pretrained(model_id), tokenizer
     path = find_adapter_file(model_id, language)
     if path is None:
-        raise AdapterError(f"{model_id} has no {ADAPTER_FILE.format(language)}: train that language first "
+        raise CtcforgeError(f"{model_id} has no {ADAPTER_FILE.format(language)}: train that language first "
                            f"(run_speech_recognition_ctc.py --target_language {language})")
     model = AutoModelForCTC.from_pretrained(model_id, target_lang=language)
     vocab = recorded_vocabulary(path)

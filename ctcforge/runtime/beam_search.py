@@ -26,12 +26,9 @@ import signal
 import sys
 from dataclasses import dataclass, replace
 
-LANGUAGE_MODEL_DIR = "language_model"
-ALPHABET_FILE = "alphabet.json"
-ATTRS_FILE = "attrs.json"
-UNIGRAMS_FILE = "unigrams.txt"
-# The files pyctcdecode loads as a KenLM model.
-KENLM_EXTENSIONS = (".arpa", ".bin", ".binary")
+# The LM folder's files, as the repo contract names them.
+from .repo_files import ALPHABET_FILE, ATTRS_FILE, KENLM_EXTENSIONS, LANGUAGE_MODEL_DIR, UNIGRAMS_FILE
+
 # pyctcdecode's defaults, which the pipeline decodes with (it passes no beam width) and
 # `ctcforge lm` writes into attrs.json; tests/test_lm.py holds them equal to pyctcdecode's.
 DEFAULT_ALPHA = 0.5

@@ -23,7 +23,8 @@ from pathlib import Path
 from safetensors import safe_open
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from . import starting_weights
+from .errors import CtcforgeError
+from .repo_files import has_weights
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +46,9 @@ def checkpoint_to_resume(training_args, overwrite_output_dir: bool) -> str | Non
     if checkpoint is not None:
         logger.info(f"Resuming from {checkpoint}; pass --overwrite_output_dir to start afresh.")
         return str(checkpoint)
-    if starting_weights.has_weights(output_dir):
-        raise SystemExit(
-            f"error: {output_dir} already holds a trained model and no checkpoint to resume from; "
+    if has_weights(output_dir):
+        raise CtcforgeError(
+            f"{output_dir} already holds a trained model and no checkpoint to resume from; "
             "pass --overwrite_output_dir to replace it, or choose another --output_dir."
         )
     return None
@@ -118,8 +119,8 @@ def explain_full_disk(output_dir: Path, trainer):
         free = shutil.disk_usage(output_dir).free
         unfinished = [path.name for path in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*")
                       if checkpoint_problem(path) is not None]
-        raise SystemExit(
-            f"error: the disk holding {output_dir} is full ({megabytes(free)} free): a checkpoint needs about "
+        raise CtcforgeError(
+            f"the disk holding {output_dir} is full ({megabytes(free)} free): a checkpoint needs about "
             f"{megabytes(weights + optimizer_state)} ({megabytes(weights)} of weights and {megabytes(optimizer_state)} "
             f"of optimizer state); free that much (or lower --save_total_limit, or give an --output_dir on another "
             f"disk) and run the same command again, which resumes from the last complete checkpoint"

@@ -27,9 +27,7 @@ import numpy as np
 import torch
 import torchaudio
 
-from . import ctc_frames
-from . import speech_data
-from . import transcription
+from . import ctc_frames, speech_data, transcription
 
 logger = logging.getLogger(__name__)
 

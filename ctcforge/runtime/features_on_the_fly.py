@@ -28,8 +28,7 @@ from collections import Counter
 import numpy as np
 import torch
 
-from . import clip_preparation
-from . import speech_data
+from . import clip_preparation, speech_data
 
 logger = logging.getLogger(__name__)
 

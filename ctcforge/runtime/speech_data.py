@@ -43,6 +43,8 @@ from typing import Callable, NamedTuple
 import datasets
 import numpy as np
 
+from .errors import CtcforgeError
+
 SELF_SPLIT_SEED = 42
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
 AUDIOFOLDER_METADATA = ("metadata.csv", "metadata.jsonl")
@@ -69,10 +71,6 @@ TIMES_TXT_LINE = re.compile(r"^`(?P<path>.+)` = (?P<ms>\d+)$")
 logger = logging.getLogger(__name__)
 
 
-class DatasetError(ValueError):
-    """A dataset that cannot be read as asked, phrased so the message names the fix."""
-
-
 def load_speech_dataset(
     name: str,
     config: str | None,
@@ -93,7 +91,7 @@ def load_speech_dataset(
         dataset = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
     else:
         if hub_is_off():
-            raise DatasetError(f"{name}: no such folder, and the Hub is off (HF_HUB_OFFLINE or "
+            raise CtcforgeError(f"{name}: no such folder, and the Hub is off (HF_HUB_OFFLINE or "
                                "HF_DATASETS_OFFLINE is set), so it cannot be a Hub dataset either")
         # `datasets` understands split sums such as "train+validation" itself.
         dataset = datasets.load_dataset(name, config, split=split)
@@ -123,7 +121,7 @@ def filter_by_duration(dataset: datasets.Dataset, min_seconds: float | None = No
     duration is kept and counted as unknown; the caller decides by decoding it.
     """
     if DURATION_COLUMN not in dataset.column_names:
-        raise DatasetError(f"the dataset has no column {DURATION_COLUMN} (its columns: "
+        raise CtcforgeError(f"the dataset has no column {DURATION_COLUMN} (its columns: "
                            f"{', '.join(dataset.column_names)}); load it with load_speech_dataset(..., "
                            "with_durations=True)")
     # Arrow nulls become NaN, which compares False both ways and so is neither too short
@@ -199,7 +197,7 @@ def parse_clip_durations_tsv(path: str) -> dict[str, float | None]:
         header = next(reader, [])
         names = [column for column in CLIP_DURATIONS_NAME_COLUMNS if column in header]
         if not names or CLIP_DURATIONS_MS_COLUMN not in header:
-            raise DatasetError(f"{path} has the columns {', '.join(header) or 'none'}, not clip and "
+            raise CtcforgeError(f"{path} has the columns {', '.join(header) or 'none'}, not clip and "
                                f"{CLIP_DURATIONS_MS_COLUMN}; fix its header, or delete it to measure durations "
                                "by decoding")
         name_field, ms_field = header.index(names[0]), header.index(CLIP_DURATIONS_MS_COLUMN)
@@ -271,18 +269,18 @@ def is_local_path(name: str) -> bool:
 
     A Hub id is `dataset` or `owner/dataset`. A name that starts like a path, has more
     parts than that or names a file is a folder the user mistyped: it raises
-    `DatasetError` here rather than failing later as a download.
+    `CtcforgeError` here rather than failing later as a download.
     """
     expanded = os.path.expanduser(name)
     if os.path.isdir(expanded):
         return True
     if os.path.isfile(expanded) and expanded.lower().endswith(ARCHIVE_SUFFIXES):
-        raise DatasetError(f"{name} is an archive; extract it first (tar -xf {name}, or unzip) "
+        raise CtcforgeError(f"{name} is an archive; extract it first (tar -xf {name}, or unzip) "
                            "and pass the folder it holds")
     if os.path.exists(expanded):
-        raise DatasetError(f"{name} is not a folder")
+        raise CtcforgeError(f"{name} is not a folder")
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise DatasetError(f"{name}: no such folder")
+        raise CtcforgeError(f"{name}: no such folder")
     return False
 
 
@@ -305,9 +303,9 @@ def dataset_root(name: str, config: str | None) -> str:
     locales = sorted(entry.name for entry in os.scandir(folder)
                      if entry.is_dir() and os.path.isdir(os.path.join(entry.path, "clips")))
     if locales:
-        raise DatasetError(f"{name} has no locale {config}; its locales: {', '.join(locales)}")
+        raise CtcforgeError(f"{name} has no locale {config}; its locales: {', '.join(locales)}")
     if os.path.isdir(os.path.join(folder, "clips")):
-        raise DatasetError(f"{name} is the folder of one locale ({os.path.basename(folder)}), not of "
+        raise CtcforgeError(f"{name} is the folder of one locale ({os.path.basename(folder)}), not of "
                            f"--config {config}; pass the release folder or the {config} folder")
     return folder  # other formats (OpenSLR, audiofolder, save_to_disk) take no config
 
@@ -328,7 +326,7 @@ def local_split_reader(root: str, text_column: str) -> Callable[[str], datasets.
         return functools.partial(read_audiofolder, root, text_column=text_column)
     if os.path.isdir(os.path.join(root, "clips")):
         return functools.partial(read_common_voice, root, text_column=text_column)
-    raise DatasetError(
+    raise CtcforgeError(
         f"{root} holds no dataset this loader can read; looked for dataset_dict.json or state.json"
         f" (save_to_disk), clips/ beside SPLIT.tsv files (Common Voice), {OPENSLR_INDEX} (OpenSLR),"
         f" and {' or '.join(AUDIOFOLDER_METADATA)} in the folder or a split sub-folder (audiofolder)"
@@ -342,7 +340,7 @@ def read_saved_dataset(root: str, split: str) -> datasets.Dataset:
     if isinstance(saved, datasets.Dataset):
         return saved
     if split not in saved:
-        raise DatasetError(f"{root} has no split {split!r}; its splits: {', '.join(saved)}")
+        raise CtcforgeError(f"{root} has no split {split!r}; its splits: {', '.join(saved)}")
     return saved[split]
 
 
@@ -357,12 +355,12 @@ def read_common_voice(root: str, split: str, text_column: str) -> datasets.Datas
         manifest = os.path.join(root, f"{local}.tsv")
     if not os.path.isfile(manifest):
         if "-delta-" in root:
-            raise DatasetError(f"{root} is from a delta release (cv-corpus-V-delta-DATE), which holds only the "
+            raise CtcforgeError(f"{root} is from a delta release (cv-corpus-V-delta-DATE), which holds only the "
                                "clips added since the last release and no train/dev/test splits; use the full "
                                "release")
         available = sorted(f[: -len(".tsv")] for f in os.listdir(root) if f.endswith(".tsv"))
         available = [name for name in available if name not in NOT_SPLITS]
-        raise DatasetError(f"{root} has no {split}.tsv; its splits: {', '.join(available) or 'none'}")
+        raise CtcforgeError(f"{root} has no {split}.tsv; its splits: {', '.join(available) or 'none'}")
     paths, texts, malformed = [], [], []
     with open(manifest, encoding="utf-8-sig", newline="") as tsv:
         # Sentences contain quote marks; Common Voice does not quote fields at all.
@@ -383,7 +381,7 @@ def read_common_voice(root: str, split: str, text_column: str) -> datasets.Datas
     if malformed:
         warn_malformed(manifest, malformed, len(header), len(paths) + len(malformed))
     if not paths:
-        raise DatasetError(f"{manifest} lists no clips"
+        raise CtcforgeError(f"{manifest} lists no clips"
                            + (" it can read (every row malformed, see above)" if malformed else " (header only)")
                            + f"; choose another split than {split!r}")
     return datasets.Dataset.from_dict({"audio": paths, text_column: texts})
@@ -409,7 +407,7 @@ def read_openslr(root: str, split: str, text_column: str) -> datasets.Dataset:
     audio_files = find_audio_files(root)
     missing = [clip_id for clip_id in transcripts if clip_id not in audio_files]
     if missing:
-        raise DatasetError(
+        raise CtcforgeError(
             f"{len(missing)} ids in {OPENSLR_INDEX} have no audio file ({', '.join(AUDIO_EXTENSIONS)})"
             f" under {root}, e.g. {', '.join(missing[:3])}"
         )
@@ -429,9 +427,9 @@ def read_line_index(path: str) -> dict[str, str]:
                 continue
             fields = line.rstrip("\r\n").split("\t")
             if len(fields) < 2:
-                raise DatasetError(f"{path}, line {number}: expected id<TAB>transcript")
+                raise CtcforgeError(f"{path}, line {number}: expected id<TAB>transcript")
             if fields[0] in transcripts:
-                raise DatasetError(f"{path}, line {number}: id {fields[0]} appears twice")
+                raise CtcforgeError(f"{path}, line {number}: id {fields[0]} appears twice")
             transcripts[fields[0]] = fields[-1]
     return transcripts
 
@@ -447,7 +445,7 @@ def find_audio_files(root: str) -> dict[str, str]:
                 continue
             path = os.path.join(folder, file)
             if clip_id in found:
-                raise DatasetError(f"two audio files for id {clip_id}: {found[clip_id]} and {path}")
+                raise CtcforgeError(f"two audio files for id {clip_id}: {found[clip_id]} and {path}")
             found[clip_id] = path
     return found
 
@@ -461,7 +459,7 @@ def self_split_ids(ids: list[str], split: str) -> list[str]:
     so training and evaluation, on any machine, cut the same test set.
     """
     if split not in OPENSLR_SPLITS:
-        raise DatasetError(f"OpenSLR folders have the splits {', '.join(OPENSLR_SPLITS)}, not {split!r}")
+        raise CtcforgeError(f"OpenSLR folders have the splits {', '.join(OPENSLR_SPLITS)}, not {split!r}")
     shuffled = sorted(ids)
     random.Random(SELF_SPLIT_SEED).shuffle(shuffled)
     test_size = (len(shuffled) + 9) // 10
@@ -486,13 +484,13 @@ def read_audiofolder(root: str, split: str, text_column: str) -> datasets.Datase
     if manifest is None and split == "train":
         manifest = find_audiofolder_metadata(root)
     if manifest is None:
-        raise DatasetError(
+        raise CtcforgeError(
             f"{root} has no {split}/metadata.csv or {split}/metadata.jsonl"
             + (" (a metadata file directly in the folder is the 'train' split)" if split != "train" else "")
         )
     rows = read_metadata_rows(manifest)
     if not rows:
-        raise DatasetError(f"{manifest} lists no files")
+        raise CtcforgeError(f"{manifest} lists no files")
     require_columns(list(rows[0]), ["file_name", text_column], manifest)
     # file_name is relative to the folder of the metadata file.
     folder = os.path.dirname(manifest)
@@ -519,13 +517,13 @@ def path_inside(root: str, folder: str, name: str, manifest: str) -> str:
     """
     path = os.path.normpath(os.path.join(folder, name))
     if os.path.commonpath([root, path]) != root:
-        raise DatasetError(f"{manifest} names {name!r}, which lies outside {root}; refusing to read it")
+        raise CtcforgeError(f"{manifest} names {name!r}, which lies outside {root}; refusing to read it")
     return path
 
 
 def require_columns(found: list[str], needed: list[str], where: str) -> None:
     missing = [column for column in needed if column not in found]
     if missing:
-        raise DatasetError(
+        raise CtcforgeError(
             f"{where} has no column {', '.join(missing)}; its columns: {', '.join(found) or 'none'}"
         )

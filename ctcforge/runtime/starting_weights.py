@@ -22,15 +22,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import CtcforgeError
+from .repo_files import BASE_MODEL_FILE, CONFIG_FILE, PREPROCESSOR_FILE, WEIGHT_FILES, has_weights
+
 logger = logging.getLogger(__name__)
 
-BASE_MODEL_FILE = "base_model.json"
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
 # Tensors a CTC model may lack in a pretrained checkpoint: the output layer, sized for this
 # repo's labels, and the SpecAugment mask embedding, which a checkpoint saved with masking
 # off does not have; and the language adapter layers that --adapter_attn_dim adds to a
@@ -38,10 +34,6 @@ WEIGHT_FILES = (
 # does not fit the config.
 NEW_TENSOR_MARKERS = ("lm_head.", "masked_spec_embed", ".adapter_layer.")
 SHOWN = 4  # tensor names listed per group in the loading report
-
-
-class StartingWeightsError(ValueError):
-    """The weights cannot be found or do not fit; the message names the fix."""
 
 
 @dataclass(frozen=True)
@@ -56,10 +48,6 @@ class StartingPoint:
         return self.source is not None
 
 
-def has_weights(folder: str | Path) -> bool:
-    return any((Path(folder) / name).is_file() for name in WEIGHT_FILES)
-
-
 def read_base_model_record(folder: str | Path) -> dict | None:
     path = Path(folder) / BASE_MODEL_FILE
     if not path.is_file():
@@ -67,10 +55,10 @@ def read_base_model_record(folder: str | Path) -> dict | None:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise StartingWeightsError(f"{path} does not parse ({error}); restamp the repo with "
+        raise CtcforgeError(f"{path} does not parse ({error}); restamp the repo with "
                                    "`ctcforge new --force` or fix the file") from None
     if not isinstance(record, dict) or record.get("source") not in ("scratch", "local", "hub"):
-        raise StartingWeightsError(f"{path}: expected source scratch, local or hub, found {record!r}")
+        raise CtcforgeError(f"{path}: expected source scratch, local or hub, found {record!r}")
     return record
 
 
@@ -85,7 +73,7 @@ def starting_point(model_name_or_path: str, from_scratch: bool = False) -> Start
         return StartingPoint(str(folder), f"the weights in {folder}")
     record = read_base_model_record(folder)
     if record is None:
-        raise StartingWeightsError(
+        raise CtcforgeError(
             f"{folder} holds no weights and no {BASE_MODEL_FILE} naming a base model: pass "
             "--model_name_or_path a pretrained checkpoint (a folder or a Hub id), or --from_scratch "
             "to train from random weights")
@@ -94,7 +82,7 @@ def starting_point(model_name_or_path: str, from_scratch: bool = False) -> Start
     if record["source"] == "local":
         base = Path(record.get("path", ""))
         if not base.is_dir() or not has_weights(base):
-            raise StartingWeightsError(
+            raise CtcforgeError(
                 f"{folder / BASE_MODEL_FILE} names the base model folder {base}, which holds no weights "
                 f"({' or '.join(WEIGHT_FILES[::2])}); put the checkpoint back there, or pass its folder "
                 "as --model_name_or_path")
@@ -125,20 +113,20 @@ def check_reachable(name: str, cache_dir: str | None = None) -> None:
     try:
         AutoConfig.from_pretrained(name, cache_dir=cache_dir)
     except OSError:
-        raise StartingWeightsError(unreachable_message(name)) from None
+        raise CtcforgeError(unreachable_message(name)) from None
 
 
 # The model folder's settings files that every load reads first; one cut short or edited
 # into invalid JSON would otherwise end the run in a JSONDecodeError traceback.
-MODEL_JSON_FILES = ("config.json", "preprocessor_config.json")
+MODEL_JSON_FILES = (CONFIG_FILE, PREPROCESSOR_FILE)
 
 
 def check_model_json(folder: str | Path) -> None:
-    """Raises StartingWeightsError when a model folder lacks config.json, or when one of its
+    """Raises CtcforgeError when a model folder lacks config.json, or when one of its
     MODEL_JSON_FILES is not a JSON object."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
-        raise StartingWeightsError(f"{folder} has no config.json; restore it (git checkout config.json), or "
+        raise CtcforgeError(f"{folder} has no config.json; restore it (git checkout config.json), or "
                                    "stamp the repo again with `ctcforge new --force`")
     for name in MODEL_JSON_FILES:
         path = folder / name
@@ -152,7 +140,7 @@ def check_model_json(folder: str | Path) -> None:
             if isinstance(data, dict):
                 continue
             problem = "is not a JSON object"
-        raise StartingWeightsError(f"{path} {problem}; restore it (git checkout {name}, or the copy in the "
+        raise CtcforgeError(f"{path} {problem}; restore it (git checkout {name}, or the copy in the "
                                    "checkpoint-N folder it was saved with), or stamp the repo again with "
                                    "`ctcforge new --force`")
 
@@ -177,13 +165,13 @@ def load_ctc_model(point: StartingPoint, config, cache_dir: str | None = None):
             output_loading_info=True)
     except OSError as error:
         if Path(point.source).is_dir():
-            raise StartingWeightsError(f"{point.source}: {error}") from None
-        raise StartingWeightsError(unreachable_message(point.source)) from None
+            raise CtcforgeError(f"{point.source}: {error}") from None
+        raise CtcforgeError(unreachable_message(point.source)) from None
     report = LoadingReport.from_info(info, model)
     logger.info(f"Starting from {point.description}:\n{report.describe()}")
     problem = report.misfit()
     if problem:
-        raise StartingWeightsError(
+        raise CtcforgeError(
             f"{point.source}: the checkpoint's weights do not fit config.json ({config.model_type}): "
             f"{problem}; is it a checkpoint of another family, or another size, than config.json says?")
     return model

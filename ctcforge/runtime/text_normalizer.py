@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
-PROFILE_FILE = "language_profile.json"
+from .repo_files import PROFILE_FILE
 
 Step = Callable[[str], str]
 

@@ -19,6 +19,8 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import TrainerCallback, get_scheduler
 
+from .errors import CtcforgeError
+
 logger = logging.getLogger(__name__)
 
 TRISTAGE = "tristage"
@@ -123,7 +125,7 @@ def learning_rate_schedule(args, optimizer: torch.optim.Optimizer, num_training_
     if clock is None:
         return scheduler
     if not isinstance(scheduler, LambdaLR):
-        raise SystemExit(f"error: --max_train_minutes needs a step-based schedule such as linear or "
+        raise CtcforgeError(f"--max_train_minutes needs a step-based schedule such as linear or "
                          f"tristage, not {args.lr_scheduler_type}")
     # transformers' schedules are LambdaLRs over the step; a new one over the same function,
     # fed the clock's step, follows the budget (lr_lambdas is LambdaLR's public list of them).

@@ -15,6 +15,7 @@ from pathlib import Path
 from transformers import Wav2Vec2CTCTokenizer
 
 from .atomic import write_text_atomically
+from .errors import CtcforgeError
 
 logger = logging.getLogger(__name__)
 
@@ -68,15 +69,15 @@ def choose_vocabulary(
         tokenizer_folder = Path(model_args.tokenizer_name_or_path)
         vocab = read_vocabulary(tokenizer_folder)
         if vocab is None:
-            raise SystemExit(f"error: no vocab.json in --tokenizer_name_or_path {tokenizer_folder}")
+            raise CtcforgeError(f"no vocab.json in --tokenizer_name_or_path {tokenizer_folder}")
         logger.info(f"Vocabulary: {tokenizer_folder / 'vocab.json'} (--tokenizer_name_or_path)")
         return vocab
     model_folder = Path(model_args.model_name_or_path)
     model_vocab = read_vocabulary(model_folder)
     if training_characters is None:
         if model_vocab is None:
-            raise SystemExit(
-                "error: without a training split the vocabulary must come from the model folder "
+            raise CtcforgeError(
+                "without a training split the vocabulary must come from the model folder "
                 "or --tokenizer_name_or_path, and neither has a vocab.json."
             )
         return model_vocab
@@ -112,8 +113,8 @@ def create_tokenizer(
     (by the process that `write`s it; the others read it)."""
     missing = missing_special_tokens(vocab, data_args)
     if missing:
-        raise SystemExit(
-            f"error: the vocabulary has no {' '.join(missing)}; set --word_delimiter_token, "
+        raise CtcforgeError(
+            f"the vocabulary has no {' '.join(missing)}; set --word_delimiter_token, "
             "--unk_token and --pad_token to the special tokens it uses."
         )
     vocab_file = output_dir / "vocab.json"
@@ -133,5 +134,5 @@ def create_tokenizer(
         eos_token=None,
     )
     if len(tokenizer) != len(vocab):
-        raise SystemExit(f"error: the tokenizer has {len(tokenizer)} labels but vocab.json {len(vocab)}")
+        raise CtcforgeError(f"the tokenizer has {len(tokenizer)} labels but vocab.json {len(vocab)}")
     return tokenizer

@@ -28,8 +28,7 @@ import numpy as np
 import torch
 from transformers import AutoFeatureExtractor
 
-from . import adapters
-from . import ctc_frames
+from . import adapters, ctc_frames
 from .speech_data import decode_audio
 
 # A clip decoding to less than this share of the duration its header declares (and at

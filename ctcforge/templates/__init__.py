@@ -16,7 +16,7 @@ from pathlib import Path
 
 import jinja2
 
-from ctcforge.errors import CtcforgeError
+from ctcforge.runtime.errors import CtcforgeError
 from ctcforge.runtime.atomic import write_bytes_atomically, write_text_atomically
 from ctcforge.runtime.repo_files import RUNTIME_FOLDER
 

@@ -23,7 +23,7 @@ What changed since 2022, and why:
 - `--model_id ./` in a repo trained with --output_dir elsewhere evaluates the model that
   run saved, as its `training_run.json` records (saying so); a folder without weights
   stops at once, before any audio is read, with one line saying where the model is or to
-  train first (`trained_model.py`);
+  train first (`repo_files.py`, the one rule of where a repo's trained weights are);
 - targets *and* predictions pass the repo's own normaliser (`text_normalizer.py`), the
   one training used; WER counts the words that normaliser defines (fugashi morphemes
   for Japanese, characters for languages written without spaces), as `error_rates.py`
@@ -75,12 +75,12 @@ import torch
 
 from ctcforge_runtime import text_normalizer
 from ctcforge_runtime.acoustic_engines import FP32_BACKENDS
-from ctcforge_runtime.adapters import AdapterError
 from ctcforge_runtime.atomic import write_text_atomically
-from ctcforge_runtime.beam_search import LANGUAGE_MODEL_DIR, BeamSearch, ctc_labels, has_language_model, load_beam_decoder
+from ctcforge_runtime.beam_search import BeamSearch, ctc_labels, has_language_model, load_beam_decoder
 from ctcforge_runtime.error_rates import error_rates
-from ctcforge_runtime.speech_data import DatasetError, dataset_id, load_speech_dataset
-from ctcforge_runtime.trained_model import TRAINING_RUN_FILE, NoTrainedModel, trained_model_folder
+from ctcforge_runtime.errors import CtcforgeError
+from ctcforge_runtime.repo_files import LANGUAGE_MODEL_DIR, TRAINING_RUN_FILE, eval_file_names, trained_model_folder
+from ctcforge_runtime.speech_data import dataset_id, load_speech_dataset
 from ctcforge_runtime.transcription import ClipReader, ReadClip, Transcriber, read_clips
 
 # Clips read ahead, sorted by length and batched together: this many batches' worth.
@@ -247,7 +247,7 @@ def check_writable(output_dir: str) -> None:
         with tempfile.TemporaryFile(dir=output_dir):
             pass
     except OSError as error:
-        sys.exit(f"error: --output_dir {output_dir} is not writable ({error.strerror}); choose another")
+        raise CtcforgeError(f"--output_dir {output_dir} is not writable ({error.strerror}); choose another") from None
 
 
 def log_results(results, summary: dict, name: str, args: argparse.Namespace) -> None:
@@ -255,14 +255,15 @@ def log_results(results, summary: dict, name: str, args: argparse.Namespace) -> 
     on disk always comes with the logs and the summary of the same run."""
     result_str = f"WER: {summary['wer']}\nCER: {summary['cer']}"
     print(result_str)
+    files = eval_file_names(name)
     if args.log_outputs:
         predictions = "".join(f"{row}\n{prediction}\n" for row, _, prediction in results)
         targets = "".join(f"{row}\n{reference}\n" for row, reference, _ in results)
-        write_text_atomically(os.path.join(args.output_dir, f"log_{name}_predictions.txt"), predictions)
-        write_text_atomically(os.path.join(args.output_dir, f"log_{name}_targets.txt"), targets)
-    write_text_atomically(os.path.join(args.output_dir, f"{name}_eval_summary.json"),
-                     json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    write_text_atomically(os.path.join(args.output_dir, f"{name}_eval_results.txt"), result_str)
+        write_text_atomically(os.path.join(args.output_dir, files.predictions), predictions)
+        write_text_atomically(os.path.join(args.output_dir, files.targets), targets)
+    write_text_atomically(os.path.join(args.output_dir, files.summary),
+                          json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomically(os.path.join(args.output_dir, files.results), result_str)
 
 
 # ---------------------------------------------------------------------------------------
@@ -280,18 +281,22 @@ def wants_language_model(decoder: str, model_id: str) -> bool:
     """--decoder lm, or auto with a non-empty language_model/ in a local model folder."""
     available = os.path.isdir(model_id) and has_language_model(model_id)
     if decoder == "lm" and not available:
-        sys.exit(f"error: --decoder lm, but {os.path.join(model_id, LANGUAGE_MODEL_DIR)} is missing or empty")
+        raise CtcforgeError(f"--decoder lm, but {os.path.join(model_id, LANGUAGE_MODEL_DIR)} is missing or empty")
     return decoder == "lm" or (decoder == "auto" and available)
 
 
 def main() -> None:
-    args = parse_args()
+    """The one place a CtcforgeError becomes a line on stderr and an exit code."""
+    try:
+        evaluate_as_asked(parse_args())
+    except CtcforgeError as error:
+        sys.exit(f"error: {error}")
+
+
+def evaluate_as_asked(args: argparse.Namespace) -> None:
     check_writable(args.output_dir)
     # Before anything is loaded or read, so that a repo without weights fails at once.
-    try:
-        model_folder = trained_model_folder(args.model_id, os.path.dirname(os.path.realpath(__file__)))
-    except NoTrainedModel as error:
-        sys.exit(f"error: {error}")
+    model_folder = trained_model_folder(args.model_id, os.path.dirname(os.path.realpath(__file__)))
     if model_folder != args.model_id:
         print(f"no weights in {args.model_id}; evaluating the trained model in {model_folder} "
               f"({TRAINING_RUN_FILE})", file=sys.stderr)
@@ -302,44 +307,40 @@ def main() -> None:
     # names the repo's language, the adapter an adapter model is evaluated with by default
     # (a model trained into another --output_dir has no language_profile.json beside it).
     normalizer = text_normalizer.load()
-    try:
-        transcriber = Transcriber(model_folder, choose_device(args.device), args.batch_size,
-                                  args.target_lang, normalizer.profile.get("iso639_3"))
-    except AdapterError as error:
-        sys.exit(f"error: {error}")
+    transcriber = Transcriber(model_folder, choose_device(args.device), args.batch_size,
+                              args.target_lang, normalizer.profile.get("iso639_3"))
     if transcriber.language:
         print(f"language adapter: {transcriber.language}")
     try:  # a label for every output id, or every transcript would be shifted
         ctc_labels(transcriber.tokenizer, transcriber.model.config.vocab_size)
     except ValueError as error:
-        sys.exit(f"error: {error}: vocab.json does not fit config.json's vocab_size "
-                 f"{transcriber.model.config.vocab_size}; the model was trained with another vocabulary")
+        raise CtcforgeError(f"{error}: vocab.json does not fit config.json's vocab_size "
+                            f"{transcriber.model.config.vocab_size}; the model was trained with another "
+                            "vocabulary") from None
     if args.backend != "torch":
         if transcriber.device.type != "cpu":
-            sys.exit(f"error: --backend {args.backend} runs on the CPU; add --device -1, or use --backend torch")
+            raise CtcforgeError(f"--backend {args.backend} runs on the CPU; add --device -1, or use --backend torch")
         try:
             transcriber.use_backend(args.backend)
         except ImportError as error:
-            sys.exit(f"error: --backend {args.backend} needs {error.name}: pip install -r requirements.txt")
+            raise CtcforgeError(f"--backend {args.backend} needs {error.name}: pip install -r requirements.txt") \
+                from None
     if args.chunk_length_s is not None:
         try:
             transcriber.preprocessor.use_chunks(args.chunk_length_s, args.stride_length_s)
         except ValueError as error:
-            sys.exit(f"error: {error}")
+            raise CtcforgeError(str(error)) from None
     if use_language_model:
         try:  # an alphabet.json of other labels, or a damaged KenLM file, stops here
             decoder = load_beam_decoder(args.model_id, transcriber.tokenizer, transcriber.model.config.vocab_size)
         except ValueError as error:
-            sys.exit(f"error: {error}")
+            raise CtcforgeError(str(error)) from None
         transcriber.beam_search = BeamSearch(decoder, args.num_workers)
     print(f"decoder: {f'n-gram LM ({decoder.engine})' if transcriber.beam_search else 'greedy'}; "
           f"backend: {args.backend}")
 
-    try:
-        dataset = load_speech_dataset(args.dataset, args.config, args.split, text_column=args.text_column_name,
-                                      sampling_rate=transcriber.sampling_rate)
-    except DatasetError as error:
-        sys.exit(f"error: {error}")
+    dataset = load_speech_dataset(args.dataset, args.config, args.split, text_column=args.text_column_name,
+                                  sampling_rate=transcriber.sampling_rate)
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     name = dataset_id(args.dataset, args.config, args.split)
@@ -348,14 +349,14 @@ def main() -> None:
     try:
         evaluation = evaluate(dataset, args.text_column_name, transcriber, normalizer, args.num_workers)
     except KeyboardInterrupt:
-        sys.exit("error: interrupted; no result file was written or changed")
+        raise CtcforgeError("interrupted; no result file was written or changed") from None
     finally:
         if transcriber.beam_search:
             transcriber.beam_search.close()
     summary = summarise(evaluation, transcriber.beam_search, normalizer, time.perf_counter() - started, args)
     print(summary_line(summary))
     if not evaluation.results:
-        sys.exit("error: no clip could be evaluated; no result file was written")
+        raise CtcforgeError("no clip could be evaluated; no result file was written")
 
     references = [reference for _, reference, _ in evaluation.results]
     predictions = [prediction for _, _, prediction in evaluation.results]

@@ -86,8 +86,9 @@ from transformers import (
 # This repo's own modules, next to this script (ctcforge copies them into every repo).
 from ctcforge_runtime import (
     adapters, checkpoints, clip_preparation, cpu_threads, ctc_frames, error_rates, features_on_the_fly, speech_data,
-    starting_weights, text_normalizer, training_record, training_schedule, training_vocabulary,
+    repo_files, starting_weights, text_normalizer, training_schedule, training_vocabulary,
 )
+from ctcforge_runtime.errors import CtcforgeError
 
 logger = logging.getLogger(__name__)
 
@@ -363,7 +364,7 @@ def parse_arguments() -> tuple[ModelArguments, DataTrainingArguments, SpeechTrai
             return parser.parse_json_file(json_file=os.path.abspath(sys.argv[1]))
         return parser.parse_args_into_dataclasses()
     except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
+        raise CtcforgeError(f"{error}") from None
 
 
 def resolve_training_arguments(
@@ -386,7 +387,7 @@ def resolve_training_arguments(
         problem = hub_login_problem()
         if problem:
             # The Trainer would otherwise fail creating the Hub repo, in a traceback.
-            raise SystemExit(f"error: --push_to_hub needs the Hub, and {problem}; log in with "
+            raise CtcforgeError(f"--push_to_hub needs the Hub, and {problem}; log in with "
                              "`hf auth login`, or drop --push_to_hub and upload the trained repo "
                              "later with `ctcforge push REPO --repo-id ORG/NAME`")
     if data_args.phoneme_language:
@@ -559,21 +560,18 @@ def load_split(data_args: DataTrainingArguments, split: str, sampling_rate: int,
     that fails to decode is counted and skipped; left to `datasets`, it would fail while
     reading the row, outside any code of ours, and end the whole `map`.
     """
-    try:
-        dataset = speech_data.load_speech_dataset(
-            data_args.dataset_name,
-            data_args.dataset_config_name,
-            split,
-            text_column=data_args.text_column_name,
-            sampling_rate=sampling_rate,
-            with_durations=True,  # a release's listed durations filter clips before any is decoded
-        )
-    except speech_data.DatasetError as error:
-        raise SystemExit(f"error: {error}")
+    dataset = speech_data.load_speech_dataset(
+        data_args.dataset_name,
+        data_args.dataset_config_name,
+        split,
+        text_column=data_args.text_column_name,
+        sampling_rate=sampling_rate,
+        with_durations=True,  # a release's listed durations filter clips before any is decoded
+    )
     for column in (data_args.audio_column_name, data_args.text_column_name):
         if column not in dataset.column_names:
             columns = ", ".join(dataset.column_names)
-            raise SystemExit(f"error: split {split!r} has no column {column!r} (columns: {columns})")
+            raise CtcforgeError(f"split {split!r} has no column {column!r} (columns: {columns})")
     if max_samples is not None:
         dataset = dataset.select(range(min(max_samples, len(dataset))))
     if isinstance(dataset.features[data_args.audio_column_name], datasets.Audio):
@@ -590,7 +588,6 @@ def add_normalised_text(dataset, data_args: DataTrainingArguments, normalizer, t
             load_from_cache_file=not data_args.overwrite_cache,
             desc="normalising transcripts",
         )
-
 
 
 # ---------------------------------------------------------------------------------------
@@ -616,7 +613,7 @@ def choose_metrics(data_args: DataTrainingArguments, normalizer) -> list[str]:
     names = data_args.eval_metrics or normalizer.profile.get("metrics") or list(error_rates.METRICS)
     unknown = [name for name in names if name not in error_rates.METRICS]
     if unknown:
-        raise SystemExit(f"error: unknown --eval_metrics {' '.join(unknown)} "
+        raise CtcforgeError(f"unknown --eval_metrics {' '.join(unknown)} "
                          f"(known: {' '.join(error_rates.METRICS)})")
     return names
 
@@ -645,12 +642,9 @@ def main() -> None:
     checkpoint = checkpoints.checkpoint_to_resume(training_args, data_args.overwrite_output_dir)
     # Where the weights come from, checked now: a model that cannot be loaded should stop
     # the run before hours of data preparation, not after.
-    try:
-        start = starting_weights.starting_point(model_args.model_name_or_path, model_args.from_scratch)
-        for name in {model_args.model_name_or_path, start.source} - {None}:
-            starting_weights.check_reachable(name, model_args.cache_dir)
-    except starting_weights.StartingWeightsError as error:
-        raise SystemExit(f"error: {error}")
+    start = starting_weights.starting_point(model_args.model_name_or_path, model_args.from_scratch)
+    for name in {model_args.model_name_or_path, start.source} - {None}:
+        starting_weights.check_reachable(name, model_args.cache_dir)
 
     # Before anything random: a model without weights is initialised from this seed.
     set_seed(training_args.seed)
@@ -668,7 +662,7 @@ def main() -> None:
             speed_perturbation = clip_preparation.SpeedPerturbation(data_args.speed_perturbation,
                                                                     feature_extractor.sampling_rate)
         except ValueError as error:
-            raise SystemExit(f"error: {error}")
+            raise CtcforgeError(f"{error}")
 
     raw_splits = {}
     if training_args.do_train:
@@ -695,26 +689,20 @@ def main() -> None:
 
     config = AutoConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
     configure_for_ctc(config, model_args, tokenizer)
-    try:
-        model = starting_weights.load_ctc_model(start, config, model_args.cache_dir)
-    except starting_weights.StartingWeightsError as error:
-        raise SystemExit(f"error: {error}")
+    model = starting_weights.load_ctc_model(start, config, model_args.cache_dir)
     if model.main_input_name != input_name:
-        raise SystemExit(f"error: the model reads {model.main_input_name} but the feature extractor "
+        raise CtcforgeError(f"the model reads {model.main_input_name} but the feature extractor "
                          f"writes {input_name}: config.json and preprocessor_config.json do not match.")
     if model.config.vocab_size != len(tokenizer):
-        raise SystemExit(
-            f"error: the model has {model.config.vocab_size} outputs for {len(tokenizer)} labels"
+        raise CtcforgeError(
+            f"the model has {model.config.vocab_size} outputs for {len(tokenizer)} labels"
         )
     # A model with language adapters (MMS) trains only its language's adapter and head.
     language = None
     if adapters.has_adapters(model.config) or data_args.target_language:
         language = data_args.target_language or normalizer.profile.get("iso639_3")
-        try:
-            adapters.start_adapter_training(model, language, [start.source, model_args.model_name_or_path],
-                                            vocab, model_args.cache_dir)
-        except adapters.AdapterError as error:
-            raise SystemExit(f"error: {error}")
+        adapters.start_adapter_training(model, language, [start.source, model_args.model_name_or_path],
+                                        vocab, model_args.cache_dir)
         checkpoint = adapters.checkpoint_of_language(checkpoint, language)
     elif model_args.freeze_feature_encoder:
         freeze_feature_encoder(model, randomly_initialised=not start.pretrained)
@@ -739,7 +727,7 @@ def main() -> None:
     clip_preparation.log_drop_table(dropped, splits)
     for name, split in splits.items():
         if len(split) == 0:
-            raise SystemExit(f"error: no usable clips left in the {name} split (see the table above)")
+            raise CtcforgeError(f"no usable clips left in the {name} split (see the table above)")
     if "eval" in splits:
         warn_about_unknown_eval_characters(splits["eval"], tokenizer)
 
@@ -782,14 +770,13 @@ def main() -> None:
         trainer.save_metrics("train", metrics)
         trainer.save_state()
         if training_args.should_save:
-            hyperparameters = training_record.card_hyperparameters(training_args, data_args.speed_perturbation,
-                                                                   trainer.state.global_step)
-            training_record.write_json(output_dir / training_record.HYPERPARAMETERS_FILE, hyperparameters)
+            repo_files.write_hyperparameters(output_dir, repo_files.card_hyperparameters(
+                training_args, data_args.speed_perturbation, trainer.state.global_step))
             # In the run folder, and in the repo too, so that ctcforge card, push and eval.py
             # find a model trained into another --output_dir.
-            record = training_record.training_run_record(start, output_dir, trainer.state.global_step, adapter)
+            run = repo_files.finished_run(start.description, output_dir, trainer.state.global_step, adapter)
             for folder in {output_dir.resolve(), REPO_DIR}:
-                training_record.write_json(folder / training_record.TRAINING_RUN_FILE, record)
+                repo_files.write_training_run(folder, run)
 
     if training_args.do_eval:
         metrics = {**trainer.evaluate(), "eval_samples": len(splits["eval"])}
@@ -798,4 +785,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except CtcforgeError as error:  # the one place a problem of the user's becomes an exit
+        sys.exit(f"error: {error}")

@@ -1,6 +1,7 @@
-"""Reading what a language repo's tools left in it: eval.py's results and summaries, the
-training script's training_run.json, trainer_state.json and hyperparameters, and what
-`ctcforge lm --tune-*` measured.
+"""Reading the results a language repo's tools left in it: eval.py's results and summaries,
+the Trainer's log history, what `ctcforge lm --tune-*` measured and what `ctcforge export`
+checked. (The training run's own records are read by `runtime.repo_files`, with every
+other file name of a repo.)
 
 Reading is kept apart from the card, which only turns these records into markdown, so the
 demo and `ctcforge push` read the same files the same way. Each reader raises one-line
@@ -11,25 +12,18 @@ from __future__ import annotations
 
 import json
 import math
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctcforge.catalogue import has_weights
-from ctcforge.errors import CtcforgeError
+from ctcforge.runtime.errors import CtcforgeError
+from ctcforge.runtime.repo_files import RESULTS_SUFFIX, SUMMARY_SUFFIX, TRAINER_STATE_FILE, read_json
 from ctcforge.spec import MAX_REPORTED_RATE
 
-RESULTS_SUFFIX = "_eval_results.txt"
-SUMMARY_SUFFIX = "_eval_summary.json"
 # Where `ctcforge card` looks for eval.py outputs: the repo root (decoder unknown) and
 # eval/greedy, eval/lm, the folders ctcforge's own runs write to.
 DECODER_FOLDERS = {"greedy": "without_lm", "lm": "with_lm"}
 # The metrics eval.py writes into its results file, as `WER: 0.25` lines.
 RESULT_METRICS = ("wer", "cer")
-# What the training script writes once a run has finished (into the repo and its output_dir).
-TRAINING_RUN_FILE = "training_run.json"
-TRAINER_STATE_FILE = "trainer_state.json"
-HYPERPARAMETERS_FILE = "training_hyperparameters.json"
 LM_TUNING_DIR = "lm_tuning"
 
 
@@ -46,30 +40,6 @@ class EvalFigures:
     @property
     def label(self) -> str:
         return " ".join(part for part in (self.dataset, self.config) if part) + f" ({self.split})"
-
-
-@dataclass(frozen=True)
-class TrainingRun:
-    """training_run.json, as the repo's training script writes it at the end of a run."""
-
-    command: str  # the shell command really run
-    output_dir: str  # absolute
-    started_from: str  # a base model id or folder, "random initialisation", or a checkpoint
-    steps: int
-    framework_versions: dict[str, str]
-    finished_at: str  # ISO 8601
-    # An adapter fine-tune's adapter: language, file, bytes, parameters, model_parameters.
-    adapter: dict | None = None
-
-    def argument(self, name: str) -> str | None:
-        """The value the command gave `--name` (as `--name VALUE` or `--name=VALUE`)."""
-        argv = shlex.split(self.command)
-        for i, token in enumerate(argv):
-            if token == f"--{name}" and i + 1 < len(argv):
-                return argv[i + 1]
-            if token.startswith(f"--{name}="):
-                return token.split("=", 1)[1]
-        return None
 
 
 # ---------------------------------------------------------------------------- eval.py
@@ -145,24 +115,6 @@ def read_summary(path: Path, results: Path, metrics: dict[str, float]) -> dict |
 
 # ---------------------------------------------------------------------------- training
 
-def read_json(path: Path) -> dict | None:
-    """A JSON object the training script wrote, or None when the file is absent."""
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CtcforgeError(f"{path}: not JSON ({exc}); delete it or train again to rewrite it") from None
-    if not isinstance(data, dict):
-        raise CtcforgeError(f"{path}: not a JSON object; delete it or train again to rewrite it")
-    return data
-
-
-def read_hyperparameters(folder: Path) -> dict:
-    """training_hyperparameters.json in `folder`; empty when there is none."""
-    return read_json(folder / HYPERPARAMETERS_FILE) or {}
-
-
 def read_log_history(folder: Path) -> list[dict]:
     """trainer_state.json's log history; empty when there is no such file."""
     state = read_json(folder / TRAINER_STATE_FILE) or {}
@@ -171,48 +123,6 @@ def read_log_history(folder: Path) -> list[dict]:
         raise CtcforgeError(f"{folder / TRAINER_STATE_FILE}: log_history is not a list of records; "
                             "delete the file or train again to rewrite it")
     return history
-
-
-def read_training_run(repo: Path) -> TrainingRun | None:
-    """training_run.json; None when there is none (the repo is not trained yet)."""
-    path = repo / TRAINING_RUN_FILE
-    data = read_json(path)
-    if data is None:
-        return None
-    kinds = {"command": str, "output_dir": str, "started_from": str, "steps": int, "framework_versions": dict,
-             "finished_at": str}
-    for key, kind in kinds.items():
-        value = data.get(key)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise CtcforgeError(f"{path}: {key!r} should be a {kind.__name__}, found {value!r}; delete the file "
-                                "or train again to rewrite it")
-    versions = data["framework_versions"]
-    if not all(isinstance(v, str) for v in versions.values()):
-        raise CtcforgeError(f"{path}: framework_versions should map names to version strings, found {versions!r}")
-    try:
-        shlex.split(data["command"])
-    except ValueError as exc:
-        raise CtcforgeError(f"{path}: command is not a shell command line ({exc})") from None
-    adapter = data.get("adapter")
-    adapter_kinds = {"language": str, "file": str, "bytes": int, "parameters": int, "model_parameters": int}
-    if adapter is not None and not (isinstance(adapter, dict) and all(
-            isinstance(adapter.get(key), kind) for key, kind in adapter_kinds.items())):
-        raise CtcforgeError(f"{path}: 'adapter' should hold {', '.join(adapter_kinds)}, found {adapter!r}; "
-                            "delete the file or train again to rewrite it")
-    return TrainingRun(**{key: data[key] for key in kinds}, adapter=adapter)
-
-
-def trained_weights_folder(repo: Path, run: TrainingRun | None) -> Path | None:
-    """The folder holding the weights `run` trained: the repo, or else the run's output_dir
-    when only it has them. None when there is no run or neither folder holds weights (a run
-    whose weights were deleted or moved trained nothing the card can describe)."""
-    if run is None:
-        return None
-    if has_weights(repo):
-        return repo
-    output_dir = Path(run.output_dir)
-    output_dir = output_dir if output_dir.is_absolute() else repo / output_dir
-    return output_dir if has_weights(output_dir) else None
 
 
 # ---------------------------------------------------------------------------- LM tuning
