@@ -17,7 +17,7 @@ from ctcforge.runtime.atomic import write_text_atomically
 from ctcforge.runtime.errors import CtcforgeError
 # The repo's training script reads base_model.json through this shipped module.
 from ctcforge.runtime.repo_files import BASE_MODEL_FILE, WEIGHT_FILES, has_weights
-from ctcforge.vocab import PAD, UNK, WORD_DELIMITER, write_vocab
+from ctcforge.runtime.vocabulary import PAD, UNK, WORD_DELIMITER, write_vocabulary
 
 CATALOGUE_FILE = Path(str(resources.files("ctcforge") / "catalogue.yaml"))
 
@@ -130,7 +130,7 @@ def write_model_files(base: BaseModel, vocab: dict[str, int], repo: Path) -> Non
                     ctc_zero_infinity=True)
     getattr(transformers, config_name)(**settings).save_pretrained(repo)
     getattr(transformers, extractor_name)(**base.feature_extractor).save_pretrained(repo)
-    write_vocab(vocab, repo / "vocab.json")
+    write_vocabulary(vocab, repo)
     # bos/eos off: transformers 5 adds <s> and </s> otherwise, and len(tokenizer) would no
     # longer match the model's vocab_size.
     tokenizer = Wav2Vec2CTCTokenizer(str(repo / "vocab.json"), unk_token=UNK, pad_token=PAD,

@@ -119,13 +119,7 @@ def tokens_text(tokenizer, vocab_size: int) -> str:
     split the line on it), so it is refused."""
     from ctcforge.runtime.beam_search import ctc_labels
 
-    try:
-        labels = ctc_labels(tokenizer, vocab_size)
-    except ValueError as exc:
-        raise CtcforgeError(f"{exc}: vocab.json does not fit config.json's vocab_size {vocab_size}") from exc
-    if "" not in labels:
-        raise CtcforgeError(f"the tokenizer's padding token {tokenizer.pad_token!r} is no output label: "
-                            "a CTC model needs it as its blank")
+    labels = ctc_labels(tokenizer, vocab_size, "tokens.txt")
     symbols = [BLANK_SYMBOL if label == "" else DELIMITER_SYMBOL if label == " " else label for label in labels]
     spaced = [symbol for symbol in symbols if not symbol or any(c.isspace() for c in symbol)]
     if spaced:

@@ -17,8 +17,9 @@ from ctcforge.runtime.atomic import replacing
 from ctcforge.runtime.beam_search import (DEFAULT_SCORE_BOUNDARY, DEFAULT_UNK_SCORE_OFFSET, ctc_labels,
                                           decoder_alphabet, lm_dir_problems, load_beam_decoder)
 from ctcforge.runtime.errors import CtcforgeError
-from ctcforge.runtime.repo_files import ALPHABET_FILE, ATTRS_FILE, LANGUAGE_MODEL_DIR, PREPROCESSOR_FILE
+from ctcforge.runtime.repo_files import ALPHABET_FILE, ATTRS_FILE, CONFIG_FILE, LANGUAGE_MODEL_DIR, PREPROCESSOR_FILE
 from ctcforge.runtime.text_normalizer import Normalizer
+from ctcforge.runtime.vocabulary import check_labels
 
 KENLM_FILE = "lm.binary"
 # transformers 5's Wav2Vec2ProcessorWithLM.save_pretrained writes this file, and with it
@@ -31,23 +32,18 @@ LM_PROCESSOR_CLASS = "Wav2Vec2ProcessorWithLM"
 
 
 def decoder_labels(repo: Path, normalize: Normalizer) -> list[str]:
-    """pyctcdecode's labels for the repo's model, after checking that the tokenizer, the
-    model's vocab_size and the decoder alphabet agree; one CtcforgeError names every
-    mismatched token."""
+    """pyctcdecode's labels for the repo's model, after checking that the tokenizer and the
+    model's vocab_size agree label for label (`vocabulary.check_labels`, as transformers' LM
+    processor needs: every token an output) and that the normaliser leaves every label be."""
     from transformers import AutoTokenizer
 
     vocab_size = model_vocab_size(repo)
     tokenizer = AutoTokenizer.from_pretrained(str(repo))
-    token_of_id = {index: token for token, index in tokenizer.get_vocab().items()}
-    problems = vocabulary_problems(token_of_id, vocab_size, tokenizer.pad_token, tokenizer.word_delimiter_token)
-    try:
-        labels = ctc_labels(tokenizer, vocab_size)  # the labels eval.py's decoder is built from
-    except ValueError:  # output ids without a token, which `problems` already names
-        labels = []
-    problems += case_problems(labels, normalize)
+    check_labels(tokenizer, vocab_size, str(repo), every_token=True)
+    labels = ctc_labels(tokenizer, vocab_size, str(repo))  # the labels eval.py's decoder is built from
+    problems = case_problems(labels, normalize)
     if problems:
-        raise CtcforgeError(f"{repo}: the tokenizer, config.json (vocab_size {vocab_size}) and the LM decoder "
-                            f"alphabet disagree: {'; '.join(problems)}")
+        raise CtcforgeError(f"{repo}: {'; '.join(problems)}")
     normalized = decoder_alphabet(labels)  # what loading checks alphabet.json against
     if len(normalized) != vocab_size:
         raise CtcforgeError(f"{repo}: pyctcdecode made {len(normalized)} labels of the {vocab_size} model outputs "
@@ -56,32 +52,11 @@ def decoder_labels(repo: Path, normalize: Normalizer) -> list[str]:
 
 
 def model_vocab_size(repo: Path) -> int:
-    config_path = repo / "config.json"
+    config_path = repo / CONFIG_FILE
     try:
         return int(json.loads(config_path.read_text(encoding="utf-8"))["vocab_size"])
     except (OSError, KeyError, ValueError) as exc:
         raise CtcforgeError(f"{config_path}: no readable vocab_size ({exc})") from exc
-
-
-def vocabulary_problems(token_of_id: dict[int, str], vocab_size: int, pad: str | None,
-                        delimiter: str | None) -> list[str]:
-    """Tokens the model cannot write, output ids without a token, and a missing blank or
-    word delimiter."""
-    problems = []
-    unwritable = sorted((i, t) for i, t in token_of_id.items() if i >= vocab_size)
-    if unwritable:
-        problems.append(f"the tokenizer has {len(token_of_id)} tokens, and the model never writes "
-                        f"{', '.join(f'{t!r} (id {i})' for i, t in unwritable)}; transformers 5 adds <s> and "
-                        "</s> to a Wav2Vec2CTCTokenizer unless tokenizer_config.json sets bos_token and "
-                        "eos_token to null")
-    unnamed = [i for i in range(vocab_size) if i not in token_of_id]
-    if unnamed:
-        problems.append(f"output ids {', '.join(map(str, unnamed[:10]))} have no token in vocab.json")
-    if pad is None or pad not in token_of_id.values():
-        problems.append(f"the pad token {pad!r}, the CTC blank, is not in the vocabulary")
-    if delimiter is None or delimiter not in token_of_id.values():
-        problems.append(f"the word delimiter {delimiter!r} is not in the vocabulary")
-    return problems
 
 
 def case_problems(labels: list[str], normalize: Normalizer) -> list[str]:
@@ -148,7 +123,7 @@ def load_repo_decoder(repo: Path, beam_search=None, engine: str | None = None):
     load = beam_search.load_beam_decoder if beam_search is not None else load_beam_decoder
     try:
         return load(str(repo), AutoTokenizer.from_pretrained(str(repo)), model_vocab_size(repo), engine=engine)
-    except ValueError as exc:
+    except CtcforgeError as exc:
         raise CtcforgeError(f"{repo}: {exc}") from None
 
 

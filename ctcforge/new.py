@@ -17,14 +17,14 @@ from pathlib import Path
 from ctcforge.answers import ANSWERS_FILE, Answers, answers_profile, file_digest
 from ctcforge.card import facts_from_answers, rebuild_card, write_card
 from ctcforge.catalogue import resolve_base_model, write_model_files
-from ctcforge.languages import Profile, load_profile, load_profile_file
+from ctcforge.languages import Profile, alphabet_characters, load_profile, load_profile_file
 from ctcforge.runtime.atomic import write_text_atomically
 from ctcforge.runtime.errors import CtcforgeError
 from ctcforge.runtime.repo_files import PROFILE_FILE
 from ctcforge.spec import load_spec, spec_from_dict
 from ctcforge.templates import TEMPLATE_VERSION, template_context, write_template_tree
 from ctcforge.update import render_base, stamped_files, update_files
-from ctcforge.vocab import vocab_from_profile, vocab_from_texts
+from ctcforge.runtime.vocabulary import characters_of, vocabulary_of
 
 DEFAULT_BASE_MODEL = "facebook/wav2vec2-xls-r-300m"
 
@@ -145,11 +145,11 @@ def stamp(answers: Answers, repo: Path) -> None:
 def _vocabulary(answers: Answers, profile: Profile) -> dict[str, int]:
     """The profile's alphabet, or, given a dataset, the letters of its training text."""
     if not answers.dataset:
-        return vocab_from_profile(profile)
+        return vocabulary_of(alphabet_characters(profile))
     from ctcforge.runtime.speech_data import load_speech_dataset
 
     train = load_speech_dataset(answers.dataset, answers.dataset_config, answers.train_split)
     texts = train["sentence"]
     if not texts:
         raise CtcforgeError(f"{answers.dataset}: the {answers.train_split} split has no sentences")
-    return vocab_from_texts(texts, profile.normalizer())
+    return vocabulary_of(characters_of(texts, profile.normalizer()))

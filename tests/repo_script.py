@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import sys
+import types
 from pathlib import Path
 
 from ctcforge.runtime.repo_files import RUNTIME_FOLDER
@@ -23,8 +24,9 @@ def _runtime_modules() -> list[str]:
 @contextlib.contextmanager
 def repo_script_module(repo: Path, script: str):
     """`repo/script` as a module, its `ctcforge_runtime` package loaded from the repo while
-    it is imported; afterwards sys.modules and sys.path are as they were, so another repo's
-    copy can load next. Objects made from the module keep working after the block."""
+    it is imported (and kept as `module.runtime`); afterwards sys.modules and sys.path are as
+    they were, so another repo's copy can load next. Objects made from the module keep
+    working after the block."""
     repo = Path(repo).resolve()
     path = repo / script
     assert path.is_file(), f"{repo} has no {script}"
@@ -36,6 +38,10 @@ def repo_script_module(repo: Path, script: str):
     sys.modules[name] = module  # dataclasses in a script look their module up here
     try:
         spec.loader.exec_module(module)
+        # The repo's own runtime modules the script loaded, for tests that reach past it
+        # (`module.runtime.transcription`); they stay usable after the block.
+        module.runtime = types.SimpleNamespace(**{loaded.split(".", 1)[1]: sys.modules[loaded]
+                                                  for loaded in _runtime_modules() if "." in loaded})
         yield module
     finally:
         for loaded in [name, *_runtime_modules()]:

@@ -16,6 +16,7 @@ from ctcforge.lm import write_unigrams
 from ctcforge.lm_folder import write_alphabet, write_attrs
 from ctcforge.runtime import beam_search
 from ctcforge.runtime.beam_search import CPP_ENGINE, PYTHON_ENGINE, BeamSearch, load_beam_decoder
+from ctcforge.runtime.errors import CtcforgeError
 
 WORDS = ["dog", "door", "dot", "tore", "rot", "bead", "bean", "note", "tone", "bard", "road", "bone"]
 # The tokenizer's vocabulary, in id order: the blank, the word delimiter, letters, unknown.
@@ -179,5 +180,5 @@ def test_defaults_are_pyctcdecodes():
 
 def test_attrs_that_pyctcdecode_refuses_are_one_error(lm_files, tokenizer, tmp_path):
     folder = lm_folder(tmp_path / "model", lm_files, tokenizer, lm_weight=1.0)
-    with pytest.raises(ValueError, match=r"attrs.json holds \['lm_weight'\], which pyctcdecode refuses"):
+    with pytest.raises(CtcforgeError, match=r"attrs.json holds \['lm_weight'\], which pyctcdecode refuses"):
         load_beam_decoder(str(folder), tokenizer, len(VOCAB))

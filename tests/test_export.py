@@ -27,8 +27,8 @@ def test_tokens_name_every_output_the_blank_and_the_delimiter(tmp_path, labels, 
 
 @pytest.mark.parametrize("labels, vocab_size, complaint", [
     (["|", "a b", "[UNK]", "[PAD]"], 4, "white space"),  # tokens.txt splits a line on it
-    (["|", "a", "[UNK]", "[PAD]"], 9, "no token for output ids"),  # more outputs than tokens (<s>, </s> added)
-    (["|", "a", "[UNK]", "[PAD]"], 3, "padding token"),  # the blank is not among the outputs
+    (["|", "a", "[UNK]", "[PAD]"], 9, "have no token in vocab.json"),  # more outputs than tokens (<s>, </s> added)
+    (["|", "a", "[UNK]", "[PAD]"], 3, "the CTC blank, is not among the model's outputs"),  # the blank is not among the outputs
 ])
 def test_labels_a_runtime_could_not_read_are_refused(tmp_path, labels, vocab_size, complaint):
     with pytest.raises(CtcforgeError, match=complaint):

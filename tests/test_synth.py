@@ -1,7 +1,6 @@
 """`ctcforge synth`: synthetic Common Voice releases, the fixed sentence split, the sentence files."""
 
 import collections
-import csv
 import json
 import os
 import re
@@ -11,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import SPEECH_TOOLS, read_tsv
 
 from ctcforge import synth
 from ctcforge.languages import alphabet_characters, available_codes, load_profile
@@ -23,16 +23,9 @@ CV_COLUMNS = ["client_id", "path", "sentence", "up_votes", "down_votes", "age", 
               "variant", "locale", "segment"]
 SPLITS = ["train", "dev", "test"]
 CLIPS, SEED = 12, 7
-TOOLS = shutil.which("espeak-ng") and shutil.which("ffmpeg") and shutil.which("ffprobe")
+TOOLS = SPEECH_TOOLS and shutil.which("ffprobe")  # and ffprobe, to check what synthesis wrote
 needs_tools = pytest.mark.skipif(not TOOLS, reason="espeak-ng, ffmpeg or ffprobe not installed (./setup.sh)")
 SENTENCE_FILES = sorted(SENTENCE_DIR.glob("*.txt"))
-
-
-def read_tsv(path: Path) -> tuple[list[str], list[dict]]:
-    with open(path, encoding="utf-8", newline="") as file:
-        reader = csv.DictReader(file, delimiter="\t", quoting=csv.QUOTE_NONE)
-        rows = list(reader)
-        return reader.fieldnames, rows
 
 
 @pytest.fixture(scope="module")
@@ -346,7 +339,7 @@ def test_failed_run_leaves_nothing_behind(monkeypatch, tmp_path):
 from test_text_normalizer import read_table  # noqa: E402
 
 from ctcforge.runtime.speech_data import decode_audio  # noqa: E402
-from ctcforge.vocab import vocab_from_profile  # noqa: E402
+from ctcforge.runtime.vocabulary import vocabulary_of  # noqa: E402
 
 SPOKEN = [code for code in available_codes() if load_profile(code).espeak_voice]
 
@@ -374,7 +367,7 @@ def test_every_espeak_language_round_trips(code, tmp_path):
     audio = decode_audio({"path": str(release / "clips" / rows[0]["path"]), "bytes": None}, 16000)
     assert audio.samples.size > 16000 * 0.3 and float(abs(audio.samples).max()) > 0.01
     profile = load_profile(code)
-    labels = set(vocab_from_profile(profile))
+    labels = set(vocabulary_of(alphabet_characters(profile)))
     assert set(profile.normalizer()(sentence).replace(" ", "")) <= labels
 
 

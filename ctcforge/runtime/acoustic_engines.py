@@ -1,7 +1,7 @@
 """Where the acoustic model's forward pass runs: eager torch, ONNX Runtime, or either with
 int8 weights.
 
-This file is copied unchanged into every generated repo, beside eval.py, which imports it.
+Used by eval.py.
 Each engine is called as the transformers model is (`engine(**inputs).logits`, the padded
 features and attention mask of `transcription.Transcriber.forward`), so the Transcriber's
 batching, frame counts and decoding stay one implementation whatever runs the model:

@@ -1,8 +1,7 @@
 """MMS language adapters: training only a language's adapter layers and output layer, and
 loading a model with the adapter of the language asked for.
 
-This file is copied unchanged into every generated repo, beside the training script and
-eval.py, which import it. A wav2vec2 config with `adapter_attn_dim` (facebook/mms-1b-all)
+Used by the training script and eval.py. A wav2vec2 config with `adapter_attn_dim` (facebook/mms-1b-all)
 puts a small bottleneck layer after every encoder layer; one language is then the
 adapter layers and the output layer, saved as `adapter.<ISO 639-3>.safetensors` beside
 the weights, which `from_pretrained(folder, target_lang=...)` loads over the model's own.

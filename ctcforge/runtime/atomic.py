@@ -1,7 +1,6 @@
 """ctcforge's one way of writing a file: to a temporary file beside it, then one rename.
 
-This file is copied unchanged into every generated repo, where eval.py and the training
-script write their results, records and vocabulary with it too.
+Used by eval.py and the training script for their results, records and vocabulary.
 
 A reader (the Hub, pyctcdecode, a card linking a PNG, a second `ctcforge` run) sees the
 old file or the new one, never half of one, and a failure part way leaves the old file as

@@ -1,11 +1,6 @@
 """The n-gram LM side of decoding: finding and loading a repo's language model and running
 the beam search over it, as eval.py and `ctcforge lm` tuning both do.
 
-This file is copied unchanged into every generated repo, beside eval.py, which imports it;
-ctcforge imports the same file as `ctcforge.runtime.beam_search` (the card asks whether there is an
-LM, the LM builder maps the vocabulary to labels), so it imports no repo sibling, and no
-decoder package until a decoder is made.
-
 The search is the one transformers' ASR pipeline runs: the text of the best beam of
 pyctcdecode's `decode_beams` (its `decode` prunes beam histories instead, which can end on
 another beam), at the pipeline's beam width. It runs in C++ (the `ctc-beam-decoder`
@@ -28,6 +23,8 @@ from dataclasses import dataclass, replace
 
 # The LM folder's files, as the repo contract names them.
 from .repo_files import ALPHABET_FILE, ATTRS_FILE, KENLM_EXTENSIONS, LANGUAGE_MODEL_DIR, UNIGRAMS_FILE
+from .errors import CtcforgeError
+from .vocabulary import check_labels
 
 # pyctcdecode's defaults, which the pipeline decodes with (it passes no beam width) and
 # `ctcforge lm` writes into attrs.json; tests/test_lm.py holds them equal to pyctcdecode's.
@@ -79,13 +76,11 @@ def lm_dir_problems(lm_dir: str) -> list[str]:
     return [message]
 
 
-def ctc_labels(tokenizer, vocab_size: int) -> list[str]:
+def ctc_labels(tokenizer, vocab_size: int, where: str = "the model") -> list[str]:
     """The model's output labels in id order, as pyctcdecode wants them: the blank
-    (padding token) as "" and the word delimiter as " "."""
-    token_by_id = {index: token for token, index in tokenizer.get_vocab().items()}
-    missing = [index for index in range(vocab_size) if index not in token_by_id]
-    if missing:
-        raise ValueError(f"the tokenizer has no token for output ids {missing[:5]}")
+    (padding token) as "" and the word delimiter as " ". Raises CtcforgeError when the
+    tokenizer's labels do not name the outputs one to one (`vocabulary.check_labels`)."""
+    token_by_id = check_labels(tokenizer, vocab_size, where)
     labels = [token_by_id[index] for index in range(vocab_size)]
     delimiter = getattr(tokenizer, "word_delimiter_token", None)
     return ["" if t == tokenizer.pad_token else " " if t == delimiter else t for t in labels]
@@ -125,23 +120,23 @@ def read_language_model(model_dir: str, tokenizer, vocab_size: int) -> LanguageM
     it) gives the labels, checked label by label against the tokenizer when one is given;
     otherwise they come from the model's vocabulary (the tokenizer is needed only then). In
     `language_model/`: one KenLM file, and `unigrams.txt` and `attrs.json` when present.
-    Raises ValueError, naming the file and the fix, for an LM that does not fit the model."""
+    Raises CtcforgeError, naming the file and the fix, for an LM that does not fit the model."""
     alphabet_path = os.path.join(model_dir, ALPHABET_FILE)
     lm_dir = os.path.join(model_dir, LANGUAGE_MODEL_DIR)
     if os.path.isfile(alphabet_path):
         problems = lm_dir_problems(lm_dir)
         if problems:  # pyctcdecode would say "wrong number of files" without naming them
-            raise ValueError(f"{problems[0]}; remove what is extra, or {REBUILD}")
+            raise CtcforgeError(f"{problems[0]}; remove what is extra, or {REBUILD}")
         with open(alphabet_path, encoding="utf-8") as file:
             labels, alphabet_dir = json.load(file)["labels"], model_dir
         if tokenizer is not None:
-            check_labels(labels, tokenizer, vocab_size)
+            check_alphabet(labels, tokenizer, vocab_size)
     else:
         labels, alphabet_dir = ctc_labels(tokenizer, vocab_size), None
     kenlm_files = sorted(f for f in os.listdir(lm_dir) if f.endswith(KENLM_EXTENSIONS))
     if len(kenlm_files) != 1:
         expected = ", ".join(KENLM_EXTENSIONS)
-        raise ValueError(f"{lm_dir} should hold one KenLM file ({expected}), not {kenlm_files}")
+        raise CtcforgeError(f"{lm_dir} should hold one KenLM file ({expected}), not {kenlm_files}")
     unigrams = None
     if os.path.isfile(os.path.join(lm_dir, UNIGRAMS_FILE)):
         with open(os.path.join(lm_dir, UNIGRAMS_FILE), encoding="utf-8") as file:
@@ -152,29 +147,29 @@ def read_language_model(model_dir: str, tokenizer, vocab_size: int) -> LanguageM
             attrs = json.load(file)
     unknown = sorted(set(attrs) - set(WEIGHT_NAMES))
     if unknown:
-        raise ValueError(f"{lm_dir}/attrs.json holds {unknown}, which pyctcdecode refuses; keep only {WEIGHT_NAMES}")
+        raise CtcforgeError(f"{lm_dir}/attrs.json holds {unknown}, which pyctcdecode refuses; keep only {WEIGHT_NAMES}")
     return LanguageModelFiles(tuple(labels), os.path.join(lm_dir, kenlm_files[0]), unigrams, alphabet_dir=alphabet_dir,
                               **attrs)
 
 
-def check_labels(labels: list[str], tokenizer, vocab_size: int) -> None:
+def check_alphabet(labels: list[str], tokenizer, vocab_size: int) -> None:
     """The decoder needs one label per model output, in the tokenizer's order: an
     alphabet.json of another vocabulary (labels swapped, or of an older vocab.json) of the
     right length would decode every clip into other letters without a word."""
     if len(labels) != vocab_size:
-        raise ValueError(f"the LM decoder's {ALPHABET_FILE} has {len(labels)} labels but the model writes "
+        raise CtcforgeError(f"the LM decoder's {ALPHABET_FILE} has {len(labels)} labels but the model writes "
                          f"{vocab_size}; {REBUILD}")
     expected = decoder_alphabet(ctc_labels(tokenizer, vocab_size))
     differ = [index for index in range(vocab_size) if labels[index] != expected[index]]
     if differ:
         shown = ", ".join(f"id {i}: {labels[i]!r} for {expected[i]!r}" for i in differ[:5])
-        raise ValueError(f"the LM decoder's {ALPHABET_FILE} does not follow vocab.json ({len(differ)} labels "
+        raise CtcforgeError(f"the LM decoder's {ALPHABET_FILE} does not follow vocab.json ({len(differ)} labels "
                          f"differ: {shown}); it was built for another vocabulary: {REBUILD}")
 
 
 @contextlib.contextmanager
 def kenlm_load_errors(kenlm_path: str):
-    """KenLM's error for a file it cannot read as a ValueError naming the file and the fix:
+    """KenLM's error for a file it cannot read as a CtcforgeError naming the file and the fix:
     pyctcdecode's kenlm raises OSError ("Cannot read model ... End of file"),
     ctc-beam-decoder a ValueError ("could not load language model ...") of several lines."""
     try:
@@ -184,7 +179,7 @@ def kenlm_load_errors(kenlm_path: str):
             raise
         relative = os.path.join(LANGUAGE_MODEL_DIR, os.path.basename(kenlm_path))
         reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{relative} is damaged or cut short ({reason}): {REBUILD}") from None
+        raise CtcforgeError(f"{relative} is damaged or cut short ({reason}): {REBUILD}") from None
 
 
 # ---------------------------------------------------------------------------- the decoders
@@ -281,7 +276,7 @@ def load_beam_decoder(model_dir: str, tokenizer, vocab_size: int, engine: str | 
     with kenlm_load_errors(files.kenlm_path):
         decoder = engine_class(files)
     if vocab_size is not None and decoder.columns != vocab_size:  # it would fail on the first clip
-        raise ValueError(f"the LM decoder's alphabet has {decoder.columns} labels but the model writes "
+        raise CtcforgeError(f"the LM decoder's alphabet has {decoder.columns} labels but the model writes "
                          f"{vocab_size}; {REBUILD}")
     return decoder
 

@@ -1,7 +1,6 @@
 """Which checkpoint a training run resumes from.
 
-This file is copied unchanged into every generated repo, where run_speech_recognition_ctc.py
-imports it. A run restarted with the same output_dir continues from its newest checkpoint
+Used by the training script. A run restarted with the same output_dir continues from its newest checkpoint
 that was written to the end: a run killed while saving leaves a checkpoint folder with
 its weights cut short or without its trainer state, and resuming from that one would
 fail (or, worse, load half a model), so it is named and skipped. A disk that fills up

@@ -1,7 +1,6 @@
 """Training clips turned into model inputs, the clips that cannot be used, and batches.
 
-This file is copied unchanged into every generated repo, where run_speech_recognition_ctc.py
-imports it. `ClipPreparer` decodes each clip and extracts its features once, naming the
+Used by the training script. `ClipPreparer` decodes each clip and extracts its features once, naming the
 reason to drop a clip it cannot use rather than failing the whole run on it (or, with
 features on the fly, writes a manifest row from the clip's listed duration: see
 features_on_the_fly); `drop_unusable_clips` also drops clips whose transcript needs more

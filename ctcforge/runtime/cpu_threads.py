@@ -1,7 +1,6 @@
 """How many threads torch computes with when the training script trains on the CPU.
 
-This file is copied unchanged into every generated repo, where run_speech_recognition_ctc.py
-imports it. torch starts one compute thread per core, and each operation waits for all of
+Used by the training script. torch starts one compute thread per core, and each operation waits for all of
 them to finish their share. On a machine whose cores other jobs are using, the thread that
 the scheduler put aside holds up the others at every operation, so training slows far more
 than the share of the CPU it lost: on 2 busy cores, one thread trained 3 to 4 times as fast

@@ -1,7 +1,7 @@
 """CTC frame arithmetic, defined once: how many output frames a clip gets, and how many a
 transcript needs.
 
-This file is copied unchanged into every generated repo. Training (its evaluation and its
+Training (its evaluation and its
 filter of clips with more labels than frames), eval.py and `ctcforge lm` tuning all count
 frames here.
 

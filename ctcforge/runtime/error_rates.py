@@ -1,6 +1,5 @@
 """WER and CER, defined once for every caller.
 
-This file is copied unchanged into every generated repo, next to `text_normalizer.py`.
 The training script's `compute_metrics`, `eval.py`, `ctcforge lm` tuning and, through the
 files those write, the model card and the demo all take their numbers from here, so one
 pair of references and predictions gives one WER and one CER wherever it is scored.

@@ -1,7 +1,6 @@
 """Features computed batch by batch, for splits too large to prepare up front.
 
-This file is copied unchanged into every generated repo, where run_speech_recognition_ctc.py
-imports it. With `--features_on_the_fly yes` (or `auto` on a large split) a split is
+Used by the training script. With `--features_on_the_fly yes` (or `auto` on a large split) a split is
 prepared as a manifest only: each clip's audio cell (its path), duration, labels and model
 input length, the duration as the release lists it (clip_durations.tsv) so that no clip is
 decoded up front (`ClipPreparer.manifest_row`). The collator, which runs in the DataLoader's

@@ -1,8 +1,6 @@
 """The one speech dataset loader shared by training, evaluation and ctcforge.
 
-This file is copied unchanged into every generated repo, next to
-`run_speech_recognition_ctc.py` and `eval.py`, so that training and evaluation read a
-dataset the same way. It depends only on the standard library, `datasets` and `numpy`.
+Used by the training script and eval.py. It depends only on the standard library, `datasets` and `numpy`.
 
 `load_speech_dataset(name, config, split)` accepts:
 

@@ -1,7 +1,6 @@
 """Where a training run's weights come from, and loading them with a report of what loaded.
 
-This file is copied unchanged into every generated repo, next to
-`run_speech_recognition_ctc.py`. A repo stamped by `ctcforge new --base-model M` holds M's
+Used by the training script. A repo stamped by `ctcforge new --base-model M` holds M's
 architecture (`config.json`, sized for the repo's labels) but no weights, and
 `base_model.json` records M, so that `--model_name_or_path ./` fine-tunes M:
 

@@ -1,13 +1,12 @@
 """The one text normaliser of a language repo.
 
-This file is copied unchanged into every generated repo, where training
-(`run_speech_recognition_ctc.py`), evaluation (`eval.py`) and the n-gram LM text all
-import it, so the three can never drift apart. It depends only on the standard library;
+Training, eval.py and the n-gram LM text all use it, so the three can never drift apart.
+It depends only on the standard library;
 pykakasi (Japanese transliteration) and fugashi (Japanese word split) are imported only
 by the profiles that ask for them.
 
-A profile is plain data (`language_profile.json` next to this file in a generated
-repo). `Normalizer(profile)` turns it into an ordered list of small steps, each a
+A profile is plain data (`language_profile.json` at the repo's top level: the one place
+where a user changes the text rules, which the tool reads too). `Normalizer(profile)` turns it into an ordered list of small steps, each a
 callable `str -> str`, applied in turn; `split_words` is separate because it decides
 what a "word" is for WER and does not change the text.
 

@@ -1,7 +1,6 @@
 """The learning-rate schedule of a training run, and its wall-clock budget.
 
-This file is copied unchanged into every generated repo, where run_speech_recognition_ctc.py
-imports it. It holds fairseq's tristage schedule (--lr_scheduler_type tristage), which the
+Used by the training script. It holds fairseq's tristage schedule (--lr_scheduler_type tristage), which the
 wav2vec 2.0 recipes use and transformers does not have, and --max_train_minutes: a clock
 that stops training when the budget is spent and that the schedule follows, so a run
 warms up and decays within its budget rather than within a step count it never reaches.

@@ -1,6 +1,6 @@
 """Turning clips into text with a CTC model, the way eval.py and `ctcforge lm` tuning do it.
 
-This file is copied unchanged into every generated repo, beside eval.py, which imports it.
+Used by eval.py.
 It holds the machinery behind eval.py's loop, so that eval.py reads top to bottom:
 
 - `read_audio`: one dataset cell decoded (by `speech_data.decode_audio`, as training

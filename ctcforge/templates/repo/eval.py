@@ -3,6 +3,12 @@
 
     python eval.py --model_id ./ --dataset /data/cv-corpus-8.0 --config hy-AM --split test --log_outputs
 
+What is yours and what is the contract: the arguments (parse_args) and the evaluation loop
+are yours to adapt; the text rules are data, in `language_profile.json`, which training
+and the LM read too; the files written (marked DO NOT CHANGE) are what model cards and
+`ctcforge card` read. The machinery lives in `ctcforge_runtime/`, which `ctcforge update`
+replaces, merging any edit of yours.
+
 The command line and the output files follow the 2022 robust-speech-event eval.py, so
 numbers in model cards of that time and of this repo compare like for like:
 
@@ -23,10 +29,10 @@ What changed since 2022, and why:
 - `--model_id ./` in a repo trained with --output_dir elsewhere evaluates the model that
   run saved, as its `training_run.json` records (saying so); a folder without weights
   stops at once, before any audio is read, with one line saying where the model is or to
-  train first (`repo_files.py`, the one rule of where a repo's trained weights are);
-- targets *and* predictions pass the repo's own normaliser (`text_normalizer.py`), the
+  train first (`repo_files`, the one rule of where a repo's trained weights are);
+- targets *and* predictions pass the repo's own normaliser (`text_normalizer`), the
   one training used; WER counts the words that normaliser defines (fugashi morphemes
-  for Japanese, characters for languages written without spaces), as `error_rates.py`
+  for Japanese, characters for languages written without spaces), as `error_rates`
   defines it for training, this file and LM tuning alike;
 - a clip whose reference is empty, or whose audio is missing, empty, undecodable,
   truncated or too short for the model, is skipped with its reason and counted instead
@@ -34,15 +40,15 @@ What changed since 2022, and why:
 - clips are decoded by --num_workers processes while the model runs, read in windows of
   a few hundred and batched by length; models without attention masks (group-norm
   wav2vec2) batch only clips of equal length. Each prediction is the one the clip gets
-  alone, the one `pipeline()` gives (`transcription.py`, which also computes log-mel
+  alone, the one `pipeline()` gives (`transcription`, which also computes log-mel
   features for all frames at once and cuts --chunk_length_s chunks as the pipeline does);
 - the forward pass runs on torch, or with --backend onnxruntime on the model exported to
-  ONNX at start-up (`acoustic_engines.py`; fp32, the same transcripts);
+  ONNX at start-up (`acoustic_engines`; fp32, the same transcripts);
 - a model with language adapters (MMS) is loaded with the adapter of --target_lang, by
   default the repo's language, as `from_pretrained(..., target_lang=...)` and
-  `pipeline(..., model_kwargs={"target_lang": ...})` load it (`adapters.py`);
+  `pipeline(..., model_kwargs={"target_lang": ...})` load it (`adapters`);
 - the n-gram LM is applied by calling the beam search directly, because transformers
-  deprecated its LM support (to be removed in v6): the pipeline's search (`beam_search.py`:
+  deprecated its LM support (to be removed in v6): the pipeline's search (`beam_search`:
   pyctcdecode's `decode_beams`, best beam) run in C++ by ctc-beam-decoder, which gives
   pyctcdecode's text several times faster, over --num_workers threads; pyctcdecode itself,
   in forked processes, where that package cannot be loaded.
@@ -92,6 +98,7 @@ REFERENCE_EMPTY_AFTER_NORMALISATION = "reference empty after normalisation"
 
 
 def parse_args() -> argparse.Namespace:
+    """DO ADAPT FOR YOUR USE CASE: the arguments and their defaults."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_id", type=str, required=True, help="Model folder (e.g. ./) or Hub id.")
     parser.add_argument("--dataset", type=str, required=True,
@@ -206,7 +213,9 @@ def evaluate(dataset: datasets.Dataset, text_column: str, transcriber: Transcrib
 
 def summarise(evaluation: Evaluation, beam_search: BeamSearch | None, normalizer, seconds: float,
               args: argparse.Namespace) -> dict:
-    """The run in numbers, as `{dataset_id}_eval_summary.json` records it (WER and CER are
+    """DO NOT CHANGE: `ctcforge card` reads this summary.
+
+    The run in numbers, as `{dataset_id}_eval_summary.json` records it (WER and CER are
     added once computed). The dataset is recorded as given, so that readers need not take
     it back apart from the file name, whose parts may hold "_" themselves."""
     return {
@@ -251,7 +260,10 @@ def check_writable(output_dir: str) -> None:
 
 
 def log_results(results, summary: dict, name: str, args: argparse.Namespace) -> None:
-    """The logs and the summary first and the results file last, so that a results file
+    """DO NOT CHANGE: the file names and formats of 2022 (`repo_files.eval_file_names`),
+    which model cards and `ctcforge card` compare against.
+
+    The logs and the summary first and the results file last, so that a results file
     on disk always comes with the logs and the summary of the same run."""
     result_str = f"WER: {summary['wer']}\nCER: {summary['cer']}"
     print(result_str)
@@ -311,12 +323,8 @@ def evaluate_as_asked(args: argparse.Namespace) -> None:
                               args.target_lang, normalizer.profile.get("iso639_3"))
     if transcriber.language:
         print(f"language adapter: {transcriber.language}")
-    try:  # a label for every output id, or every transcript would be shifted
-        ctc_labels(transcriber.tokenizer, transcriber.model.config.vocab_size)
-    except ValueError as error:
-        raise CtcforgeError(f"{error}: vocab.json does not fit config.json's vocab_size "
-                            f"{transcriber.model.config.vocab_size}; the model was trained with another "
-                            "vocabulary") from None
+    # A label for every output id, or every transcript would be shifted.
+    ctc_labels(transcriber.tokenizer, transcriber.model.config.vocab_size, model_folder)
     if args.backend != "torch":
         if transcriber.device.type != "cpu":
             raise CtcforgeError(f"--backend {args.backend} runs on the CPU; add --device -1, or use --backend torch")
@@ -330,11 +338,8 @@ def evaluate_as_asked(args: argparse.Namespace) -> None:
             transcriber.preprocessor.use_chunks(args.chunk_length_s, args.stride_length_s)
         except ValueError as error:
             raise CtcforgeError(str(error)) from None
-    if use_language_model:
-        try:  # an alphabet.json of other labels, or a damaged KenLM file, stops here
-            decoder = load_beam_decoder(args.model_id, transcriber.tokenizer, transcriber.model.config.vocab_size)
-        except ValueError as error:
-            raise CtcforgeError(str(error)) from None
+    if use_language_model:  # an alphabet.json of other labels, or a damaged KenLM file, stops here
+        decoder = load_beam_decoder(args.model_id, transcriber.tokenizer, transcriber.model.config.vocab_size)
         transcriber.beam_search = BeamSearch(decoder, args.num_workers)
     print(f"decoder: {f'n-gram LM ({decoder.engine})' if transcriber.beam_search else 'greedy'}; "
           f"backend: {args.backend}")

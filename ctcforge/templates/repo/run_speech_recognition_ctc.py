@@ -1,6 +1,13 @@
 #!/usr/bin/env python
 """Fine-tune (or train from scratch) this repo's CTC speech recognition model.
 
+What is yours and what is the contract: the arguments and their defaults (the classes marked
+DO ADAPT FOR YOUR USE CASE) and the steps of `main()` are yours to change; the text rules
+are data, in `language_profile.json` (read by training, eval.py and the LM alike); the
+files a run leaves (marked DO NOT CHANGE, written through `ctcforge_runtime/repo_files.py`)
+are what eval.py, `ctcforge card` and `ctcforge push` read. The machinery lives in
+`ctcforge_runtime/`, which `ctcforge update` replaces, merging any edit of yours.
+
 The command line is that of the transformers example `run_speech_recognition_ctc.py`
 used in the 2022 robust speech event, so its command lines keep working here. What
 differs, and why:
@@ -43,13 +50,14 @@ differs, and why:
   `adapter.<language>.safetensors` (`adapters`). The command line of upstream's
   `run_speech_recognition_ctc_adapter.py` runs too.
 
-main() reads top to bottom like upstream's. The machinery is in modules next to this
-script, each named for its concern: `training_vocabulary` (the label set and tokenizer),
+main() reads top to bottom like upstream's. The machinery is in the runtime package beside
+this script (`ctcforge_runtime/`), a module per concern: `vocabulary` (the label set and tokenizer),
 `clip_preparation` (decoding, the filters that drop clips and their table, speed
 perturbation, the collator), `features_on_the_fly` (when the clips are featurised batch
 by batch, and the count of those that fail then), `training_schedule` (tristage, the time
 budget), `checkpoints` (which checkpoint to resume, a full disk while saving), `cpu_threads`
-(torch's threads on the CPU) and `training_record` (what the card reads).
+(torch's threads on the CPU) and `repo_files` (every file of the repo, among them the records
+the card reads).
 
 Example:
     python run_speech_recognition_ctc.py --model_name_or_path ./ \
@@ -83,10 +91,10 @@ from transformers import (
     set_seed,
 )
 
-# This repo's own modules, next to this script (ctcforge copies them into every repo).
+# The runtime this repo carries (ctcforge_runtime/, the same in every repo ctcforge stamps).
 from ctcforge_runtime import (
     adapters, checkpoints, clip_preparation, cpu_threads, ctc_frames, error_rates, features_on_the_fly, speech_data,
-    repo_files, starting_weights, text_normalizer, training_schedule, training_vocabulary,
+    repo_files, starting_weights, text_normalizer, training_schedule, vocabulary,
 )
 from ctcforge_runtime.errors import CtcforgeError
 
@@ -98,7 +106,8 @@ REPO_DIR = Path(__file__).resolve().parent
 
 @dataclass
 class ModelArguments:
-    """Which model to start from, and the regularisation settings written into its config."""
+    """Which model to start from, and the regularisation settings written into its config.
+    DO ADAPT FOR YOUR USE CASE: the defaults."""
 
     model_name_or_path: str = field(
         metadata={
@@ -163,7 +172,8 @@ class ModelArguments:
 
 @dataclass
 class DataTrainingArguments:
-    """Which data to train and evaluate on, and how to prepare it."""
+    """Which data to train and evaluate on, and how to prepare it.
+    DO ADAPT FOR YOUR USE CASE: the defaults."""
 
     dataset_name: str = field(
         metadata={"help": "Dataset for speech_data.load_speech_dataset, e.g. a Common Voice folder."}
@@ -422,7 +432,7 @@ def setup_logging(training_args: TrainingArguments) -> None:
     # This script's own messages and its modules' (the dropped-clip table, what the weights
     # started from, the checkpoint resumed) are worth reading on the main process; the
     # libraries follow --log_level.
-    own_modules = (starting_weights, speech_data, checkpoints, training_vocabulary, clip_preparation,
+    own_modules = (starting_weights, speech_data, checkpoints, vocabulary, clip_preparation,
                    features_on_the_fly, training_schedule, adapters)
     for name in (__name__, *(module.__name__ for module in own_modules)):
         logging.getLogger(name).setLevel(logging.INFO if training_args.should_log else logging.WARNING)
@@ -632,6 +642,7 @@ def warn_about_unknown_eval_characters(dataset, tokenizer: Wav2Vec2CTCTokenizer)
 
 
 def main() -> None:
+    # 1. Arguments, logging, threads, and where a restarted run resumes.
     model_args, data_args, training_args = parse_arguments()
     setup_logging(training_args)
     training_args = resolve_training_arguments(data_args, training_args)
@@ -640,8 +651,8 @@ def main() -> None:
         logger.info(cpu_threads.set_torch_threads(training_args.torch_threads, training_args.world_size))
     output_dir = Path(training_args.output_dir)
     checkpoint = checkpoints.checkpoint_to_resume(training_args, data_args.overwrite_output_dir)
-    # Where the weights come from, checked now: a model that cannot be loaded should stop
-    # the run before hours of data preparation, not after.
+    # 2. Where the weights come from, checked now: a model that cannot be loaded should stop
+    #    the run before hours of data preparation, not after.
     start = starting_weights.starting_point(model_args.model_name_or_path, model_args.from_scratch)
     for name in {model_args.model_name_or_path, start.source} - {None}:
         starting_weights.check_reachable(name, model_args.cache_dir)
@@ -649,6 +660,7 @@ def main() -> None:
     # Before anything random: a model without weights is initialised from this seed.
     set_seed(training_args.seed)
 
+    # 3. The text rules, the audio front end and the splits, their transcripts normalised.
     normalizer = load_normalizer(data_args.chars_to_ignore)
     metric_names = choose_metrics(data_args, normalizer)
     feature_extractor = AutoFeatureExtractor.from_pretrained(
@@ -662,7 +674,7 @@ def main() -> None:
             speed_perturbation = clip_preparation.SpeedPerturbation(data_args.speed_perturbation,
                                                                     feature_extractor.sampling_rate)
         except ValueError as error:
-            raise CtcforgeError(f"{error}")
+            raise CtcforgeError(str(error)) from None
 
     raw_splits = {}
     if training_args.do_train:
@@ -674,29 +686,28 @@ def main() -> None:
     raw_splits = {name: add_normalised_text(split, data_args, normalizer, training_args)
                   for name, split in raw_splits.items()}
 
+    # 4. The vocabulary and the tokenizer over it.
     training_characters = None
     if "train" in raw_splits:
         training_characters = set("".join(raw_splits["train"]["target_text"]))
     # A checkpoint's own folder holds no vocab.json; the run folder above it does.
     resuming_in = Path(checkpoint).parent if checkpoint else None
-    vocab = training_vocabulary.choose_vocabulary(model_args, data_args, training_characters, resuming_in)
-    training_vocabulary.warn_about_unknown_training_characters(vocab, training_characters, data_args)
+    vocab = vocabulary.choose_vocabulary(model_args, data_args, training_characters, resuming_in)
+    vocabulary.warn_about_unknown_training_characters(vocab, training_characters, data_args)
     with training_args.main_process_first(desc="writing vocab.json"):
         # One writer per machine (main_process_first lets each machine's first process go
         # first); the others then read what it wrote.
-        tokenizer = training_vocabulary.create_tokenizer(vocab, output_dir, data_args,
-                                                         write=training_args.local_process_index == 0)
+        tokenizer = vocabulary.create_tokenizer(vocab, output_dir, data_args,
+                                                write=training_args.local_process_index == 0)
 
+    # 5. The model, its output layer sized for the vocabulary.
     config = AutoConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
     configure_for_ctc(config, model_args, tokenizer)
     model = starting_weights.load_ctc_model(start, config, model_args.cache_dir)
     if model.main_input_name != input_name:
         raise CtcforgeError(f"the model reads {model.main_input_name} but the feature extractor "
-                         f"writes {input_name}: config.json and preprocessor_config.json do not match.")
-    if model.config.vocab_size != len(tokenizer):
-        raise CtcforgeError(
-            f"the model has {model.config.vocab_size} outputs for {len(tokenizer)} labels"
-        )
+                            f"writes {input_name}: config.json and preprocessor_config.json do not match.")
+    vocabulary.check_labels(tokenizer, model.config.vocab_size, "the model", every_token=True)
     # A model with language adapters (MMS) trains only its language's adapter and head.
     language = None
     if adapters.has_adapters(model.config) or data_args.target_language:
@@ -707,6 +718,7 @@ def main() -> None:
     elif model_args.freeze_feature_encoder:
         freeze_feature_encoder(model, randomly_initialised=not start.pretrained)
 
+    # 6. Each clip decoded, filtered and featurised (or listed, to be featurised batch by batch).
     splits, dropped, preparer = {}, {}, None
     extractor = clip_preparation.fast_feature_extractor(feature_extractor)  # the same features, faster
     for name, raw in raw_splits.items():
@@ -735,8 +747,8 @@ def main() -> None:
         logger.info("Data preprocessing finished (--preprocessing_only).")
         return
 
-    # Saved before training so that output_dir is a loadable processor even if the run
-    # stops early; the model follows at the end.
+    # 7. The trainer. The processor is saved first, so that output_dir loads even if the run
+    #    stops early; the model follows at the end.
     if training_args.should_save:
         feature_extractor.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
@@ -757,6 +769,8 @@ def main() -> None:
                    if callback],
     )
 
+    # 8. Training, and the records the card and eval.py read (DO NOT CHANGE: `repo_files`
+    #    is the contract with them).
     if training_args.do_train:
         with checkpoints.explain_full_disk(output_dir, trainer):  # one line, not the writer's traceback
             result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -778,6 +792,7 @@ def main() -> None:
             for folder in {output_dir.resolve(), REPO_DIR}:
                 repo_files.write_training_run(folder, run)
 
+    # 9. Evaluation on the eval split.
     if training_args.do_eval:
         metrics = {**trainer.evaluate(), "eval_samples": len(splits["eval"])}
         trainer.log_metrics("eval", metrics)
