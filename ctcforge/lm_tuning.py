@@ -194,21 +194,22 @@ def compute_dev_set(repo: Path, rows, text_column: str, normalizer, batch_size: 
 
 def readable_clips(rows, text_column: str, normalizer, sampling_rate: int):
     """(normalised reference, audio) of each usable row, and a count of the others by reason."""
+    from ctcforge.runtime.skip_reasons import EMPTY_AFTER_NORMALISATION, TOO_SHORT_FOR_MODEL, UNREADABLE_AUDIO
     from ctcforge.runtime.speech_data import decode_audio
 
     clips, skipped = [], Counter()
     for row, text in enumerate(rows[text_column]):
         reference = normalizer(text or "")
         if not normalizer.split_words(reference):
-            skipped["with no words after normalisation"] += 1
+            skipped[EMPTY_AFTER_NORMALISATION] += 1
             continue
         try:
             audio = decode_audio(rows[row]["audio"], sampling_rate).samples
         except Exception:  # torchcodec raises several types for broken files
-            skipped["with unreadable audio"] += 1
+            skipped[UNREADABLE_AUDIO] += 1
             continue
         if len(audio) < MIN_SECONDS * sampling_rate:
-            skipped[f"shorter than {MIN_SECONDS} s"] += 1
+            skipped[TOO_SHORT_FOR_MODEL] += 1
             continue
         clips.append((reference, np.asarray(audio, dtype=np.float32)))
     return clips, skipped

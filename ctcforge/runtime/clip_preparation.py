@@ -27,6 +27,8 @@ import torch
 import torchaudio
 
 from . import ctc_frames, speech_data, transcription
+from .skip_reasons import (EMPTY_AFTER_NORMALISATION, EMPTY_AUDIO, LONGER_THAN_MAX, NO_FEATURES, SHORTER_THAN_MIN,
+                           TOO_MANY_LABELS, TRAINING_DROPS, UNREADABLE_AUDIO)
 
 logger = logging.getLogger(__name__)
 
@@ -39,20 +41,10 @@ DROP_REASON = "drop_reason"
 # The manifest column (features computed batch by batch) marking the clips that the collator
 # plays at a random speed: those of the training split under --speed_perturbation.
 SPEED_PERTURBED = "speed_perturbed"
-# The batch entry counting, per DROP_REASONS, the clips left out of that batch because they
+# The batch entry counting, per TRAINING_DROPS, the clips left out of that batch because they
 # could not be used when it was made (features computed batch by batch).
 BATCH_DROPS = "clips_dropped_from_batch"
 
-UNREADABLE_AUDIO = "unreadable audio"
-EMPTY_AUDIO = "zero-length audio"
-EMPTY_TRANSCRIPT = "empty transcript after normalisation"
-TOO_SHORT = "shorter than min_duration_in_seconds"
-TOO_LONG = "longer than max_duration_in_seconds"
-NO_FEATURES = "feature extraction failed"
-TOO_MANY_LABELS = "more labels than output frames"
-DROP_REASONS = (
-    UNREADABLE_AUDIO, EMPTY_AUDIO, EMPTY_TRANSCRIPT, TOO_SHORT, TOO_LONG, NO_FEATURES, TOO_MANY_LABELS
-)
 
 
 class PreparedClip(NamedTuple):
@@ -126,7 +118,7 @@ class ClipPreparer:
     def __call__(self, example: dict) -> dict:
         """One row of the prepared split: the clip's inputs, labels and length, or its drop reason."""
         if not example["target_text"]:
-            return self.dropped(EMPTY_TRANSCRIPT)
+            return self.dropped(EMPTY_AFTER_NORMALISATION)
         if self.on_the_fly:
             return self.manifest_row(example)
         clip = self.model_input(example[self.audio_column])
@@ -178,9 +170,9 @@ class ClipPreparer:
         if len(waveform) == 0:
             return PreparedClip(None, 0, 0.0, EMPTY_AUDIO)
         if duration < self.min_seconds:
-            return PreparedClip(None, 0, duration, TOO_SHORT)
+            return PreparedClip(None, 0, duration, SHORTER_THAN_MIN)
         if duration > self.max_seconds:
-            return PreparedClip(None, 0, duration, TOO_LONG)
+            return PreparedClip(None, 0, duration, LONGER_THAN_MAX)
         if not extract:
             return PreparedClip(waveform, len(waveform), duration, "")
         try:
@@ -229,10 +221,10 @@ def drop_unusable_clips(dataset, model, length_column: str,
 
 
 def log_drop_table(counts: dict[str, Counter], splits: dict[str, datasets.Dataset]) -> None:
-    width = max(len(reason) for reason in DROP_REASONS)
+    width = max(len(reason) for reason in TRAINING_DROPS)
     header = "clips".ljust(width) + "".join(f"  {name:>10}" for name in counts)
     rows = [reason.ljust(width) + "".join(f"  {counts[name][reason]:>10}" for name in counts)
-            for reason in DROP_REASONS]
+            for reason in TRAINING_DROPS]
     rows.append("kept".ljust(width) + "".join(f"  {len(splits[name]):>10}" for name in counts))
     hours = {name: sum(splits[name]["duration"]) / 3600 for name in counts}
     rows.append("hours kept".ljust(width) + "".join(f"  {hours[name]:>10.2f}" for name in counts))
@@ -264,8 +256,8 @@ def prepare_split(dataset, name: str, preparer: ClipPreparer, model, data_args, 
         )
     kept, counts = drop_unusable_clips(prepared, model, preparer.length_column, fastest_speed)
     if listed is not None:
-        counts[TOO_SHORT] += listed.too_short
-        counts[TOO_LONG] += listed.too_long
+        counts[SHORTER_THAN_MIN] += listed.too_short
+        counts[LONGER_THAN_MAX] += listed.too_long
     return kept, counts
 
 
@@ -361,7 +353,7 @@ class DataCollatorCTCWithPadding:
         else:
             batch = {INPUT_LENGTHS: torch.zeros(0, dtype=torch.long), "labels": torch.zeros((0, 0), dtype=torch.long)}
         if dropped:
-            batch[BATCH_DROPS] = torch.tensor([dropped[reason] for reason in DROP_REASONS])
+            batch[BATCH_DROPS] = torch.tensor([dropped[reason] for reason in TRAINING_DROPS])
         return batch
 
     def model_inputs(self, example: dict) -> tuple[object, str]:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from . import clip_preparation, speech_data
+from .skip_reasons import TRAINING_DROPS
 
 logger = logging.getLogger(__name__)
 
@@ -101,18 +102,18 @@ class BatchDropCounting:
         if counts is None:
             return inputs
         pending = self.__dict__.setdefault("pending_batch_drops", Counter())
-        pending.update(dict(zip(clip_preparation.DROP_REASONS, counts.tolist())))
+        pending.update(dict(zip(TRAINING_DROPS, counts.tolist())))
         return {key: value for key, value in inputs.items() if key != clip_preparation.BATCH_DROPS}
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         pending = self.__dict__.setdefault("pending_batch_drops", Counter())
-        counts = [pending[reason] for reason in clip_preparation.DROP_REASONS]
+        counts = [pending[reason] for reason in TRAINING_DROPS]
         if self.args.world_size > 1:
             # Every process logs at the same steps, so each takes part in this sum.
             counts = self.accelerator.reduce(torch.tensor(counts, device=self.args.device), reduction="sum").tolist()
         pending.clear()
         logs = {**logs, **{LOG_PREFIX + reason: count
-                           for reason, count in zip(clip_preparation.DROP_REASONS, counts) if count}}
+                           for reason, count in zip(TRAINING_DROPS, counts) if count}}
         super().log(logs, *args, **kwargs)
 
 

@@ -29,6 +29,7 @@ import torch
 from transformers import AutoFeatureExtractor
 
 from . import adapters, ctc_frames
+from .skip_reasons import EMPTY_AUDIO, MISSING_AUDIO, TOO_SHORT_FOR_MODEL, TRUNCATED_AUDIO, UNREADABLE_AUDIO
 from .speech_data import decode_audio
 
 # A clip decoding to less than this share of the duration its header declares (and at
@@ -36,16 +37,10 @@ from .speech_data import decode_audio
 TRUNCATION_SHARE = 0.9
 TRUNCATION_MIN_SECONDS = 0.1
 
-# Why a clip's audio cannot be evaluated; eval.py's summary counts clips by these.
-MISSING_AUDIO = "missing audio file"
-EMPTY_AUDIO_FILE = "empty audio file"
-UNREADABLE_AUDIO = "unreadable audio"
-TRUNCATED_AUDIO = "truncated audio"
-TOO_SHORT = "audio too short for the model"
 
 
 class UnusableAudio(Exception):
-    """A clip that cannot be evaluated; `reason` is one of the skip reasons above."""
+    """A clip that cannot be evaluated; `reason` is one of `skip_reasons`."""
 
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason} ({detail})" if detail else reason)
@@ -64,7 +59,7 @@ def read_audio(value: dict, audio: datasets.Audio) -> np.ndarray:
         if not os.path.exists(path):
             raise UnusableAudio(MISSING_AUDIO, path)
         if os.path.getsize(path) == 0:
-            raise UnusableAudio(EMPTY_AUDIO_FILE, path)
+            raise UnusableAudio(EMPTY_AUDIO, path)
     try:
         samples, declared = decode_audio(value, audio.sampling_rate)
     except Exception as error:  # torchcodec raises several types for broken files
@@ -224,7 +219,7 @@ class ClipReader(torch.utils.data.Dataset):
             return row, 0, [], unusable.reason, unusable.detail
         if len(array) < self.preprocessor.min_samples:
             detail = f"{len(array)} samples, the model needs {self.preprocessor.min_samples}"
-            return row, len(array), [], TOO_SHORT, detail
+            return row, len(array), [], TOO_SHORT_FOR_MODEL, detail
         return row, len(array), [tuple(piece) for piece in self.preprocessor.pieces(array)]
 
 

@@ -86,15 +86,12 @@ from ctcforge_runtime.beam_search import BeamSearch, ctc_labels, has_language_mo
 from ctcforge_runtime.error_rates import error_rates
 from ctcforge_runtime.errors import CtcforgeError
 from ctcforge_runtime.repo_files import LANGUAGE_MODEL_DIR, TRAINING_RUN_FILE, eval_file_names, trained_model_folder
+from ctcforge_runtime.skip_reasons import EMPTY_AFTER_NORMALISATION, EMPTY_TRANSCRIPT
 from ctcforge_runtime.speech_data import dataset_id, load_speech_dataset
 from ctcforge_runtime.transcription import ClipReader, ReadClip, Transcriber, read_clips
 
 # Clips read ahead, sorted by length and batched together: this many batches' worth.
 WINDOW_BATCHES = 32
-# Why a clip is skipped for its transcript; transcription.py names the audio's reasons.
-# The summary counts clips by these.
-EMPTY_REFERENCE = "empty reference"
-REFERENCE_EMPTY_AFTER_NORMALISATION = "reference empty after normalisation"
 
 
 def parse_args() -> argparse.Namespace:
@@ -180,9 +177,9 @@ def evaluate(dataset: datasets.Dataset, text_column: str, transcriber: Transcrib
     for row, text in enumerate(dataset[text_column]):
         reference = normalizer(text or "")
         if not (text or "").strip():
-            skip(row, EMPTY_REFERENCE)
+            skip(row, EMPTY_TRANSCRIPT)
         elif not normalizer.split_words(reference):
-            skip(row, REFERENCE_EMPTY_AFTER_NORMALISATION)
+            skip(row, EMPTY_AFTER_NORMALISATION)
         else:
             references[row] = reference
 
