@@ -11,20 +11,16 @@ import sys
 import datasets
 import pytest
 import torch
+from conftest import (LOCALE, XLSR_STYLE, build_training_text_lm, needs_speech, read_log, run_script,
+                      save_waveform_extractor, succeeded, synthesised_release)
 from repo_script import repo_script_module
 from safetensors.torch import load_file, save_file
-from test_eval import read_log
-from test_finetuning import XLSR_STYLE, run_script
-from transformers import (AutoConfig, AutoModelForCTC, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
-                          pipeline)
+from transformers import AutoConfig, AutoModelForCTC, Wav2Vec2Config, Wav2Vec2ForCTC, pipeline
 
-from ctcforge.lm import TextSources, build_language_model
 from ctcforge.new import new_repo
 
-pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("ffmpeg")),
-                                reason="needs espeak-ng and ffmpeg (./setup.sh installs them)")
+pytestmark = needs_speech
 
-LOCALE = "hy-AM"
 RATE = 16000
 ADAPTER_DIM = 8
 # Upstream's README command line for run_speech_recognition_ctc_adapter.py (Common Voice
@@ -49,9 +45,7 @@ def work(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def release(work):
-    from ctcforge.synth import synthesize
-
-    return synthesize(LOCALE, work / "cv" / "cv", 16, seed=3, progress=False).parent
+    return synthesised_release(work / "cv" / "cv", 16, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +56,7 @@ def mms_base(work):
     torch.manual_seed(0)
     model = Wav2Vec2ForCTC(Wav2Vec2Config(**XLSR_STYLE, adapter_attn_dim=ADAPTER_DIM, vocab_size=12))
     model.save_pretrained(base)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                             return_attention_mask=True).save_pretrained(base)
+    save_waveform_extractor(base)
     hye = {name: torch.randn_like(tensor) for name, tensor in model.state_dict().items() if is_adapter_tensor(name)}
     save_file(hye, str(base / "adapter.hye.safetensors"), metadata={"format": "pt"})
     return base
@@ -78,11 +71,10 @@ def trained(work, mms_base, release):
     for language, extra in (("hye", UPSTREAM_ADAPTER), ("hyw", ["--do_train", "--max_steps", "2",
                                                                 "--learning_rate", "1e-2", "--use_cpu"])):
         # hye's final checkpoint is in ./ when hyw starts: it must not be resumed.
-        result = run_script(repo, "--model_name_or_path", "./", "--dataset_name", str(release),
-                            "--dataset_config_name", LOCALE, "--output_dir", "./", "--target_language", language,
-                            "--report_to", "none", "--dataloader_num_workers", "0", "--disable_tqdm", "true",
-                            *extra)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        result = succeeded(run_script(repo, "--model_name_or_path", "./", "--dataset_name", str(release),
+                                      "--dataset_config_name", LOCALE, "--output_dir", "./", "--target_language",
+                                      language, "--report_to", "none", "--dataloader_num_workers", "0",
+                                      "--disable_tqdm", "true", *extra))
         logs[language] = result.stdout + result.stderr
         shutil.copy(repo / "adapter.hye.safetensors", work / f"hye-after-{language}.safetensors")
     assert (repo / "checkpoint-2" / "adapter.hyw.safetensors").is_file()
@@ -182,8 +174,7 @@ def lm_repo(work, trained, release):
     adapter = load_file(repo / "adapter.hye.safetensors")
     adapter["lm_head.weight"] *= 30.0
     save_file(adapter, str(repo / "adapter.hye.safetensors"), metadata=safe_metadata(trained[0] / "adapter.hye.safetensors"))
-    build_language_model(repo, TextSources(dataset=str(release), config=LOCALE, split="train"), order=3,
-                         progress=False, log=lambda message: None)
+    build_training_text_lm(repo, release)
     return repo
 
 

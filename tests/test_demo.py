@@ -7,14 +7,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import needs_speech
 from huggingface_hub import ModelCard
 
 from ctcforge import demo as demo_module
 from ctcforge.cli import main
 from ctcforge.runtime.errors import CtcforgeError
 
-pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("ffmpeg")),
-                                reason="needs espeak-ng and ffmpeg (./setup.sh installs them)")
+pytestmark = needs_speech
 
 
 @pytest.fixture(scope="module")

@@ -13,27 +13,14 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from repo_script import SCRIPT, imported_script
-from test_training_inputs import LOCALE, drop_table, run_script
+from conftest import LOCALE, drop_table, needs_speech, synthesised_release, train_briefly
+from repo_script import SCRIPT
 from transformers import (AutoConfig, AutoFeatureExtractor, AutoModelForCTC, SeamlessM4TFeatureExtractor,
                           Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, set_seed)
 
 from ctcforge.new import new_repo
-from ctcforge.synth import synthesize
 
-needs_speech = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("ffmpeg")),
-                                  reason="needs espeak-ng and ffmpeg (./setup.sh installs them)")
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    return new_repo(LOCALE, tmp_path_factory.mktemp("stamped") / "repo", base_model="tiny")
-
-
-@pytest.fixture(scope="module")
-def script(repo):
-    with imported_script(repo) as module:
-        yield module
+# `stamped_repo` and `script` (its training script imported) are conftest's fixtures.
 
 
 def list_durations(folder, durations_ms):
@@ -44,8 +31,7 @@ def list_durations(folder, durations_ms):
 @pytest.fixture(scope="module")
 def release(script, tmp_path_factory):
     """12 synthesised clips and a clip_durations.tsv listing each at its decoded length."""
-    release = tmp_path_factory.mktemp("listed") / "cv"
-    synthesize(LOCALE, release, 12, seed=5, progress=False)
+    release = synthesised_release(tmp_path_factory.mktemp("listed") / "cv", 12, seed=5)
     clips = release / LOCALE / "clips"
     list_durations(release / LOCALE, {
         path.name: round(1000 * len(script.speech_data.decode_audio({"path": str(path), "bytes": None}, 16000).samples)
@@ -86,11 +72,11 @@ def batches(script, model, training_args, split, collator):
 
 
 @needs_speech
-def test_on_the_fly_gives_the_batches_prepared_up_front_and_holds_a_manifest(script, repo, release, monkeypatch,
-                                                                             tmp_path):
+def test_on_the_fly_gives_the_batches_prepared_up_front_and_holds_a_manifest(script, stamped_repo, release,
+                                                                             monkeypatch, tmp_path):
     data_args, training_args = parsed(script, monkeypatch, release, tmp_path, "--dataloader_num_workers", "2")
-    up_front, collator, model = prepare(script, repo, data_args, training_args, on_the_fly=False)
-    manifest, reading_collator, _ = prepare(script, repo, data_args, training_args, on_the_fly=True)
+    up_front, collator, model = prepare(script, stamped_repo, data_args, training_args, on_the_fly=False)
+    manifest, reading_collator, _ = prepare(script, stamped_repo, data_args, training_args, on_the_fly=True)
     assert len(manifest) == len(up_front) > 8
     expected = batches(script, model, training_args, up_front, collator)
     got = batches(script, model, training_args, manifest, reading_collator)
@@ -105,7 +91,7 @@ def test_on_the_fly_gives_the_batches_prepared_up_front_and_holds_a_manifest(scr
 
 
 @needs_speech
-def test_length_grouping_sorts_by_the_listed_durations(script, repo, release, monkeypatch, tmp_path):
+def test_length_grouping_sorts_by_the_listed_durations(script, stamped_repo, release, monkeypatch, tmp_path):
     listed = tmp_path / "cv"
     shutil.copytree(release, listed)
     clips = sorted(path.name for path in (listed / LOCALE / "clips").iterdir())
@@ -114,7 +100,7 @@ def test_length_grouping_sorts_by_the_listed_durations(script, repo, release, mo
     list_durations(listed / LOCALE, milliseconds)
     data_args, training_args = parsed(script, monkeypatch, listed, tmp_path / "out", "--group_by_length",
                                       "--max_duration_in_seconds", "30")
-    manifest, collator, model = prepare(script, repo, data_args, training_args, on_the_fly=True)
+    manifest, collator, model = prepare(script, stamped_repo, data_args, training_args, on_the_fly=True)
     lengths = script.ctc_frames.InputLengthFromSamples(collator.feature_extractor)
     names = [cell["path"].rsplit("/", 1)[1] for cell in manifest.with_format("arrow")["audio"].to_pylist()]
     assert manifest["length"][:] == [lengths(16 * milliseconds[name]) for name in names]
@@ -133,8 +119,8 @@ def test_a_clip_that_fails_at_batch_time_is_counted_and_training_goes_on(release
     repo = new_repo(LOCALE, tmp_path / "repo", base_model="tiny")
     # One epoch at batch 4 draws every clip once.
     steps = -(-len(train_clips) // 4)
-    output = run_script(repo, damaged, repo / "out", "--features_on_the_fly", "yes", "--logging_steps", "1",
-                        "--dataloader_num_workers", "1", max_steps=steps)
+    output = train_briefly(repo, damaged, repo / "out", "--features_on_the_fly", "yes", "--logging_steps", "1",
+                           "--dataloader_num_workers", "1", max_steps=steps)
     assert drop_table(output)["unreadable audio"] == "0"  # nothing was decoded up front
     assert drop_table(output)["kept"] == str(len(train_clips))
     assert f"Dropping unreadable clip {clips / train_clips[0]}" in output
@@ -147,15 +133,15 @@ def test_a_clip_that_fails_at_batch_time_is_counted_and_training_goes_on(release
     assert [entry["clips_dropped_while_batching/unreadable audio"] for entry in logged] == [1]
 
 
-def test_a_batch_without_usable_clips_is_skipped_and_its_drops_logged(script, repo, tmp_path):
-    model = AutoModelForCTC.from_config(AutoConfig.from_pretrained(repo))
+def test_a_batch_without_usable_clips_is_skipped_and_its_drops_logged(script, stamped_repo, tmp_path):
+    model = AutoModelForCTC.from_config(AutoConfig.from_pretrained(stamped_repo))
     trainer = script.CTCTrainer(model=model, args=script.SpeechTrainingArguments(
         output_dir=str(tmp_path), use_cpu=True, report_to="none"))
-    feature_extractor = AutoFeatureExtractor.from_pretrained(repo)
+    feature_extractor = AutoFeatureExtractor.from_pretrained(stamped_repo)
     reasons = script.clip_preparation
     data_args = script.DataTrainingArguments(dataset_name="unused", max_duration_in_seconds=1.0)
-    reader = reasons.ClipPreparer(feature_extractor, Wav2Vec2CTCTokenizer.from_pretrained(repo), "input_features",
-                                  "length", "audio", data_args, on_the_fly=True)
+    reader = reasons.ClipPreparer(feature_extractor, Wav2Vec2CTCTokenizer.from_pretrained(stamped_repo),
+                                  "input_features", "length", "audio", data_args, on_the_fly=True)
     collator = reasons.DataCollatorCTCWithPadding(feature_extractor, reader.tokenizer, "input_features",
                                                   clip_reader=reader)
     two_seconds = tmp_path / "two_seconds.wav"
@@ -186,10 +172,10 @@ def test_a_batch_without_usable_clips_is_skipped_and_its_drops_logged(script, re
     ([3.0] * 1000, False, False),
     ([None] * 20_000, False, True),  # unlisted: TYPICAL_CLIP_SECONDS each, 100,000 s
 ])
-def test_auto_computes_large_splits_on_the_fly(script, repo, listed_seconds, keep_waveform, expected):
+def test_auto_computes_large_splits_on_the_fly(script, stamped_repo, listed_seconds, keep_waveform, expected):
     split = datasets.Dataset.from_dict({"duration": listed_seconds},
                                        features=datasets.Features({"duration": datasets.Value("float64")}))
-    extractor = AutoFeatureExtractor.from_pretrained(repo)
+    extractor = AutoFeatureExtractor.from_pretrained(stamped_repo)
     on_the_fly = script.features_on_the_fly
     assert on_the_fly.computes_on_the_fly("auto", split, extractor, keep_waveform, "train") is expected
     assert on_the_fly.computes_on_the_fly("yes", split, extractor, keep_waveform, "train") is True

@@ -4,33 +4,21 @@ tensors reach the trained model unchanged under a zero learning rate; what canno
 stops the run in one line before any data is prepared; upstream's README command line runs."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
+from conftest import BASE_STYLE, XLSR_STYLE, needs_speech, run_script, save_waveform_extractor, succeeded
 from repo_script import SCRIPT
 from safetensors.torch import load_file
 from transformers import (SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Vec2BertModel, Wav2Vec2Config,
-                          Wav2Vec2FeatureExtractor, Wav2Vec2ForPreTraining, Wav2Vec2Model)
+                          Wav2Vec2ForPreTraining, Wav2Vec2Model)
 
 from ctcforge.new import new_repo
 from ctcforge.runtime.errors import CtcforgeError
-from ctcforge.synth import synthesize
 
-pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("ffmpeg")),
-                                reason="needs espeak-ng and ffmpeg (./setup.sh installs them)")
+pytestmark = needs_speech
 
-# Small wav2vec2 shapes: XLS-R/MMS style (layer norm, stable layer norm) and wav2vec2-base
-# style (group norm), with strides that leave enough frames for the transcripts.
-WAV2VEC2 = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                conv_dim=(32, 32, 32), conv_kernel=(10, 3, 3), conv_stride=(5, 4, 4),
-                num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-                codevector_dim=16, proj_codevector_dim=16, num_codevectors_per_group=8)
-XLSR_STYLE = dict(WAV2VEC2, feat_extract_norm="layer", do_stable_layer_norm=True)
-BASE_STYLE = dict(WAV2VEC2, feat_extract_norm="group", do_stable_layer_norm=False)
+# The wav2vec2 shapes (XLSR_STYLE, BASE_STYLE) are conftest's; w2v-BERT 2.0's is here.
 W2V_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                 feature_projection_input_dim=160, conv_depthwise_kernel_size=5,
                 position_embeddings_type="rotary")
@@ -50,23 +38,11 @@ def save_checkpoint(kind, folder):
         Wav2Vec2BertModel(Wav2Vec2BertConfig(**W2V_BERT)).save_pretrained(folder)
         prefix = "wav2vec2_bert."
     if kind != "wav2vec2-bert":
-        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
-                                 do_normalize=True, return_attention_mask=True).save_pretrained(folder)
+        save_waveform_extractor(folder)
     else:
         SeamlessM4TFeatureExtractor(feature_size=80, num_mel_bins=80, sampling_rate=16000, stride=2,
                                     padding_value=1, return_attention_mask=True).save_pretrained(folder)
     return prefix
-
-
-@pytest.fixture(scope="module")
-def release(tmp_path_factory):
-    return synthesize("hy-AM", tmp_path_factory.mktemp("cv") / "cv", 24, seed=3, progress=False).parent
-
-
-def run_script(repo, *args, env=None, timeout=600):
-    command = [sys.executable, SCRIPT, *args]
-    return subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
 
 
 def data_args(release):
@@ -75,22 +51,21 @@ def data_args(release):
 
 
 def zero_rate_run(repo, release, *extra):
-    result = run_script(repo, "--model_name_or_path", "./", "--output_dir", "./", *data_args(release),
-                        "--do_train", "--max_steps", "2", "--per_device_train_batch_size", "4",
-                        "--learning_rate", "0", "--use_cpu", *extra)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = succeeded(run_script(repo, "--model_name_or_path", "./", "--output_dir", "./", *data_args(release),
+                                  "--do_train", "--max_steps", "2", "--per_device_train_batch_size", "4",
+                                  "--learning_rate", "0", "--use_cpu", *extra))
     return result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("kind", ["wav2vec2-pretraining", "wav2vec2-model", "wav2vec2-bert"])
-def test_repo_fine_tunes_its_local_base_model(kind, release, tmp_path):
+def test_repo_fine_tunes_its_local_base_model(kind, cv_release, tmp_path):
     base = tmp_path / "base"
     prefix = save_checkpoint(kind, base)
-    repo = new_repo("hy-AM", tmp_path / "repo", base_model=str(base), dataset=str(release))
+    repo = new_repo("hy-AM", tmp_path / "repo", base_model=str(base), dataset=str(cv_release))
     record = json.loads((repo / "base_model.json").read_text(encoding="utf-8"))
     assert record["source"] == "local" and record["path"] == str(base.resolve())
 
-    log = zero_rate_run(repo, release)
+    log = zero_rate_run(repo, cv_release)
 
     checkpoint = load_file(base / "model.safetensors")
     trained = load_file(repo / "model.safetensors")
@@ -111,13 +86,13 @@ def test_repo_fine_tunes_its_local_base_model(kind, release, tmp_path):
     assert run["command"].startswith(f"python {SCRIPT} --model_name_or_path ./")
 
 
-def test_feature_encoder_is_frozen_for_wav2vec2(release, tmp_path):
+def test_feature_encoder_is_frozen_for_wav2vec2(cv_release, tmp_path):
     """With a real learning rate the transformer moves but the convolutions do not
     (upstream's --freeze_feature_encoder, on by default)."""
     base = tmp_path / "base"
     save_checkpoint("wav2vec2-pretraining", base)
-    repo = new_repo("hy-AM", tmp_path / "repo", base_model=str(base), dataset=str(release))
-    zero_rate_run(repo, release, "--learning_rate", "1e-2")
+    repo = new_repo("hy-AM", tmp_path / "repo", base_model=str(base), dataset=str(cv_release))
+    zero_rate_run(repo, cv_release, "--learning_rate", "1e-2")
     checkpoint, trained = load_file(base / "model.safetensors"), load_file(repo / "model.safetensors")
     convolutions = [n for n in checkpoint if n.startswith("wav2vec2.feature_extractor.")]
     assert convolutions and all(torch.equal(trained[n], checkpoint[n]) for n in convolutions)
@@ -125,14 +100,14 @@ def test_feature_encoder_is_frozen_for_wav2vec2(release, tmp_path):
     assert not torch.equal(trained[layer], checkpoint[layer])
 
 
-def test_trained_repo_continues_from_its_own_weights(release, tmp_path):
+def test_trained_repo_continues_from_its_own_weights(cv_release, tmp_path):
     base = tmp_path / "base"
     save_checkpoint("wav2vec2-bert", base)
-    repo = new_repo("hy-AM", tmp_path / "repo", base_model=str(base), dataset=str(release))
-    zero_rate_run(repo, release, "--learning_rate", "1e-2")
+    repo = new_repo("hy-AM", tmp_path / "repo", base_model=str(base), dataset=str(cv_release))
+    zero_rate_run(repo, cv_release, "--learning_rate", "1e-2")
     first = load_file(repo / "model.safetensors")
-    log = zero_rate_run(repo, release, "--overwrite_output_dir")
-    assert f"Starting from the weights in ." in log
+    log = zero_rate_run(repo, cv_release, "--overwrite_output_dir")
+    assert "Starting from the weights in ." in log
     second = load_file(repo / "model.safetensors")
     assert all(torch.equal(first[name], second[name]) for name in first)
 
@@ -147,9 +122,9 @@ def one_line_error(result):
     return lines[0]
 
 
-def test_catalogue_base_offline_stops_in_one_line(release, tmp_path):
+def test_catalogue_base_offline_stops_in_one_line(cv_release, tmp_path):
     repo = new_repo("hy-AM", tmp_path / "repo", base_model="facebook/wav2vec2-xls-r-300m")
-    result = run_script(repo, "--model_name_or_path", "./", "--output_dir", "./", *data_args(release),
+    result = run_script(repo, "--model_name_or_path", "./", "--output_dir", "./", *data_args(cv_release),
                         "--do_train", "--max_steps", "2", "--use_cpu",
                         env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-cache")})
     line = one_line_error(result)
@@ -157,22 +132,22 @@ def test_catalogue_base_offline_stops_in_one_line(release, tmp_path):
     assert "--model_name_or_path DIR" in line
 
 
-def test_no_weights_and_no_record_asks_for_from_scratch(release, tmp_path):
+def test_no_weights_and_no_record_asks_for_from_scratch(cv_release, tmp_path):
     repo = new_repo("hy-AM", tmp_path / "repo", base_model="tiny")
     (repo / "base_model.json").unlink()
-    result = run_script(repo, "--model_name_or_path", "./", "--output_dir", "./", *data_args(release),
+    result = run_script(repo, "--model_name_or_path", "./", "--output_dir", "./", *data_args(cv_release),
                         "--do_train", "--max_steps", "1", "--use_cpu")
     assert "--from_scratch" in one_line_error(result)
 
 
-def test_checkpoint_of_another_family_is_refused(release, tmp_path):
+def test_checkpoint_of_another_family_is_refused(cv_release, tmp_path):
     """config.json says wav2vec2, the weights are w2v-BERT's: nothing would load."""
     base = tmp_path / "base"
     save_checkpoint("wav2vec2-bert", base)
     Wav2Vec2Config(**XLSR_STYLE).save_pretrained(base)
-    Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(base)
+    save_waveform_extractor(base)
     repo = new_repo("hy-AM", tmp_path / "repo", base_model=str(base))
-    result = run_script(repo, "--model_name_or_path", "./", "--output_dir", "./", *data_args(release),
+    result = run_script(repo, "--model_name_or_path", "./", "--output_dir", "./", *data_args(cv_release),
                         "--do_train", "--max_steps", "1", "--use_cpu")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "do not fit config.json" in result.stdout + result.stderr
@@ -205,12 +180,12 @@ UPSTREAM = ["--overwrite_output_dir", "--num_train_epochs", "15", "--per_device_
 
 
 @pytest.mark.parametrize("kind", ["wav2vec2-pretraining", "wav2vec2-bert"])
-def test_upstream_readme_command_line_runs(kind, release, tmp_path):
+def test_upstream_readme_command_line_runs(kind, cv_release, tmp_path):
     base = tmp_path / "xlsr"
     save_checkpoint(kind, base)
     repo = new_repo("hy-AM", tmp_path / "repo", base_model="tiny")
     output_dir = tmp_path / "wav2vec2-common_voice-hy-demo"
-    result = run_script(repo, "--dataset_name", str(release), "--model_name_or_path", str(base),
+    result = run_script(repo, "--dataset_name", str(cv_release), "--model_name_or_path", str(base),
                         "--dataset_config_name", "hy-AM", "--output_dir", str(output_dir), *UPSTREAM,
                         "--train_split_name", "train+validation", "--max_steps", "2",
                         "--report_to", "none", "--dataloader_num_workers", "0")
@@ -223,9 +198,9 @@ def test_upstream_readme_command_line_runs(kind, release, tmp_path):
     assert state["global_step"] == 2
 
 
-def test_push_to_hub_without_login_is_one_line(release, tmp_path):
+def test_push_to_hub_without_login_is_one_line(cv_release, tmp_path):
     repo = new_repo("hy-AM", tmp_path / "repo", base_model="tiny")
-    result = run_script(repo, "--model_name_or_path", "./", "--output_dir", "./", *data_args(release),
+    result = run_script(repo, "--model_name_or_path", "./", "--output_dir", "./", *data_args(cv_release),
                         "--do_train", "--max_steps", "1", "--push_to_hub",
                         env={"HF_HOME": str(tmp_path / "no-login"), "HF_TOKEN": ""})
     assert "ctcforge push" in one_line_error(result)

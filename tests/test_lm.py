@@ -5,11 +5,11 @@ import csv
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import needs_speech, read_tsv, run_eval, run_script, succeeded, synthesised_release
 
 from ctcforge.cli import main
 from ctcforge.kenlm_tools import ensure_end_of_sentence_unigram, find_tool
@@ -20,10 +20,8 @@ from ctcforge.lm_tuning import TuningGrid, tune_language_model
 from ctcforge.new import new_repo
 from ctcforge.runtime.beam_search import has_language_model
 from ctcforge.runtime.errors import CtcforgeError
-from ctcforge.synth import load_sentences, sentences_for, synthesize
+from ctcforge.synth import load_sentences, sentences_for
 
-needs_speech = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("ffmpeg")),
-                                  reason="needs espeak-ng and ffmpeg (./setup.sh installs them)")
 LM_FILES = ["attrs.json", "lm.binary", "unigrams.txt"]
 
 
@@ -43,26 +41,20 @@ def build(repo, text_file, **options):
     return report, messages
 
 
-@pytest.fixture(scope="module")
-def stamped_repo(tmp_path_factory):
-    """A repo without a dataset or training: enough for text and consistency checks."""
-    return new_repo("hy-AM", tmp_path_factory.mktemp("stamped") / "repo", base_model="tiny")
+# `stamped_repo`, a repo without a dataset or training (enough for text and consistency
+# checks), is conftest's.
 
 
 @pytest.fixture(scope="module")
 def trained_repo(tmp_path_factory):
     """A tiny model trained a few steps on 60 synthesised Armenian clips."""
-    work = tmp_path_factory.mktemp("lm")
-    synthesize("hy-AM", work / "cv", 60, seed=3, progress=False)
-    repo = new_repo("hy-AM", work / "repo", base_model="tiny", dataset=str(work / "cv"))
-    command = [sys.executable, "run_speech_recognition_ctc.py", "--model_name_or_path", "./",
-               "--dataset_name", str(work / "cv"), "--dataset_config_name", "hy-AM", "--train_split_name", "train",
-               "--output_dir", "./", "--max_steps", "12", "--per_device_train_batch_size", "8",
-               "--learning_rate", "2e-3", "--do_train", "--use_cpu", "--report_to", "none",
-               "--save_strategy", "no", "--logging_steps", "4"]
-    result = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return repo, work / "cv"
+    release = synthesised_release(tmp_path_factory.mktemp("lm") / "cv", 60, seed=3)
+    repo = new_repo("hy-AM", release.parent / "repo", base_model="tiny", dataset=str(release))
+    succeeded(run_script(repo, "--model_name_or_path", "./", "--dataset_name", release, "--dataset_config_name",
+                         "hy-AM", "--train_split_name", "train", "--output_dir", "./", "--max_steps", "12",
+                         "--per_device_train_batch_size", "8", "--learning_rate", "2e-3", "--do_train", "--use_cpu",
+                         "--report_to", "none", "--save_strategy", "no", "--logging_steps", "4"))
+    return repo, release
 
 
 @pytest.fixture(scope="module")
@@ -307,8 +299,7 @@ def edit_json(path, change):
 
 
 def clip_paths(release, split, count):
-    with open(release / "hy-AM" / f"{split}.tsv", encoding="utf-8", newline="") as tsv:
-        rows = list(csv.DictReader(tsv, delimiter="\t", quoting=csv.QUOTE_NONE))
+    _, rows = read_tsv(release / "hy-AM" / f"{split}.tsv")
     return [str(release / "hy-AM" / "clips" / row["path"]) for row in rows[:count]]
 
 
@@ -335,10 +326,8 @@ def test_pipeline_decodes_with_the_lm(lm_repo, tmp_path):
 @needs_speech
 def test_eval_decodes_with_the_lm(lm_repo, tmp_path):
     repo, release, _, _ = lm_repo
-    result = subprocess.run([sys.executable, "eval.py", "--model_id", "./", "--dataset", str(release), "--config",
-                             "hy-AM", "--split", "test", "--decoder", "lm", "--output_dir", str(tmp_path)],
-                            cwd=repo, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_eval(repo, "--dataset", release, "--config", "hy-AM", "--split", "test", "--decoder", "lm",
+             "--output_dir", tmp_path)
     assert (tmp_path / "cv_hy-AM_test_eval_results.txt").read_text().startswith("WER: ")
 
 

@@ -23,58 +23,56 @@ EXPECTED_FILES = ["run_speech_recognition_ctc.py", "eval.py", "vocab.json", "con
                   "tests/test_identity.py", "tests/test_text_normalizer.py"]
 
 
-@pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory):
-    return new_repo("hy-AM", tmp_path_factory.mktemp("new") / "hy", base_model="tiny")
+# `stamped_repo`, the tiny hy-AM repo these tests read, is conftest's.
 
 
-def test_repo_has_every_file(tiny_repo):
-    missing = [name for name in EXPECTED_FILES if not (tiny_repo / name).is_file()]
+def test_repo_has_every_file(stamped_repo):
+    missing = [name for name in EXPECTED_FILES if not (stamped_repo / name).is_file()]
     assert not missing
-    assert (tiny_repo / "language_model").is_dir() and not any((tiny_repo / "language_model").iterdir())
-    assert not list(tiny_repo.rglob("*.jinja"))
+    assert (stamped_repo / "language_model").is_dir() and not any((stamped_repo / "language_model").iterdir())
+    assert not list(stamped_repo.rglob("*.jinja"))
 
 
-def test_top_level_holds_the_two_scripts_and_one_runtime_package(tiny_repo):
-    assert sorted(p.name for p in tiny_repo.glob("*.py")) == ["eval.py", "run_speech_recognition_ctc.py"]
-    folders = sorted(p.name for p in tiny_repo.iterdir() if p.is_dir())
+def test_top_level_holds_the_two_scripts_and_one_runtime_package(stamped_repo):
+    assert sorted(p.name for p in stamped_repo.glob("*.py")) == ["eval.py", "run_speech_recognition_ctc.py"]
+    folders = sorted(p.name for p in stamped_repo.iterdir() if p.is_dir())
     assert folders == ["ctcforge_runtime", "language_model", "tests"]
     runtime = Path(__file__).parents[1] / "ctcforge" / "runtime"
-    assert sorted(p.name for p in (tiny_repo / "ctcforge_runtime").iterdir()) == sorted(
+    assert sorted(p.name for p in (stamped_repo / "ctcforge_runtime").iterdir()) == sorted(
         p.name for p in runtime.glob("*.py"))
 
 
-def test_gitattributes_and_gitignore_carry_the_hub_rules(tiny_repo):
-    attributes = (tiny_repo / ".gitattributes").read_text()
+def test_gitattributes_and_gitignore_carry_the_hub_rules(stamped_repo):
+    attributes = (stamped_repo / ".gitattributes").read_text()
     assert "*.safetensors filter=lfs diff=lfs merge=lfs -text" in attributes
-    ignored = (tiny_repo / ".gitignore").read_text().splitlines()
+    ignored = (stamped_repo / ".gitignore").read_text().splitlines()
     assert "checkpoint-*/" in ignored and ".env" in ignored
 
 
-def test_vocab_is_the_profile_alphabet_with_ctc_specials(tiny_repo):
-    vocab = json.loads((tiny_repo / "vocab.json").read_text(encoding="utf-8"))
+def test_vocab_is_the_profile_alphabet_with_ctc_specials(stamped_repo):
+    vocab = json.loads((stamped_repo / "vocab.json").read_text(encoding="utf-8"))
     assert {"|", "[UNK]", "[PAD]", "ա", "և", "ֆ"} <= set(vocab)
     assert sorted(vocab.values()) == list(range(len(vocab)))
-    config = AutoConfig.from_pretrained(tiny_repo)
+    config = AutoConfig.from_pretrained(stamped_repo)
     assert config.vocab_size == len(vocab) and config.pad_token_id == vocab["[PAD]"]
     assert config.model_type == "wav2vec2-bert" and config.ctc_zero_infinity
 
 
-def test_repo_normaliser_is_the_package_normaliser(tiny_repo):
-    repo_code = (tiny_repo / "ctcforge_runtime" / "text_normalizer.py").read_text(encoding="utf-8")
+def test_repo_normaliser_is_the_package_normaliser(stamped_repo):
+    repo_code = (stamped_repo / "ctcforge_runtime" / "text_normalizer.py").read_text(encoding="utf-8")
     package_code = (Path(__file__).parents[1] / "ctcforge" / "runtime" / "text_normalizer.py").read_text(
         encoding="utf-8")
     assert repo_code == package_code
-    normalize = load_normalizer(tiny_repo / "language_profile.json")
+    normalize = load_normalizer(stamped_repo / "language_profile.json")
     assert normalize("Բարև, ԱՇԽԱՐՀ։") == "բարև աշխարհ"
 
 
-def test_answers_record_regenerates_the_same_repo(tiny_repo, tmp_path):
-    answers = yaml.safe_load((tiny_repo / ".ctcforge-answers.yml").read_text(encoding="utf-8"))
+def test_answers_record_regenerates_the_same_repo(stamped_repo, tmp_path):
+    answers = yaml.safe_load((stamped_repo / ".ctcforge-answers.yml").read_text(encoding="utf-8"))
     assert answers["language"] == "hy-AM" and answers["base_model"] == "tiny"
     again = new_repo(answers["language"], tmp_path / "again", base_model=answers["base_model"])
     for name in ["vocab.json", "config.json", "README.md", "language_profile.json", "eval.py"]:
-        assert (again / name).read_bytes() == (tiny_repo / name).read_bytes(), name
+        assert (again / name).read_bytes() == (stamped_repo / name).read_bytes(), name
 
 
 @pytest.mark.parametrize("model, model_type, hidden", [
@@ -90,9 +88,9 @@ def test_catalogue_models_write_their_architecture_offline(tmp_path, model, mode
     assert (config.model_type, config.hidden_size) == (model_type, hidden)
 
 
-def test_local_model_folder_as_base(tiny_repo, tmp_path):
+def test_local_model_folder_as_base(stamped_repo, tmp_path):
     base = tmp_path / "trained-hy"
-    shutil.copytree(tiny_repo, base)
+    shutil.copytree(stamped_repo, base)
     AutoModelForCTC.from_config(AutoConfig.from_pretrained(base)).save_pretrained(base)
     repo = new_repo("tr", tmp_path / "tr", base_model=str(base))
     source, stamped = AutoConfig.from_pretrained(base), AutoConfig.from_pretrained(repo)
@@ -111,7 +109,7 @@ def test_unknown_base_model_is_one_line_error(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
-def test_non_empty_output_dir_needs_force(tiny_repo, tmp_path):
+def test_non_empty_output_dir_needs_force(stamped_repo, tmp_path):
     target = tmp_path / "busy"
     target.mkdir()
     (target / "notes.txt").write_text("mine")
@@ -160,10 +158,10 @@ def test_help_documents_every_command():
         assert option in new_help
 
 
-def test_generated_repo_tests_pass(tiny_repo):
+def test_generated_repo_tests_pass(stamped_repo):
     """The stamped repo's own tests/ pass with `python -m pytest` inside it."""
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-                            cwd=tiny_repo, capture_output=True, text=True, timeout=900)
+                            cwd=stamped_repo, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
 
@@ -207,16 +205,16 @@ def train(repo, vocab_size=None):
         shutil.copyfile(elsewhere / "config.json", repo / "config.json")
 
 
-def test_answers_record_the_version_and_a_sha256_of_each_stamped_file(tiny_repo):
+def test_answers_record_the_version_and_a_sha256_of_each_stamped_file(stamped_repo):
     import hashlib
 
     from ctcforge import __version__
 
-    answers = record(tiny_repo)
+    answers = record(stamped_repo)
     assert answers["ctcforge_version"] == __version__
     files = answers["files"]
     for name in ["eval.py", "vocab.json", "config.json", "tests/test_model_files.py", "language_profile.json"]:
-        assert files[name] == hashlib.sha256((tiny_repo / name).read_bytes()).hexdigest(), name
+        assert files[name] == hashlib.sha256((stamped_repo / name).read_bytes()).hexdigest(), name
     # The card and the record merge by their own rules, not by hash.
     assert "README.md" not in files and ".ctcforge-answers.yml" not in files
 

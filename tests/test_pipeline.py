@@ -1,51 +1,39 @@
 """A stamped repo's own scripts, end to end on synthesised speech: its training script and
 eval.py share the repo normaliser, and `ctcforge card` turns what they leave into the card."""
 
-import csv
 import json
 import re
 import shutil
-import subprocess
-import sys
 
 import pytest
+from conftest import needs_speech, pipeline_texts, read_tsv, run_eval, run_script, succeeded, synthesised_release
 from huggingface_hub import ModelCard
 
 from ctcforge.card import rebuild_card
 from ctcforge.languages import load_profile
 from ctcforge.new import new_repo
-from ctcforge.synth import synthesize
 
-pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("ffmpeg")),
-                                reason="needs espeak-ng and ffmpeg (./setup.sh installs them)")
-
-
-def run(script, *args, cwd):
-    result = subprocess.run([sys.executable, script, *args], cwd=cwd, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    return result
+pytestmark = needs_speech
 
 
 def sentences(release, split):
-    with open(release / f"{split}.tsv", encoding="utf-8", newline="") as tsv:
-        return [row["sentence"] for row in csv.DictReader(tsv, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    return [row["sentence"] for row in read_tsv(release / f"{split}.tsv")[1]]
 
 
 @pytest.fixture(scope="module")
 def trained_repo(tmp_path_factory):
+    """A repo trained 8 steps on 40 synthesised clips and evaluated greedily; and its hy-AM folder."""
     work = tmp_path_factory.mktemp("pipeline")
-    release = synthesize("hy-AM", work / "cv", 40, seed=1, progress=False)
-    repo = new_repo("hy-AM", work / "repo", base_model="tiny", dataset=str(work / "cv"))
-    run("run_speech_recognition_ctc.py", "--model_name_or_path", "./", "--dataset_name", str(work / "cv"),
-        "--dataset_config_name", "hy-AM", "--train_split_name", "train", "--eval_split_name", "dev",
-        "--output_dir", "./", "--max_steps", "8", "--per_device_train_batch_size", "8",
-        "--learning_rate", "2e-3", "--do_train", "--do_eval", "--use_cpu", "--report_to", "none",
-        "--eval_strategy", "steps", "--eval_steps", "4", "--logging_steps", "2", "--save_steps", "4",
-        cwd=repo)
-    run("eval.py", "--model_id", "./", "--dataset", str(work / "cv"), "--config", "hy-AM",
-        "--split", "test", "--log_outputs", "--decoder", "greedy", "--output_dir", "eval/greedy", cwd=repo)
-    return repo, release
+    cv = synthesised_release(work / "cv", 40, seed=1)
+    repo = new_repo("hy-AM", work / "repo", base_model="tiny", dataset=str(cv))
+    succeeded(run_script(repo, "--model_name_or_path", "./", "--dataset_name", cv, "--dataset_config_name", "hy-AM",
+                         "--train_split_name", "train", "--eval_split_name", "dev", "--output_dir", "./",
+                         "--max_steps", "8", "--per_device_train_batch_size", "8", "--learning_rate", "2e-3",
+                         "--do_train", "--do_eval", "--use_cpu", "--report_to", "none", "--eval_strategy", "steps",
+                         "--eval_steps", "4", "--logging_steps", "2", "--save_steps", "4"))
+    run_eval(repo, "--dataset", cv, "--config", "hy-AM", "--split", "test", "--log_outputs", "--decoder", "greedy",
+             "--output_dir", "eval/greedy")
+    return repo, cv / "hy-AM"
 
 
 def test_vocabulary_comes_from_the_normalised_training_text(trained_repo):
@@ -103,13 +91,6 @@ def sherpa_texts(repo, clips):
         recognizer.decode_stream(stream)
         texts.append(stream.result.text)
     return texts
-
-
-def pipeline_texts(repo, clips):
-    from transformers import pipeline
-
-    recognizer = pipeline("automatic-speech-recognition", model=str(repo), device=-1)
-    return [recognizer(clip)["text"] for clip in clips]
 
 
 def test_export_runs_in_sherpa_onnx_with_the_pipelines_text_and_goes_into_card_and_push(trained_repo, capsys):

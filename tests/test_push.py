@@ -2,7 +2,6 @@
 checked first, and the upload is one commit. The Hub is never contacted: HfApi's create_repo and
 create_commit are replaced by recorders, and any socket connection fails the test."""
 
-import json
 import shutil
 import socket
 from dataclasses import dataclass, field
@@ -10,12 +9,12 @@ from types import SimpleNamespace
 
 import httpx2
 import pytest
+from conftest import write_training_run
 from huggingface_hub import HfApi, constants
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 from ctcforge import push as hub
 from ctcforge.cli import main
-from ctcforge.new import new_repo
 from ctcforge.push import files_to_upload, find_token, push
 from ctcforge.runtime.errors import CtcforgeError
 
@@ -89,17 +88,10 @@ def write(path, content):
         path.write_text(content, encoding="utf-8")
 
 
-@pytest.fixture(scope="module")
-def stamped(tmp_path_factory):
-    """One stamped repo per module (stamping takes seconds); each test gets a copy."""
-    repo = new_repo("hy-AM", tmp_path_factory.mktemp("stamp") / "repo", base_model="tiny")
-    return repo, {p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file()}
-
-
 @pytest.fixture
-def repo(stamped, tmp_path):
-    source, _ = stamped
-    copy = shutil.copytree(source, tmp_path / "repo", symlinks=True)
+def repo(stamped_repo, tmp_path):
+    """A copy of conftest's `stamped_repo` (stamped once per module: stamping takes seconds), salted."""
+    copy = shutil.copytree(stamped_repo, tmp_path / "repo", symlinks=True)
     for name, content in SALT.items():
         write(copy / name, content)
     with open(copy / "README.md", "a", encoding="utf-8") as card:
@@ -108,8 +100,8 @@ def repo(stamped, tmp_path):
 
 
 @pytest.fixture
-def stamped_files(stamped):
-    files = stamped[1]
+def stamped_files(stamped_repo):
+    files = {p.relative_to(stamped_repo).as_posix() for p in stamped_repo.rglob("*") if p.is_file()}
     # The stamp itself must be uploadable whole; a new template file needs an allowlist decision.
     assert {"README.md", "eval.py", "run_speech_recognition_ctc.py", "ctcforge_runtime/text_normalizer.py",
             "vocab.json", "config.json", "tests/test_scripts.py", ".gitattributes"} <= files
@@ -372,17 +364,9 @@ def test_repo_id_must_be_org_slash_name(repo, hub_calls, repo_id):
 # ---------------------------------------------------------------------------- the weights
 
 @pytest.fixture
-def untrained(stamped, tmp_path):
+def untrained(stamped_repo, tmp_path):
     """The repo as `ctcforge new` left it: everything but weights."""
-    return shutil.copytree(stamped[0], tmp_path / "untrained")
-
-
-def write_training_run(repo, output_dir):
-    """training_run.json as the repo's training script writes it at the end of a run."""
-    write(repo / "training_run.json", json.dumps({
-        "command": f"python run_speech_recognition_ctc.py --output_dir {output_dir}", "output_dir": str(output_dir),
-        "started_from": "random initialisation", "steps": 5, "framework_versions": {"transformers": "5"},
-        "finished_at": "2025-01-01T00:00:00+00:00"}))
+    return shutil.copytree(stamped_repo, tmp_path / "untrained")
 
 
 def refused_on_the_cli(repo, capsys, *options):

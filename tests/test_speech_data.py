@@ -11,7 +11,6 @@ import math
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,13 +18,13 @@ import datasets
 import numpy as np
 import pytest
 import soundfile
+from conftest import SPEECH_TOOLS, ffmpeg, read_tsv
 
 from ctcforge.runtime.errors import CtcforgeError
 from ctcforge.runtime.speech_data import (dataset_id, decode_audio, filter_by_duration, is_local_path,
                                           load_speech_dataset, self_split_ids)
 from ctcforge.synth import synthesize
 
-TOOLS = shutil.which("espeak-ng") and shutil.which("ffmpeg")
 CLIPS = 12
 CV_SPLITS = ["train", "dev", "test", "validated"]
 RATE = 16000
@@ -54,15 +53,9 @@ class Data:
         return clip_id
 
 
-def read_tsv(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8", newline="") as file:
-        return list(csv.DictReader(file, delimiter="\t", quoting=csv.QUOTE_NONE))
-
-
 def to_wav(source: Path, target: Path, *options: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(source), *options, str(target)],
-                   check=True)
+    ffmpeg("-i", source, *options, target)
 
 
 def write_metadata_csv(folder: Path, rows: list[dict], encoding: str = "utf-8") -> None:
@@ -79,11 +72,11 @@ def write_line_index(folder: Path, lines: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Data:
-    if not TOOLS:
+    if not SPEECH_TOOLS:
         pytest.skip("espeak-ng or ffmpeg not installed (./setup.sh)")
     work = tmp_path_factory.mktemp("speech_data")
     locale = synthesize("hy-AM", work / "cv", CLIPS, seed=0, progress=False)
-    rows = {split: read_tsv(locale / f"{split}.tsv") for split in CV_SPLITS}
+    rows = {split: read_tsv(locale / f"{split}.tsv")[1] for split in CV_SPLITS}
     ids = {split: [Path(row["path"]).stem for row in rows[split]] for split in CV_SPLITS}
     sentence = {Path(row["path"]).stem: row["sentence"] for row in rows["validated"]}
     assert len(sentence) == CLIPS and len(set(sentence.values())) == CLIPS, "rows are told apart by sentence"

@@ -11,26 +11,22 @@ import os
 import random
 import re
 import shutil
-import subprocess
 import sys
 
 import datasets
 import numpy as np
 import pytest
 import torch
-from repo_script import SCRIPT, imported_script
+from conftest import needs_speech, run_script, succeeded, synthesised_release
+from repo_script import SCRIPT
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Wav2Vec2CTCTokenizer
 
 from ctcforge.new import new_repo
 from ctcforge.runtime.errors import CtcforgeError
-from ctcforge.synth import synthesize
 
 LEARNING_RATE = 2e-3
 STEPS = 30  # the short run; it saves a checkpoint halfway, which the resume tests start from
-
-needs_speech = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("ffmpeg")),
-                                  reason="needs espeak-ng and ffmpeg (./setup.sh installs them)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -38,38 +34,26 @@ needs_speech = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.whic
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    """A tiny hy-AM repo; stamped without a dataset, so it needs no espeak-ng."""
-    return new_repo("hy-AM", tmp_path_factory.mktemp("stamped") / "repo", base_model="tiny")
-
-
-@pytest.fixture(scope="module")
-def script(repo):
-    """The repo's training script imported as a module."""
-    with imported_script(repo) as module:
-        yield module
+# `stamped_repo` (a tiny hy-AM repo stamped without a dataset, so needing no espeak-ng) and
+# `script` (its training script imported as a module) are conftest's.
 
 
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory):
     """A synthesised Common Voice release and a repo whose vocabulary comes from it."""
     work = tmp_path_factory.mktemp("training")
-    synthesize("hy-AM", work / "cv", 40, seed=1, progress=False)
-    speech_repo = new_repo("hy-AM", work / "repo", base_model="tiny", dataset=str(work / "cv"))
-    return speech_repo, work / "cv"
+    release = synthesised_release(work / "cv", 40, seed=1)
+    speech_repo = new_repo("hy-AM", work / "repo", base_model="tiny", dataset=str(release))
+    return speech_repo, release
 
 
 def train(speech, output_dir, *extra, launcher=(sys.executable,), timeout=600):
     repo, release = speech
-    command = [*launcher, SCRIPT, "--model_name_or_path", "./", "--dataset_name", str(release),
-               "--dataset_config_name", "hy-AM", "--output_dir", str(output_dir), "--do_train",
-               "--per_device_train_batch_size", "8", "--learning_rate", str(LEARNING_RATE),
-               "--use_cpu", "--report_to", "none", "--dataloader_num_workers", "0", "--seed", "1",
-               "--disable_tqdm", "true", *extra]
-    result = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+    return succeeded(run_script(repo, "--model_name_or_path", "./", "--dataset_name", release,
+                                "--dataset_config_name", "hy-AM", "--output_dir", output_dir, "--do_train",
+                                "--per_device_train_batch_size", "8", "--learning_rate", LEARNING_RATE,
+                                "--use_cpu", "--report_to", "none", "--dataloader_num_workers", "0", "--seed", "1",
+                                "--disable_tqdm", "true", *extra, launcher=launcher, timeout=timeout))
 
 
 # The arguments of the short run and of its resumed copy: identical, so that the resumed
@@ -203,10 +187,10 @@ def test_time_budget_needs_a_warmup_fraction(script, tmp_path):
     assert script.SpeechTrainingArguments(warmup_steps=0.1, **common).max_train_minutes == 5
 
 
-def test_evaluation_counts_each_clips_frames_from_its_own_input_length(script, repo, tiny_model, tmp_path):
+def test_evaluation_counts_each_clips_frames_from_its_own_input_length(script, stamped_repo, tiny_model, tmp_path):
     trainer = script.CTCTrainer(model=tiny_model.eval(), args=script.SpeechTrainingArguments(
         output_dir=str(tmp_path), use_cpu=True, report_to="none"))
-    extractor = AutoFeatureExtractor.from_pretrained(repo)
+    extractor = AutoFeatureExtractor.from_pretrained(stamped_repo)
     input_name = extractor.model_input_names[0]
     rng = np.random.default_rng(0)
     clips = [rng.standard_normal(16160).astype(np.float32), rng.standard_normal(4000).astype(np.float32)]
@@ -234,8 +218,8 @@ def parsed_arguments(script, monkeypatch, output_dir, *extra):
 
 
 @pytest.fixture
-def tiny_model(repo):
-    return AutoModelForCTC.from_config(AutoConfig.from_pretrained(repo))
+def tiny_model(stamped_repo):
+    return AutoModelForCTC.from_config(AutoConfig.from_pretrained(stamped_repo))
 
 
 def test_tristage_and_adam_betas_reach_the_optimizer_and_the_card(script, monkeypatch, tmp_path, tiny_model):
@@ -308,9 +292,9 @@ def test_speed_perturbation_draws_every_factor_reproducibly(script):
     assert torch.equal(torch.get_rng_state(), torch_state)
 
 
-def test_collator_plays_kept_audio_at_a_drawn_speed(script, repo):
-    feature_extractor = AutoFeatureExtractor.from_pretrained(repo)
-    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(repo)
+def test_collator_plays_kept_audio_at_a_drawn_speed(script, stamped_repo):
+    feature_extractor = AutoFeatureExtractor.from_pretrained(stamped_repo)
+    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(stamped_repo)
     input_name = feature_extractor.model_input_names[0]
     clip = tone(seconds=2.0)
     unperturbed = len(feature_extractor(clip, sampling_rate=RATE)[input_name][0])
@@ -323,12 +307,12 @@ def test_collator_plays_kept_audio_at_a_drawn_speed(script, repo):
     assert batch[script.clip_preparation.INPUT_LENGTHS].tolist() == [batch[input_name].shape[1]]
 
 
-def test_collator_records_each_clips_unpadded_length(script, repo):
-    feature_extractor = AutoFeatureExtractor.from_pretrained(repo)
+def test_collator_records_each_clips_unpadded_length(script, stamped_repo):
+    feature_extractor = AutoFeatureExtractor.from_pretrained(stamped_repo)
     input_name = feature_extractor.model_input_names[0]
     features = [feature_extractor(tone(seconds=seconds), sampling_rate=RATE)[input_name][0] for seconds in (1.01, 0.3)]
     collator = script.clip_preparation.DataCollatorCTCWithPadding(
-        feature_extractor, Wav2Vec2CTCTokenizer.from_pretrained(repo), input_name)
+        feature_extractor, Wav2Vec2CTCTokenizer.from_pretrained(stamped_repo), input_name)
     batch = collator([{input_name: clip, "labels": [1]} for clip in features])
     assert batch[script.clip_preparation.INPUT_LENGTHS].tolist() == [len(clip) for clip in features]
 
@@ -408,7 +392,7 @@ def test_newest_complete_checkpoint_is_chosen_and_broken_ones_named(script, tmp_
 
 
 def test_a_disk_full_while_saving_a_checkpoint_is_one_line_and_the_half_checkpoint_skipped(
-        script, repo, tiny_model, monkeypatch, tmp_path, caplog):
+        script, stamped_repo, tiny_model, monkeypatch, tmp_path, caplog):
     """A step of real training in process, its checkpoint's weights cut off by a
     full disk (OSError ENOSPC, as safetensors raises it there) half way through writing."""
     import errno
@@ -421,8 +405,8 @@ def test_a_disk_full_while_saving_a_checkpoint_is_one_line_and_the_half_checkpoi
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", disk_fills_up)
-    extractor = AutoFeatureExtractor.from_pretrained(repo)
-    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(repo)
+    extractor = AutoFeatureExtractor.from_pretrained(stamped_repo)
+    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(stamped_repo)
     input_name = extractor.model_input_names[0]
     rng = np.random.default_rng(0)
     clips = [extractor(rng.standard_normal(16000).astype(np.float32), sampling_rate=16000)[input_name][0]
@@ -492,13 +476,13 @@ def test_a_training_split_with_no_rows_stops_naming_it(script, tmp_path, files, 
     ("preprocessor_config.json", "", "preprocessor_config.json is not valid JSON (Expecting value"),
     ("config.json", None, "has no config.json; restore it"),
 ])
-def test_a_model_folder_whose_settings_do_not_parse_is_one_line_naming_the_fix(script, repo, tmp_path, name,
+def test_a_model_folder_whose_settings_do_not_parse_is_one_line_naming_the_fix(script, stamped_repo, tmp_path, name,
                                                                                 content, problem):
     """Both scripts load a local model folder's config.json first: training through
     starting_weights.check_reachable, eval.py through repo_files.trained_model_folder."""
     from ctcforge.runtime import repo_files, starting_weights
 
-    folder = shutil.copytree(repo, tmp_path / "model")
+    folder = shutil.copytree(stamped_repo, tmp_path / "model")
     (folder / "model.safetensors").write_bytes(b"weights")  # looked for, not read
     if content is None:
         (folder / name).unlink()

@@ -3,66 +3,24 @@ a release are dropped, counted and reported rather than ending the run; a raw-wa
 wav2vec2 base and the log-mel `tiny` base both train and load back through the Auto
 classes; and `accelerate launch` runs the script as it is."""
 
-import csv
 import json
 import random
-import re
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 import pytest
-from repo_script import SCRIPT, imported_script
+from conftest import LOCALE, drop_table, ffmpeg, needs_speech, read_tsv, save_waveform_extractor, train_briefly
+from repo_script import imported_script
 from transformers import (AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Wav2Vec2Config, Wav2Vec2CTCTokenizer,
-                          Wav2Vec2FeatureExtractor, Wav2Vec2Model)
+                          Wav2Vec2Model)
 
 from ctcforge.new import new_repo
-from ctcforge.synth import synthesize
 
-pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("ffmpeg")),
-                                reason="needs espeak-ng and ffmpeg (./setup.sh installs them)")
+pytestmark = needs_speech
 
-LOCALE = "hy-AM"
 OOV_SENTENCE = "hello world"
 OOV_LETTERS = "dehlorw"
-
-
-def ffmpeg(*args):
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *map(str, args)], check=True,
-                   timeout=120)
-
-
-def read_rows(tsv_path):
-    with open(tsv_path, encoding="utf-8", newline="") as tsv:
-        reader = csv.DictReader(tsv, delimiter="\t", quoting=csv.QUOTE_NONE)
-        return reader.fieldnames, list(reader)
-
-
-def run_script(repo, release, output_dir, *extra, launcher=(sys.executable,), batch_size=4, max_steps=2):
-    command = [*launcher, SCRIPT, "--model_name_or_path", "./", "--dataset_name", str(release),
-               "--dataset_config_name", LOCALE, "--output_dir", str(output_dir), "--do_train",
-               "--max_steps", str(max_steps), "--per_device_train_batch_size", str(batch_size),
-               "--use_cpu", "--report_to", "none", "--dataloader_num_workers", "0", "--seed", "1",
-               "--disable_tqdm", "true", *extra]
-    result = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=600)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-5000:]
-    return output
-
-
-def drop_table(output):
-    """The training column of the drop table, as {row name: count}."""
-    start = output.index("Clips dropped, by reason:")
-    table = {}
-    for line in output[start:].splitlines()[2:]:
-        match = re.fullmatch(r"(.+?)\s{2,}(\S+)\s*", line)
-        if not match:
-            break
-        table[match.group(1).strip()] = match.group(2)
-        if match.group(1).strip() == "hours kept":
-            break
-    return table
 
 
 # ---------------------------------------------------------------------------------------
@@ -71,19 +29,12 @@ def drop_table(output):
 
 
 @pytest.fixture(scope="module")
-def clean_release(tmp_path_factory):
-    work = tmp_path_factory.mktemp("inputs")
-    synthesize(LOCALE, work / "clean", 24, seed=3, progress=False)
-    return work / "clean"
-
-
-@pytest.fixture(scope="module")
-def dirty_release(clean_release, tmp_path_factory):
+def dirty_release(cv_release, tmp_path_factory):
     """The clean release with six bad or awkward rows appended to its train.tsv."""
     release = tmp_path_factory.mktemp("dirty") / "cv"
-    shutil.copytree(clean_release, release)
+    shutil.copytree(cv_release, release)
     folder = release / LOCALE
-    columns, rows = read_rows(folder / "train.tsv")
+    columns, rows = read_tsv(folder / "train.tsv")
     clips = folder / "clips"
     source = clips / rows[0]["path"]
 
@@ -102,7 +53,7 @@ def dirty_release(clean_release, tmp_path_factory):
         for path, text in added:
             row = {**rows[0], "path": path, "sentence": text}
             tsv.write("\t".join(row[column] or "" for column in columns) + "\n")
-    assert len(read_rows(folder / "train.tsv")[1]) == len(rows) + len(added)
+    assert len(read_tsv(folder / "train.tsv")[1]) == len(rows) + len(added)
     return release, len(rows)
 
 
@@ -111,7 +62,7 @@ def dirty_run(dirty_release, tmp_path_factory):
     release, clean_rows = dirty_release
     work = tmp_path_factory.mktemp("dirty-run")
     repo = new_repo(LOCALE, work / "repo", base_model="tiny")
-    output = run_script(repo, release, repo / "out", "--max_duration_in_seconds", "20")
+    output = train_briefly(repo, release, repo / "out", "--max_duration_in_seconds", "20")
     return repo, output, clean_rows
 
 
@@ -124,7 +75,7 @@ def wav2vec2_base(tmp_path_factory):
                             do_stable_layer_norm=True, num_conv_pos_embeddings=16,
                             num_conv_pos_embedding_groups=4)
     Wav2Vec2Model(config).save_pretrained(folder)
-    Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(folder)
+    save_waveform_extractor(folder)
     return folder
 
 
@@ -154,7 +105,7 @@ def test_a_clip_the_release_lists_as_too_long_is_dropped_unread(dirty_release, t
     (listed / LOCALE / "clip_durations.tsv").write_text("clip\tduration[ms]\ncorrupt.mp3\t60000\n",
                                                         encoding="utf-8")
     repo = new_repo(LOCALE, tmp_path / "repo", base_model="tiny")
-    output = run_script(repo, listed, repo / "out", "--max_duration_in_seconds", "20", max_steps=1)
+    output = train_briefly(repo, listed, repo / "out", "--max_duration_in_seconds", "20", max_steps=1)
     table = drop_table(output)
     assert table["longer than max_duration_in_seconds"] == "2", table  # sixty_seconds.mp3 decoded, corrupt listed
     assert table["unreadable audio"] == "1", table  # zero_bytes.mp3 alone
@@ -190,7 +141,7 @@ def test_stereo_44k_clip_is_downmixed_and_resampled(dirty_run, dirty_release):
     repo, _, _ = dirty_run
     release, _ = dirty_release
     clips = release / LOCALE / "clips"
-    _, rows = read_rows(release / LOCALE / "train.tsv")
+    _, rows = read_tsv(release / LOCALE / "train.tsv")
     with imported_script(repo) as script:
         feature_extractor = AutoFeatureExtractor.from_pretrained(repo)
         preparer = script.clip_preparation.ClipPreparer(
@@ -215,11 +166,11 @@ def test_stereo_44k_clip_is_downmixed_and_resampled(dirty_run, dirty_release):
 # ---------------------------------------------------------------------------------------
 
 
-def test_raw_waveform_wav2vec2_base_trains_and_loads(clean_release, wav2vec2_base, tmp_path):
+def test_raw_waveform_wav2vec2_base_trains_and_loads(cv_release, wav2vec2_base, tmp_path):
     repo = new_repo(LOCALE, tmp_path / "repo", base_model=str(wav2vec2_base))
     assert json.loads((repo / "config.json").read_text())["model_type"] == "wav2vec2"
-    output = run_script(repo, clean_release, repo / "out", "--max_duration_in_seconds", "8",
-                        "--logging_steps", "1", batch_size=2, max_steps=4)
+    output = train_briefly(repo, cv_release, repo / "out", "--max_duration_in_seconds", "8",
+                           "--logging_steps", "1", batch_size=2, max_steps=4)
     assert "Clips dropped, by reason:" in output
     model = AutoModelForCTC.from_pretrained(repo / "out")
     assert type(model).__name__ == "Wav2Vec2ForCTC"
@@ -242,11 +193,11 @@ def test_tiny_log_mel_base_loads_as_wav2vec2_bert(dirty_run):
 # ---------------------------------------------------------------------------------------
 
 
-def test_accelerate_launch_runs_the_script_unchanged(clean_release, tmp_path):
+def test_accelerate_launch_runs_the_script_unchanged(cv_release, tmp_path):
     repo = new_repo(LOCALE, tmp_path / "repo", base_model="tiny")
     launcher = (sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu")
-    run_script(repo, clean_release, repo / "out", launcher=launcher)
+    train_briefly(repo, cv_release, repo / "out", launcher=launcher)
     model = AutoModelForCTC.from_pretrained(repo / "out")
     assert type(model).__name__ == "Wav2Vec2BertForCTC"
     state = json.loads((repo / "out" / "trainer_state.json").read_text(encoding="utf-8"))

@@ -10,16 +10,15 @@ import tarfile
 
 import pytest
 import yaml
+from conftest import LOCALE, run_eval, save_random_weights, synthesised_release
 
 from ctcforge.answers import ANSWERS_FILE, Answers, file_digest
 from ctcforge.cli import main
 from ctcforge.new import new_repo
 from ctcforge.runtime.repo_files import RUNTIME_FOLDER
-from ctcforge.synth import synthesize
 from ctcforge.templates import HISTORY_DIR, TEMPLATE_VERSION, write_template_tree
 from ctcforge.update import render_base, stamped_files
 
-LOCALE = "hy-AM"
 # The modules version 1 stamped at a repo's root, which the runtime folder replaced.
 FLAT_MODULES = ("atomic.py", "text_normalizer.py", "error_rates.py", "ctc_frames.py", "speech_data.py",
                 "starting_weights.py", "transcription.py", "acoustic_engines.py", "beam_search.py",
@@ -132,14 +131,10 @@ def test_update_refuses_a_folder_ctcforge_did_not_make(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("release") / "cv"
-    synthesize(LOCALE, folder, 12, seed=3, progress=False)
-    return folder
+    return synthesised_release(tmp_path_factory.mktemp("release") / "cv", 12, seed=3)
 
 
 def test_a_trained_flat_repo_evaluates_to_the_same_figures_after_the_update(tmp_path, release):
-    from test_eval import run_eval, save_random_weights
-
     repo = stamp_as_version_1(new_repo(LOCALE, tmp_path / "r", base_model="tiny", dataset=str(release)))
     save_random_weights(repo)
     arguments = ("--dataset", release, "--config", LOCALE, "--split", "test", "--decoder", "greedy",
