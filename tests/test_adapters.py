@@ -119,8 +119,8 @@ def test_a_language_the_base_covers_starts_from_its_adapter(trained, mms_base, l
     config = AutoConfig.from_pretrained(repo)
     model = AutoModelForCTC.from_pretrained(mms_base, config=config, ignore_mismatched_sizes=True)
     vocab = json.loads((repo / "vocab.json").read_text(encoding="utf-8"))
-    with repo_script_module(repo, "eval.py"):
-        adapters = sys.modules["adapters"]
+    with repo_script_module(repo, "eval.py") as evaluation:
+        adapters = evaluation.runtime.adapters
         described = adapters.prepare_adapter_training(model, language, [str(mms_base)], vocab)
     stored = load_file(mms_base / "adapter.hye.safetensors")
     state = model.state_dict()
@@ -159,7 +159,7 @@ def evaluation(trained):
 @pytest.fixture(scope="module")
 def clips(evaluation, release):
     dataset = evaluation.load_speech_dataset(str(release), LOCALE, "validated", sampling_rate=RATE)
-    transcription = sys.modules["transcription"]
+    transcription = evaluation.runtime.transcription
     return [transcription.read_audio(dataset[row]["audio"], datasets.Audio(sampling_rate=RATE))
             for row in range(CLIPS)]
 
@@ -189,8 +189,8 @@ def pipeline_texts(repo, clips, language, expected_type):
     """As the README says to load an adapter repo: pipeline() hands model_kwargs to the
     tokenizer too, whose target_lang would need MMS's nested vocab.json; the tokenizer given
     as (folder, kwargs) is loaded without them (adapters.pipeline_arguments says so too)."""
-    with repo_script_module(repo, "adapters.py") as adapters:
-        assert adapters.pipeline_arguments(str(repo), language) == {
+    with repo_script_module(repo, "eval.py") as evaluation:
+        assert evaluation.runtime.adapters.pipeline_arguments(str(repo), language) == {
             "tokenizer": (str(repo), {}), "model_kwargs": {"target_lang": language}}
     asr = pipeline("automatic-speech-recognition", model=str(repo), tokenizer=(str(repo), {}), device=-1,
                    model_kwargs={"target_lang": language})

@@ -4,7 +4,6 @@ the table report the measured rates, and a rerun skips every stage."""
 import json
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 from conftest import needs_speech
@@ -12,6 +11,7 @@ from huggingface_hub import ModelCard
 
 from ctcforge import demo as demo_module
 from ctcforge.cli import main
+from ctcforge.runtime.beam_search import PYTHON_ENGINE
 from ctcforge.runtime.errors import CtcforgeError
 
 pytestmark = needs_speech
@@ -152,10 +152,9 @@ def test_the_demo_gives_the_lm_grid_what_its_budget_leaves_for_it(tmp_path, monk
     assert left == pytest.approx((10 - 7 - demo_module.AFTER_TUNING_MINUTES) * 60, abs=5)
 
 
-# A repo's beam_search.py whose decoder returns every beam search at once, for the grid's clock.
-INSTANT_DECODER = """
-
 class InstantDecoder:
+    """A decoder that returns every beam search at once, for the grid's clock."""
+
     engine = PYTHON_ENGINE
 
     def with_weights(self, alpha, beta):
@@ -165,30 +164,17 @@ class InstantDecoder:
         return "the same words"
 
 
-def load_beam_decoder(model_dir, tokenizer, vocab_size, engine=None):
-    return InstantDecoder()
-"""
-
-
-def test_a_grid_past_its_deadline_scores_the_defaults_and_says_so_in_one_line(tmp_path, monkeypatch):
-    from repo_script import repo_script_module
-
-    import ctcforge.runtime.beam_search
+def test_a_grid_past_its_deadline_scores_the_defaults_and_says_so_in_one_line(monkeypatch):
     from ctcforge.lm_tuning import DevSet, TuningGrid, score_grid
+    from ctcforge.runtime import beam_search
 
-    repo = tmp_path / "repo"  # all that tuning takes from the repo here: its beam search
-    repo.mkdir()
-    source = Path(ctcforge.runtime.beam_search.__file__).read_text(encoding="utf-8")
-    (repo / "beam_search.py").write_text(source + INSTANT_DECODER, encoding="utf-8")
     dev = DevSet(log_probs=[None, None], references=["a", "b"], greedy=["a", "b"])
     grid = TuningGrid(alphas=(0.0, 1.0), betas=(0.0,), beam_widths=(8,)).with_defaults()
     monkeypatch.setattr(os, "cpu_count", lambda: 1)  # one worker: the cells come in the order asked
     lines = []
-    with repo_script_module(repo, "beam_search.py") as beam_search:
-        decoder = beam_search.load_beam_decoder(str(repo), None, None)
-        scores = score_grid(beam_search, decoder, dev, grid, normalizer=str,
-                            error_rates=lambda refs, hyps, n: (1.0, 1.0), progress=False, deadline=0.0,
-                            log=lines.append)
+    scores = score_grid(beam_search, InstantDecoder(), dev, grid, normalizer=str,
+                        error_rates=lambda refs, hyps, n: (1.0, 1.0), progress=False, deadline=0.0,
+                        log=lines.append)
     assert [(s.alpha, s.beta, s.beam_width) for s in scores] == [DEFAULTS]
     assert lines == [f"LM grid stopped at its deadline after 1 of {len(grid.cells())} cells; "
                      "the best of those is chosen"]

@@ -75,10 +75,14 @@ def test_the_training_scripts_compute_metrics_gives_the_table(repo):
             assert scores == {"wer": pytest.approx(wer), "cer": pytest.approx(cer)}
 
 
-@pytest.mark.parametrize("script", ["eval.py", "error_rates.py"])
-def test_eval_and_lm_tuning_score_with_the_repos_definition(repo, script):
-    """eval.py scores with the name it imports; `ctcforge lm` tuning with the repo's module."""
-    with repo_script_module(repo, script) as module:
+@pytest.mark.parametrize("definition", ["the repo's eval.py", "ctcforge's runtime"])
+def test_eval_and_lm_tuning_score_with_the_one_definition(repo, definition):
+    """eval.py scores with the name it imports from the repo's runtime; `ctcforge lm`
+    tuning with ctcforge's own runtime, the same file."""
+    from ctcforge.runtime.error_rates import error_rates
+
+    with repo_script_module(repo, "eval.py") as module:
+        score = module.error_rates if definition == "the repo's eval.py" else error_rates
         for references, predictions, wer, cer in table_rows(repo):
-            assert tuple(module.error_rates(references, predictions, normalizer(repo.name))) == (
+            assert tuple(score(references, predictions, normalizer(repo.name))) == (
                 pytest.approx(wer), pytest.approx(cer))

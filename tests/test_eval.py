@@ -92,8 +92,8 @@ def evaluation(tiny_repo):
 
 @pytest.fixture(scope="module")
 def transcription(evaluation):
-    """The repo's transcription.py, the very module its eval.py imported (and runs)."""
-    return sys.modules["transcription"]
+    """The repo's runtime transcription module, the very one its eval.py imported (and runs)."""
+    return evaluation.runtime.transcription
 
 
 @pytest.fixture(scope="module")
@@ -286,8 +286,8 @@ DIRTY_ROWS = [
     ("stereo.wav", None, "evaluated"),
     ("rate_8k.wav", None, "evaluated"),
     ("rate_44k.wav", None, "evaluated"),
-    ("good.mp3", "", "empty reference"),
-    ("good.mp3", "«…» ։ ?!", "reference empty after normalisation"),
+    ("good.mp3", "", "empty transcript"),
+    ("good.mp3", "«…» ։ ?!", "transcript empty after normalisation"),
     ("too_short.wav", None, "audio too short for the model"),
     ("mono.wav", None, "evaluated"),
 ]
@@ -391,7 +391,7 @@ def test_too_short_is_the_first_length_with_no_output_frame(evaluation, tiny_rep
 
 
 def test_lm_tuning_log_probs_are_the_ones_eval_decodes(evaluation, tiny_repo, tmp_path):
-    ctc_frames = sys.modules["ctc_frames"]  # the repo's, which its eval.py imported
+    ctc_frames = evaluation.runtime.ctc_frames  # the repo's, which its eval.py imported
     # 16160 samples: the SeamlessM4T extractor stacks them into 50 rows, and masks the last
     # (it holds one real frame of a pair), so a mask sum counts 49 and loses a frame.
     samples = 16160
@@ -577,7 +577,7 @@ with repo_script_module(".", script) as module:
 def test_a_run_starts_without_the_packages_it_does_not_use(tiny_repo, lm_repo, script, with_lm, also_absent):
     result = subprocess.run([sys.executable, "-c", IMPORTS, script, str(lm_repo) if with_lm else ""], cwd=tiny_repo,
                             capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent)})
     assert result.returncode == 0, result.stderr[-2000:]
     loaded = set(result.stdout.split())
     assert {"torch", "transformers"} <= loaded  # what every run needs did load

@@ -160,7 +160,7 @@ def test_a_batch_without_usable_clips_is_skipped_and_its_drops_logged(script, st
     assert trainer.state.log_history[-1]["clips_dropped_while_batching/longer than max_duration_in_seconds"] == 4
     trainer.log({"loss": 1.0})  # counted once: the next entry starts again from nothing
     totals = script.features_on_the_fly.batch_drop_totals(trainer.state.log_history)
-    assert totals == {reasons.UNREADABLE_AUDIO: 4, reasons.TOO_LONG: 4}
+    assert totals == {reasons.UNREADABLE_AUDIO: 4, reasons.LONGER_THAN_MAX: 4}
     assert all(torch.equal(before, after) for before, after in zip(weights, model.parameters()))
 
 

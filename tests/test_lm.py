@@ -284,7 +284,7 @@ def test_tokenizer_model_and_alphabet_must_agree(stamped_repo, tmp_path, edit, n
     edit(repo, vocab_size)
     with pytest.raises(CtcforgeError) as error:
         build(repo, write_lines(tmp_path / "text.txt", ["ես գիրք եմ կարդում"]))
-    assert "disagree" in str(error.value)
+    assert str(error.value).startswith(f"{repo}: ") and "\n" not in str(error.value)
     for name in names(vocab_size):
         assert name in str(error.value)
 
@@ -369,7 +369,7 @@ def test_tuning_picks_the_best_cell_of_its_grid_and_writes_it(lm_repo, tmp_path)
 @needs_speech
 def test_cpp_and_pyctcdecode_give_the_same_test_split_text_at_the_tuned_and_default_weights(lm_repo, tmp_path):
     """The trained model's own log-probs of its test split, decoded by the repo's
-    beam_search.py with each package at the weights tuning chose and at pyctcdecode's
+    runtime beam_search with each package at the weights tuning chose and at pyctcdecode's
     defaults: the same text for every clip, or the C++ decoder could not stand in."""
     from repo_script import repo_script_module
 
@@ -384,7 +384,8 @@ def test_cpp_and_pyctcdecode_give_the_same_test_split_text_at_the_tuned_and_defa
     cells = [(best["alpha"], best["beta"], best["beam_width"]), (0.5, 1.5, DEFAULT_BEAM_WIDTH)]
     texts = {}
     for engine in (CPP_ENGINE, PYTHON_ENGINE):
-        with repo_script_module(repo, "beam_search.py") as beam_search:
+        with repo_script_module(repo, "eval.py") as evaluation:
+            beam_search = evaluation.runtime.beam_search
             decoder = beam_search.load_beam_decoder(str(repo), None, None, engine=engine)
             assert decoder.engine == engine
             with beam_search.BeamSearch(decoder, 0, test.log_probs) as search:

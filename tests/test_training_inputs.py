@@ -89,8 +89,8 @@ def test_bad_clips_are_counted_by_reason(dirty_run):
     table = drop_table(output)
     assert table["unreadable audio"] == "2", table
     assert table["longer than max_duration_in_seconds"] == "1", table
-    assert table["empty transcript after normalisation"] == "1", table
-    for reason in ("zero-length audio", "shorter than min_duration_in_seconds",
+    assert table["transcript empty after normalisation"] == "1", table
+    for reason in ("empty audio file", "shorter than min_duration_in_seconds",
                    "feature extraction failed", "more labels than output frames"):
         assert table[reason] == "0", table
     assert "Dropping unreadable clip" in output and "zero_bytes.mp3" in output and "corrupt.mp3" in output
