@@ -18,7 +18,7 @@ REQ_DEV=requirements-dev.txt
 REQ_TOOL=requirements-tool.txt
 KENLM_VERSION=0.3.0
 KENLM_CACHE=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/ctcforge/kenlm-$KENLM_VERSION
-APT_PACKAGES=(ffmpeg espeak-ng cmake build-essential
+APT_PACKAGES=(ffmpeg espeak-ng git cmake build-essential
     libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev
     zlib1g-dev libbz2-dev liblzma-dev)
 

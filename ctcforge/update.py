@@ -30,7 +30,7 @@ from ctcforge.catalogue import resolve_base_model
 from ctcforge.runtime.atomic import write_bytes_atomically
 from ctcforge.runtime.errors import CtcforgeError
 from ctcforge.runtime.repo_files import CONFIG_FILE, PREPROCESSOR_FILE, TOKENIZER_FILES, has_weights
-from ctcforge.templates import HISTORY_DIR, TEMPLATE_VERSION, template_context, write_template_tree
+from ctcforge.templates import HISTORY_DIR, TEMPLATE_VERSION, render_templates, template_context, write_template_tree
 
 # Files a training run's weights are shaped by: their labels (vocab.json and the tokenizer)
 # and their architecture (config.json, and the feature extractor the encoder was trained on).
@@ -82,8 +82,6 @@ def render_base(answers: Answers, target: Path) -> None:
     if not archive.is_file():
         raise CtcforgeError(f"{ANSWERS_FILE} says template version {version}, which this ctcforge does not know "
                             f"(it knows 1 to {TEMPLATE_VERSION}): update ctcforge")
-    from ctcforge.templates import render_templates
-
     with tempfile.TemporaryDirectory() as unpacked:
         with tarfile.open(archive) as tar:
             tar.extractall(unpacked, filter="data")
@@ -113,7 +111,7 @@ def update_files(staging: Path, base: Path | None, repo: Path, previous: Answers
             update.unchanged.append(name)
         elif trained and name in WEIGHT_SHAPING_FILES and target.is_file():
             update.weight_shaping.append(name)
-        elif not target.exists() or recorded.get(name) == file_digest(target):
+        elif not target.exists() or _unedited(target, recorded.get(name), base_file):
             target.parent.mkdir(parents=True, exist_ok=True)
             write_bytes_atomically(target, source.read_bytes())
             update.updated.append(name)
@@ -132,15 +130,20 @@ def update_files(staging: Path, base: Path | None, repo: Path, previous: Answers
         target = repo / name
         if not target.is_file():
             continue
-        unedited = recorded.get(name) == file_digest(target) or (
-            base is not None and (base / name).is_file() and (base / name).read_bytes() == target.read_bytes())
-        if unedited:
+        if _unedited(target, recorded.get(name), base / name if base is not None else None):
             target.unlink()
             update.removed.append(name)
         else:
             update.orphaned.append(name)
     (repo / "language_model").mkdir(exist_ok=True)
     return update
+
+
+def _unedited(target: Path, recorded_digest: str | None, base_file: Path | None) -> bool:
+    """Whether `target` is as it was stamped: its recorded sha256, or the old stamp's bytes."""
+    if recorded_digest == file_digest(target):
+        return True
+    return base_file is not None and base_file.is_file() and base_file.read_bytes() == target.read_bytes()
 
 
 def _is_text(*paths: Path) -> bool:
