@@ -17,7 +17,7 @@ from ctcforge.runtime.atomic import write_text_atomically
 from ctcforge.runtime.errors import CtcforgeError
 # The repo's training script reads base_model.json through this shipped module.
 from ctcforge.runtime.repo_files import BASE_MODEL_FILE, WEIGHT_FILES, has_weights
-from ctcforge.runtime.vocabulary import PAD, UNK, WORD_DELIMITER, write_vocabulary
+from ctcforge.runtime.vocabulary import PAD, UNK, WORD_DELIMITER, check_labels, write_vocabulary
 
 CATALOGUE_FILE = Path(str(resources.files("ctcforge") / "catalogue.yaml"))
 
@@ -135,7 +135,6 @@ def write_model_files(base: BaseModel, vocab: dict[str, int], repo: Path) -> Non
     # longer match the model's vocab_size.
     tokenizer = Wav2Vec2CTCTokenizer(str(repo / "vocab.json"), unk_token=UNK, pad_token=PAD,
                                      word_delimiter_token=WORD_DELIMITER, bos_token=None, eos_token=None)
-    if len(tokenizer) != len(vocab):
-        raise CtcforgeError(f"tokenizer has {len(tokenizer)} tokens but vocab.json {len(vocab)}")
+    check_labels(tokenizer, len(vocab), str(repo), every_token=True)
     tokenizer.save_pretrained(repo)
     write_text_atomically(repo / BASE_MODEL_FILE, json.dumps(base.record(), indent=2) + "\n")

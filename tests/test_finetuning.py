@@ -86,6 +86,49 @@ def test_repo_fine_tunes_its_local_base_model(kind, cv_release, tmp_path):
     assert run["command"].startswith(f"python {SCRIPT} --model_name_or_path ./")
 
 
+def save_ctc_base(folder, letters):
+    """A fine-tuned CTC checkpoint, as a 2022 repo holds one: its head over `letters` in its
+    own order, its special tokens spelt its own way (<pad>, <unk>), two letters of its own."""
+    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2ForCTC
+
+    folder.mkdir()
+    tokens = ["<pad>", "<unk>", "|", "x", "y", *reversed(letters)]
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}), encoding="utf-8")
+    Wav2Vec2CTCTokenizer(str(folder / "vocab.json"), pad_token="<pad>", unk_token="<unk>", word_delimiter_token="|",
+                         bos_token=None, eos_token=None).save_pretrained(folder)
+    torch.manual_seed(0)
+    Wav2Vec2ForCTC(Wav2Vec2Config(**XLSR_STYLE, vocab_size=len(tokens), pad_token_id=0)).save_pretrained(folder)
+    save_waveform_extractor(folder)
+    return {t: i for i, t in enumerate(tokens)}
+
+
+@pytest.mark.parametrize("missing", [0, 1])
+def test_a_ctc_base_keeps_the_head_row_of_every_label_it_knew(missing, cv_release, tmp_path):
+    """Matched by label, not id (the base's order and special-token names differ from the
+    repo's); a letter the base never wrote gets a fresh row, not another letter's."""
+    probe = new_repo("hy-AM", tmp_path / "probe", base_model="tiny", dataset=str(cv_release))
+    letters = [t for t in json.loads((probe / "vocab.json").read_text(encoding="utf-8")) if t not in ("[PAD]", "[UNK]", "|")]
+    unknown_to_base = letters[:missing]
+    base_ids = save_ctc_base(tmp_path / "base", letters[missing:])
+    repo = new_repo("hy-AM", tmp_path / "repo", base_model=str(tmp_path / "base"), dataset=str(cv_release))
+
+    log = zero_rate_run(repo, cv_release)
+
+    base = load_file(tmp_path / "base" / "model.safetensors")
+    trained = load_file(repo / "model.safetensors")
+    vocab = json.loads((repo / "vocab.json").read_text(encoding="utf-8"))
+    spelt_by_base = {"[PAD]": "<pad>", "[UNK]": "<unk>"}
+    for token, index in vocab.items():
+        row = trained["lm_head.weight"][index]
+        if token in unknown_to_base:
+            assert not any(torch.equal(row, base_row) for base_row in base["lm_head.weight"]), token
+        else:
+            base_index = base_ids[spelt_by_base.get(token, token)]
+            assert torch.equal(row, base["lm_head.weight"][base_index]), token
+            assert torch.equal(trained["lm_head.bias"][index], base["lm_head.bias"][base_index]), token
+    assert f"CTC head: {len(vocab) - missing} of {len(vocab)} labels keep the rows" in log
+
+
 def test_feature_encoder_is_frozen_for_wav2vec2(cv_release, tmp_path):
     """With a real learning rate the transformer moves but the convolutions do not
     (upstream's --freeze_feature_encoder, on by default)."""

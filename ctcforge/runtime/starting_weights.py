@@ -144,11 +144,118 @@ def check_model_json(folder: str | Path) -> None:
                                    "`ctcforge new --force`")
 
 
-def load_ctc_model(point: StartingPoint, config, cache_dir: str | None = None):
+@dataclass(frozen=True)
+class HeadLabels:
+    """The label of each row of a checkpoint's CTC head, and which labels are its blank
+    (padding), unknown and word delimiter, whatever they are called there."""
+
+    ids: dict[str, int]
+    pad: str | None
+    unk: str | None
+    delimiter: str | None
+
+    def row_of(self, token: str, ours) -> int | None:
+        """The head row that wrote `token` of our tokenizer `ours`: a special token by its
+        role, any other by its spelling."""
+        role = {ours.pad_token: self.pad, ours.unk_token: self.unk,
+                getattr(ours, "word_delimiter_token", None): self.delimiter}
+        return self.ids.get(role.get(token, token)) if token in role else self.ids.get(token)
+
+
+def head_labels(point: StartingPoint, cache_dir: str | None = None) -> HeadLabels | None:
+    """The labels of the starting checkpoint's CTC head, read from its tokenizer before this
+    run writes its own vocab.json (which, in a repo continuing from its own weights, is the
+    same file); None when it has no tokenizer (a pretraining checkpoint has no head)."""
+    if not point.pretrained:
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(point.source, cache_dir=cache_dir)
+    except Exception as error:  # no tokenizer files (a pretraining checkpoint), or none to reach
+        logger.info(f"{point.source} has no tokenizer to name its output rows ({type(error).__name__}); "
+                    "a CTC head in it is not kept")
+        return None
+    return HeadLabels(ids=dict(tokenizer.get_vocab()), pad=tokenizer.pad_token, unk=tokenizer.unk_token,
+                      delimiter=getattr(tokenizer, "word_delimiter_token", None))
+
+
+def keep_trained_head_rows(model, point: StartingPoint, labels: HeadLabels, tokenizer,
+                           cache_dir: str | None = None) -> str | None:
+    """Gives every label the checkpoint's head knew the row the checkpoint trained for it
+    (matched by label, not by id, so a vocabulary in another order or with letters added
+    loses nothing), and every other label a freshly initialised row. Returns what was
+    kept and added, for the log; None when the checkpoint has no CTC head to keep."""
+    import torch
+
+    head = checkpoint_tensors(point.source, ("lm_head.weight", "lm_head.bias"), cache_dir)
+    weight, bias = model.lm_head.weight, model.lm_head.bias
+    if head is None or head["lm_head.weight"].shape[1:] != weight.shape[1:]:
+        return None
+    kept, added = 0, []
+    with torch.no_grad():
+        for token, index in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1]):
+            if index >= weight.shape[0]:
+                continue
+            row = labels.row_of(token, tokenizer)
+            if row is not None and row < head["lm_head.weight"].shape[0]:
+                weight[index] = head["lm_head.weight"][row]
+                bias[index] = head["lm_head.bias"][row]
+                kept += 1
+            else:
+                torch.nn.init.normal_(weight[index], std=model.config.initializer_range)
+                bias[index] = 0.0
+                added.append(token)
+    new = f"; new, initialised afresh: {', '.join(map(repr, added))}" if added else ""
+    return f"CTC head: {kept} of {kept + len(added)} labels keep the rows {point.source} trained for them{new}"
+
+
+def checkpoint_tensors(source: str, names: tuple[str, ...], cache_dir: str | None = None) -> dict | None:
+    """The named tensors of a checkpoint (a folder, or a Hub id in the cache), read alone;
+    None when a name is not there."""
+    import torch
+    from safetensors import safe_open
+
+    def local(name: str) -> Path | None:
+        if Path(source).is_dir():
+            return Path(source) / name if (Path(source) / name).is_file() else None
+        from huggingface_hub import hf_hub_download
+
+        try:
+            return Path(hf_hub_download(source, name, cache_dir=cache_dir))
+        except Exception:  # not in that repo, or the Hub unreachable: no head to keep
+            return None
+
+    found = {}
+    index = local("model.safetensors.index.json")
+    if index is not None:
+        shards = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        files = {name: local(shards[name]) for name in names if name in shards}
+    elif (single := local("model.safetensors")) is not None:
+        files = dict.fromkeys(names, single)
+    else:
+        pickle = local("pytorch_model.bin")
+        if pickle is None:
+            return None
+        state = torch.load(pickle, map_location="cpu", weights_only=True)
+        return {name: state[name] for name in names} if all(name in state for name in names) else None
+    for name, path in files.items():
+        if path is None:
+            return None
+        with safe_open(str(path), framework="pt") as tensors:
+            if name not in tensors.keys():
+                return None
+            found[name] = tensors.get_tensor(name)
+    return found if len(found) == len(names) else None
+
+
+def load_ctc_model(point: StartingPoint, config, cache_dir: str | None = None, tokenizer=None,
+                   labels: HeadLabels | None = None):
     """The CTC model for `config`, with the weights of `point` (random for scratch).
 
-    The output layer is always made for the repo's labels: a pretraining checkpoint has
-    none, and a fine-tuned one has one for another label set, which is then re-initialised.
+    The output layer is made for the repo's labels. A pretraining checkpoint has none; a
+    CTC checkpoint's head keeps, given its `labels` and our `tokenizer`, the trained row of
+    every label it knew (`keep_trained_head_rows`), the others initialised afresh.
     Every other tensor must come from the checkpoint; one that does not means the
     checkpoint is of another architecture than config.json says, and fine-tuning it would
     train mostly random weights.
@@ -167,7 +274,10 @@ def load_ctc_model(point: StartingPoint, config, cache_dir: str | None = None):
             raise CtcforgeError(f"{point.source}: {error}") from None
         raise CtcforgeError(unreachable_message(point.source)) from None
     report = LoadingReport.from_info(info, model)
-    logger.info(f"Starting from {point.description}:\n{report.describe()}")
+    kept = None
+    if labels is not None and tokenizer is not None and not getattr(config, "adapter_attn_dim", None):
+        kept = keep_trained_head_rows(model, point, labels, tokenizer, cache_dir)  # MMS: adapters.py's
+    logger.info(f"Starting from {point.description}:\n{report.describe()}" + (f"\n  {kept}" if kept else ""))
     problem = report.misfit()
     if problem:
         raise CtcforgeError(

@@ -656,6 +656,9 @@ def main() -> None:
     start = starting_weights.starting_point(model_args.model_name_or_path, model_args.from_scratch)
     for name in {model_args.model_name_or_path, start.source} - {None}:
         starting_weights.check_reachable(name, model_args.cache_dir)
+    # A CTC checkpoint's labels, read before this run writes its own vocab.json, so that its
+    # head keeps the row of every label it knew.
+    head_labels = starting_weights.head_labels(start, model_args.cache_dir)
 
     # Before anything random: a model without weights is initialised from this seed.
     set_seed(training_args.seed)
@@ -703,7 +706,7 @@ def main() -> None:
     # 5. The model, its output layer sized for the vocabulary.
     config = AutoConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
     configure_for_ctc(config, model_args, tokenizer)
-    model = starting_weights.load_ctc_model(start, config, model_args.cache_dir)
+    model = starting_weights.load_ctc_model(start, config, model_args.cache_dir, tokenizer, head_labels)
     if model.main_input_name != input_name:
         raise CtcforgeError(f"the model reads {model.main_input_name} but the feature extractor "
                             f"writes {input_name}: config.json and preprocessor_config.json do not match.")
