@@ -15,6 +15,7 @@ of the environment running `ctcforge card`).
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass, replace
@@ -33,7 +34,7 @@ from ctcforge.runtime.atomic import write_text_atomically
 from ctcforge.runtime.beam_search import has_language_model
 from ctcforge.runtime.error_rates import SPACELESS_SPLITS
 from ctcforge.runtime.errors import CtcforgeError
-from ctcforge.runtime.repo_files import (TRAINING_RUN_FILE, TRAINING_SCRIPT, TrainingRun, read_hyperparameters,
+from ctcforge.runtime.repo_files import (CONFIG_FILE, TRAINING_RUN_FILE, TRAINING_SCRIPT, TrainingRun, read_hyperparameters,
                                          read_training_run, trained_weights_folder)
 from ctcforge.spec import Spec, check_metric_value, spec_from_dict
 
@@ -79,6 +80,10 @@ class CardFacts(Spec):
     lm_tuning: dict | None = None
     # onnx/export.json, when `ctcforge export` has written the ONNX model.
     onnx_export: dict | None = None
+    # Whether language_model/ holds an LM (pipeline() then decodes with it), and the
+    # language adapter pipeline() must be told to load (MMS adapter repos).
+    language_model: bool = False
+    adapter_language: str | None = None
 
     @classmethod
     def from_spec(cls, spec: Spec, profile: Profile) -> "CardFacts":
@@ -129,7 +134,7 @@ SECTION_ORDER = ("description", "usage", "evaluation", "corrections", "language-
                  "standalone")
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(Path(str(resources.files("ctcforge"))) / "templates" / "card")),
-    # As render.py renders the repo: a fact the template names but the context lacks is an
+    # As `ctcforge new` renders the repo: a fact the template names but the context lacks is an
     # error, never an empty string in a published card.
     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False)
 _TEMPLATES.filters.update(cell=lambda text: str(text).replace("|", "\\|"),
@@ -456,7 +461,18 @@ def rebuild_card(repo: Path) -> Path:
     exported = read_onnx_export(repo)
     if exported:
         facts = replace(facts, onnx_export=exported)
+    facts = replace(facts, language_model=has_language_model(str(repo)), adapter_language=adapter_language(repo, profile))
     return write_card(facts, repo)
+
+
+def adapter_language(repo: Path, profile: Profile) -> str | None:
+    """The adapter `pipeline()` loads for this repo's language, when its model has language
+    adapters (`adapter_attn_dim` in config.json): the profile's ISO 639-3 code, as eval.py's."""
+    try:
+        config = json.loads((repo / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return profile.iso639_3 if isinstance(config, dict) and config.get("adapter_attn_dim") else None
 
 
 TRAINING_CURVE = "training_curve.png"

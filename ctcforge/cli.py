@@ -21,6 +21,8 @@ def cmd_new(args: argparse.Namespace) -> None:
                     report=print)
     print(f"stamped {repo}")
     print(f"next: cd {repo} && python -m pytest -q")
+    print("then: train with the command its README.md gives (Training procedure); after training, "
+          "ctcforge lm, python eval.py, ctcforge card and ctcforge push (see ctcforge's README)")
 
 
 def cmd_update(args: argparse.Namespace) -> None:
@@ -31,7 +33,8 @@ def cmd_update(args: argparse.Namespace) -> None:
         raise CtcforgeError(f"{args.repo} has no {ANSWERS_FILE}: only a repo made by `ctcforge new` can be updated")
     new_repo(None, args.repo, force=True, report=print)
     print(f"updated {args.repo}")
-    print(f"next: cd {args.repo} && git diff && python -m pytest -q")
+    print(f"next: look over the merged files (git diff, where the repo is under git), then "
+          f"cd {args.repo} && python -m pytest -q")
 
 
 def cmd_profile(args: argparse.Namespace) -> None:

@@ -149,3 +149,38 @@ def test_export_of_a_model_that_writes_text_gives_the_pipelines_text_in_sherpa_o
     expected = pipeline_texts(repo, clips)
     assert all(text.strip() for text in expected) and any(" " in text.strip() for text in expected), expected
     assert sherpa_texts(repo, clips) == expected
+
+
+# ---------------------------------------------------------------------------- the card's usage
+
+
+def card_python(repo):
+    """The Python block of the card's Usage section."""
+    card = (repo / "README.md").read_text(encoding="utf-8")
+    usage = card[card.index("## Usage"):]
+    return re.search(r"```python\n(.*?)```", usage, re.S).group(1)
+
+
+def test_the_cards_pipeline_snippet_runs_with_and_without_the_lm(trained_repo, tmp_path, monkeypatch, capsys):
+    import soundfile
+    from conftest import build_training_text_lm
+
+    from ctcforge.runtime.speech_data import decode_audio
+
+    source, release = trained_repo
+    repo = shutil.copytree(source, tmp_path / "repo")
+    rebuild_card(repo)
+    assert "n-gram LM" not in card_python(repo)  # no LM yet: one pipeline, no greedy twin
+    build_training_text_lm(repo, release.parent)
+    rebuild_card(repo)
+    code = card_python(repo)
+    first = read_tsv(release / "test.tsv")[1][0]
+    audio = decode_audio({"path": str(release / "clips" / first["path"]), "bytes": None}, 16000).samples
+    soundfile.write(repo / "clip.wav", audio, 16000)
+
+    monkeypatch.chdir(repo)  # the snippet names the repo as "./"
+    names = {}
+    exec(compile(code, "README.md", "exec"), names)
+    printed = capsys.readouterr().out.splitlines()
+    assert names["asr"].type == "ctc_with_lm" and names["greedy"].type == "ctc"
+    assert printed == pipeline_texts(repo, [audio]) + [names["greedy"](audio)["text"]]

@@ -794,6 +794,8 @@ def main() -> None:
             run = repo_files.finished_run(start.description, output_dir, trainer.state.global_step, adapter)
             for folder in {output_dir.resolve(), REPO_DIR}:
                 repo_files.write_training_run(folder, run)
+            logger.info("Next: `ctcforge lm ./ --dataset ...` builds and tunes the n-gram LM, "
+                        "`python eval.py --model_id ./ ...` evaluates, `ctcforge card ./` writes the card.")
 
     # 9. Evaluation on the eval split.
     if training_args.do_eval:
