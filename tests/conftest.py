@@ -195,3 +195,10 @@ def pipeline_texts(repo, arrays, **options):
 
     asr = pipeline("automatic-speech-recognition", model=str(repo), device=-1)
     return [asr(array, **options)["text"] for array in arrays]
+
+
+def card_python(repo):
+    """The Python block of the Usage section of the repo's card."""
+    card = (repo / "README.md").read_text(encoding="utf-8")
+    usage = card[card.index("## Usage"):]
+    return re.search(r"```python\n(.*?)```", usage, re.S).group(1)

@@ -11,7 +11,7 @@ import sys
 import datasets
 import pytest
 import torch
-from conftest import (LOCALE, XLSR_STYLE, build_training_text_lm, needs_speech, read_log, run_script,
+from conftest import (LOCALE, XLSR_STYLE, build_training_text_lm, card_python, needs_speech, read_log, run_script,
                       save_waveform_extractor, succeeded, synthesised_release)
 from repo_script import repo_script_module
 from safetensors.torch import load_file, save_file
@@ -216,6 +216,24 @@ def test_eval_decodes_the_adapter_with_the_lm_as_the_pipeline_does(lm_repo, eval
     with_lm = transcriber.transcribe(clips[:LM_CLIPS])
     assert with_lm == pipeline_texts(lm_repo, clips[:LM_CLIPS], "hye", "ctc_with_lm")
     assert with_lm != greedy
+
+
+def test_the_cards_pipeline_snippet_loads_the_repos_adapter(lm_repo, clips, tmp_path, monkeypatch, capsys):
+    import soundfile
+
+    from ctcforge.card import rebuild_card
+
+    repo = shutil.copytree(lm_repo, tmp_path / "repo")
+    rebuild_card(repo)
+    code = card_python(repo)
+    assert '"target_lang": "hye"' in code
+    soundfile.write(repo / "clip.wav", clips[0], RATE, subtype="FLOAT")  # read back sample for sample
+    monkeypatch.chdir(repo)  # the snippet names the repo as "./"
+    names = {}
+    exec(compile(code, "README.md", "exec"), names)
+    assert names["asr"].type == "ctc_with_lm" and names["greedy"].type == "ctc"
+    assert capsys.readouterr().out.splitlines() == [
+        *pipeline_texts(repo, clips[:1], "hye", "ctc_with_lm"), names["greedy"](clips[0].copy())["text"]]
 
 
 def test_eval_script_uses_the_repos_language_by_default(trained, evaluation, clips, release, work, monkeypatch,

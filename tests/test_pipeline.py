@@ -6,7 +6,7 @@ import re
 import shutil
 
 import pytest
-from conftest import needs_speech, pipeline_texts, read_tsv, run_eval, run_script, succeeded, synthesised_release
+from conftest import card_python, needs_speech, pipeline_texts, read_tsv, run_eval, run_script, succeeded, synthesised_release
 from huggingface_hub import ModelCard
 
 from ctcforge.card import rebuild_card
@@ -154,13 +154,6 @@ def test_export_of_a_model_that_writes_text_gives_the_pipelines_text_in_sherpa_o
 # ---------------------------------------------------------------------------- the card's usage
 
 
-def card_python(repo):
-    """The Python block of the card's Usage section."""
-    card = (repo / "README.md").read_text(encoding="utf-8")
-    usage = card[card.index("## Usage"):]
-    return re.search(r"```python\n(.*?)```", usage, re.S).group(1)
-
-
 def test_the_cards_pipeline_snippet_runs_with_and_without_the_lm(trained_repo, tmp_path, monkeypatch, capsys):
     import soundfile
     from conftest import build_training_text_lm
@@ -176,7 +169,7 @@ def test_the_cards_pipeline_snippet_runs_with_and_without_the_lm(trained_repo, t
     code = card_python(repo)
     first = read_tsv(release / "test.tsv")[1][0]
     audio = decode_audio({"path": str(release / "clips" / first["path"]), "bytes": None}, 16000).samples
-    soundfile.write(repo / "clip.wav", audio, 16000)
+    soundfile.write(repo / "clip.wav", audio, 16000, subtype="FLOAT")  # read back sample for sample
 
     monkeypatch.chdir(repo)  # the snippet names the repo as "./"
     names = {}
