@@ -632,6 +632,18 @@ def test_time_budget_stops_training_and_decays_the_learning_rate(speech, tmp_pat
     assert rates[-1] < 0.5 * max(rates) and rates[-1] < 0.5 * LEARNING_RATE, (steps, rates)
 
 
+def test_two_processes_train_with_layerdrop_and_gradient_checkpointing(speech, tmp_path):
+    """The card's regularisation under DDP: a layer layerdrop skips gets no gradient, which
+    stopped DDP at its first step until the script let it look for unused parameters."""
+    output_dir = tmp_path / "out"
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")
+    result = train(speech, output_dir, "--max_steps", "3", "--logging_steps", "1", "--layerdrop", "0.5",
+                   "--gradient_checkpointing", launcher=torchrun)
+    assert trainer_state(output_dir)["global_step"] == 3
+    assert "DDP looks for the parameters of skipped layers" in result.stdout + result.stderr
+    AutoModelForCTC.from_pretrained(output_dir)
+
+
 def test_two_process_run_on_cpu(speech, tmp_path):
     output_dir = tmp_path / "out"
     torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")

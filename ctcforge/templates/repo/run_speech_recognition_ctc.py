@@ -378,10 +378,10 @@ def parse_arguments() -> tuple[ModelArguments, DataTrainingArguments, SpeechTrai
 
 
 def resolve_training_arguments(
-    data_args: DataTrainingArguments, training_args: SpeechTrainingArguments
+    data_args: DataTrainingArguments, training_args: SpeechTrainingArguments, layerdrop: float = 0.0
 ) -> SpeechTrainingArguments:
-    """Maps the old flags onto today's TrainingArguments fields, and sets the one field this
-    script depends on.
+    """Maps the old flags onto today's TrainingArguments fields, sets the one field this
+    script depends on, and makes `layerdrop` train under DDP.
 
     `dataclasses.replace` builds a new TrainingArguments, so its own checks and derived
     defaults (eval_steps falling back to logging_steps, say) run on the mapped values.
@@ -411,6 +411,19 @@ def resolve_training_arguments(
     # measure it again) and the audio kept for --speed_perturbation.
     if training_args.remove_unused_columns:
         changes["remove_unused_columns"] = False
+    # Under DDP (torchrun, accelerate launch: several GPUs) a layer that layerdrop skips gets
+    # no gradient, and DDP stops at the first step ("Expected to have finished reduction in
+    # the prior iteration"). DDP is told to look for unused parameters, which re-entrant
+    # gradient checkpointing does not survive, so checkpointing goes non-re-entrant.
+    if layerdrop > 0 and training_args.world_size > 1:
+        if training_args.ddp_find_unused_parameters is None:
+            changes["ddp_find_unused_parameters"] = True
+        if training_args.gradient_checkpointing:
+            changes["gradient_checkpointing_kwargs"] = {"use_reentrant": False,
+                                                        **(training_args.gradient_checkpointing_kwargs or {})}
+        logger.info(f"--layerdrop {layerdrop} on {training_args.world_size} processes: DDP looks for the "
+                    "parameters of skipped layers (ddp_find_unused_parameters), and gradient checkpointing "
+                    "is non-re-entrant.")
     return dataclasses.replace(training_args, **changes) if changes else training_args
 
 
@@ -645,7 +658,7 @@ def main() -> None:
     # 1. Arguments, logging, threads, and where a restarted run resumes.
     model_args, data_args, training_args = parse_arguments()
     setup_logging(training_args)
-    training_args = resolve_training_arguments(data_args, training_args)
+    training_args = resolve_training_arguments(data_args, training_args, model_args.layerdrop)
     logger.info(f"Training/evaluation parameters {training_args}")
     if training_args.use_cpu or not torch.accelerator.is_available():
         logger.info(cpu_threads.set_torch_threads(training_args.torch_threads, training_args.world_size))
