@@ -23,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 
 import jinja2
+import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ctcforge import plots
@@ -404,7 +405,12 @@ def with_base_licence(facts: CardFacts, from_spec: bool) -> CardFacts:
     over permissive weights; over a restrictive one (MMS: cc-by-nc-4.0) the base's licence
     wins, and the card says it corrected the spec."""
     licence = facts.base.license if facts.base else None
-    if not licence or licence == facts.license:
+    if licence is None and facts.base is not None and facts.base.local_path is not None:
+        licence = card_licence(facts.base.local_path)
+    if not licence:
+        # Never a guess: a spec states one; otherwise the card says it is not known.
+        return facts if from_spec else replace(facts, license="other")
+    if licence == facts.license:
         return facts
     if not from_spec:
         return replace(facts, license=licence)
@@ -413,6 +419,18 @@ def with_base_licence(facts: CardFacts, from_spec: bool) -> CardFacts:
     note = (f"The original card's licence, {facts.license}, is replaced by {licence}: the base model "
             f"{facts.base.id} is released under {licence}, and a model fine-tuned from its weights inherits it.")
     return replace(facts, license=licence, corrections=[*facts.corrections, note])
+
+
+def card_licence(folder: Path) -> str | None:
+    """The `license:` a model folder's own card (README.md) states, or None."""
+    card = folder / "README.md"
+    if not card.is_file():
+        return None
+    try:
+        licence = ModelCard.load(str(card)).data.license
+    except (ValueError, OSError, yaml.YAMLError):
+        return None
+    return licence if isinstance(licence, str) and licence else None
 
 
 def rebuild_card(repo: Path) -> Path:

@@ -452,3 +452,23 @@ def test_card_says_what_the_repo_needs_without_ctcforge():
     assert "build_binary 5gram.arpa language_model/lm.binary" in standalone
     for name in ("lm.binary", "unigrams.txt", "attrs.json", "alphabet.json"):
         assert f"`{name}`" in standalone
+
+
+@pytest.mark.parametrize("base_card, licence", [
+    (None, "other"),  # nothing says: never a guess
+    ("---\nlicense: mit\n---\n# A base\n", "mit"),  # the base's own card says
+    ("# A base with no front matter\n", "other"),
+])
+def test_a_local_base_gives_its_own_licence_or_other(tmp_path, base_card, licence):
+    from conftest import XLSR_STYLE, save_waveform_extractor
+    from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
+
+    base = tmp_path / "base"
+    Wav2Vec2ForPreTraining(Wav2Vec2Config(**XLSR_STYLE)).save_pretrained(base)
+    save_waveform_extractor(base)
+    if base_card is not None:
+        (base / "README.md").write_text(base_card, encoding="utf-8")
+    repo = new_repo("hy-AM", tmp_path / "repo", base_model=str(base))
+    card = ModelCard((repo / "README.md").read_text(encoding="utf-8"))
+    assert card.data.license == licence
+    assert ("The licence of the base model's weights is not known" in card.text) == (licence == "other")
