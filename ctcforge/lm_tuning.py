@@ -118,6 +118,7 @@ def tune_language_model(repo: Path, dataset: str, config: str | None, split: str
     update_attrs(repo / LANGUAGE_MODEL_DIR, best.alpha, best.beta)
     summary = {**asdict(best), "greedy_wer": greedy_wer, "greedy_cer": greedy_cer, "default_wer": default.wer,
                "default_cer": default.cer, "dev_clips": len(dev.references), "grid_cells": len(scores),
+               "grid_cells_planned": len(grid.cells()),
                "dataset": dataset,
                "config": config, "split": split}
     write_tuning_files(repo / TUNING_DIR, scores, best, summary)
@@ -301,7 +302,7 @@ def draw_heatmap(scores: list[Score], best: Score, path: Path) -> None:
     figure = Figure(figsize=(1.5 + 0.8 * len(betas), 1.2 + 0.6 * len(alphas)), layout="constrained")
     axes = figure.subplots()
     image = axes.imshow(wer, cmap="viridis_r", aspect="auto", origin="lower")
-    for (row, column), value in np.ndenumerate(wer):
+    for row, column, value in scored_cells(wer):
         # viridis_r is light at low WER: dark text there, light text on the dark cells
         dark_cell = image.norm(value) > 0.5
         axes.text(column, row, f"{value:.3f}", ha="center", va="center", fontsize=7,
@@ -314,9 +315,18 @@ def draw_heatmap(scores: list[Score], best: Score, path: Path) -> None:
     axes.set_yticks(range(len(alphas)), [f"{a:g}" for a in alphas])
     axes.set_xlabel("beta (word insertion bonus)")
     axes.set_ylabel("alpha (LM weight)")
-    axes.set_title(f"dev WER at beam width {best.beam_width}\nbest: red; pyctcdecode defaults: dashed", fontsize=9)
+    unscored = int(np.isnan(wer).sum())
+    cut = f"\n{wer.size - unscored} of {wer.size} cells scored before the deadline" if unscored else ""
+    axes.set_title(f"dev WER at beam width {best.beam_width}\nbest: red; pyctcdecode defaults: dashed{cut}",
+                   fontsize=9)
     figure.colorbar(image, ax=axes, label="WER")
     figure.savefig(path, dpi=100)
+
+
+def scored_cells(wer: np.ndarray) -> list[tuple[int, int, float]]:
+    """(row, column, WER) of each cell the grid scored: a cell its deadline left unscored
+    is left blank, never labelled `nan`."""
+    return [(row, column, float(value)) for (row, column), value in np.ndenumerate(wer) if np.isfinite(value)]
 
 
 def outline_cell(axes, row: int, column: int, colour: str, style: str) -> None:

@@ -270,6 +270,24 @@ def test_lm_tuning_section_shows_the_chosen_weights_and_heatmap(tmp_path):
     assert "tuned on 40 clips of cv-corpus hy-AM (dev)" in text
     assert "![Dev WER over the alpha/beta grid](lm_tuning/wer_heatmap.png)" in text
     assert text.index("ctcforge:begin language-model") < text.index("ctcforge:begin framework")
+    assert "stopped at its time limit" not in text
+
+
+def test_a_grid_cut_by_its_deadline_says_so_and_leaves_unscored_cells_blank(tmp_path):
+    import numpy as np
+
+    from ctcforge.lm_tuning import scored_cells
+
+    repo = new_repo("hy-AM", tmp_path / "repo", base_model="tiny")
+    (repo / "lm_tuning").mkdir()
+    (repo / "lm_tuning" / "best.json").write_text(json.dumps(
+        {"alpha": 0.5, "beta": 1.5, "beam_width": 100, "wer": 0.4, "cer": 0.1, "dev_clips": 40,
+         "grid_cells": 17, "grid_cells_planned": 24, "dataset": "cv", "config": "hy-AM", "split": "dev"}))
+    rebuild_card(repo)
+    text = (repo / "README.md").read_text(encoding="utf-8")
+    assert "stopped at its time limit after 17 of its 24 cells" in text
+    wer = np.array([[0.5, np.nan], [0.4, 0.45]])
+    assert scored_cells(wer) == [(0, 0, 0.5), (1, 0, 0.4), (1, 1, 0.45)]
 
 
 # ---------------------------------------------------------------------------- training, truth
