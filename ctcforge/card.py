@@ -85,6 +85,9 @@ class CardFacts(Spec):
     # language adapter pipeline() must be told to load (MMS adapter repos).
     language_model: bool = False
     adapter_language: str | None = None
+    # eval.py runs that did not measure a whole split (--max_samples, many rows skipped):
+    # named in the card's prose, never in its model-index.
+    partial_evaluations: tuple = ()
 
     @classmethod
     def from_spec(cls, spec: Spec, profile: Profile) -> "CardFacts":
@@ -312,12 +315,24 @@ def check_card(text: str, facts: CardFacts) -> None:
 
 # ---------------------------------------------------------------------------- facts from the repo's records
 
-def evaluation_from_runs(runs: list[EvalFigures], profile: Profile, lm_present: bool) -> tuple[list, list]:
-    """Body table rows and model-index results from eval.py's result files."""
+def evaluation_from_runs(runs: list[EvalFigures], profile: Profile, lm_present: bool) -> tuple[list, list, list]:
+    """Body table rows and model-index results from eval.py's complete runs, and the partial
+    runs as prose lines. Two complete runs of one dataset, split and decoder that disagree
+    are refused: the card could publish only one of them."""
     rows: dict[str, dict] = {}
-    results = []
+    results, partial, seen = [], [], {}
     for run in runs:
         side = run.decoder if run.decoder != "unknown" else ("with_lm" if lm_present else "without_lm")
+        decoder = "with the LM" if side == "with_lm" else "greedy"
+        if not run.complete:
+            figures = ", ".join(f"{METRIC_LABEL[m]} {run.metrics[m]:.4f}" for m in profile.metrics if m in run.metrics)
+            partial.append(f"{run.label}, {decoder}: {figures} on {run.evaluated} of the split's {run.split_rows} "
+                           f"rows (`{run.path.name}`)")
+            continue
+        earlier = seen.setdefault((run.label, side), run)
+        if earlier is not run and earlier.metrics != run.metrics:
+            raise CtcforgeError(f"two evaluations of {run.label} {decoder} disagree: {earlier.path} and {run.path}; "
+                                "delete the one that is not of this model")
         rows.setdefault(run.label, {"dataset": run.label})[side] = {
             m: v for m, v in run.metrics.items() if m in profile.metrics}
         suffix = " (with LM)" if side == "with_lm" else ""
@@ -328,7 +343,7 @@ def evaluation_from_runs(runs: list[EvalFigures], profile: Profile, lm_present: 
                             "dataset": {"type": run.dataset, "name": run.label, "args": run.config,
                                         "split": run.split},
                             "metrics": metrics})
-    return list(rows.values()), results
+    return list(rows.values()), results, partial
 
 
 def training_from_state(folder: Path, profile: Profile) -> tuple[dict, dict]:
@@ -453,8 +468,8 @@ def rebuild_card(repo: Path) -> Path:
     runs = read_eval_results(repo)
     if runs:
         lm_present = has_language_model(str(repo))
-        evaluation, results = evaluation_from_runs(runs, profile, lm_present)
-        facts = replace(facts, evaluation=evaluation, results=results)
+        evaluation, results, partial = evaluation_from_runs(runs, profile, lm_present)
+        facts = replace(facts, evaluation=evaluation, results=results, partial_evaluations=tuple(partial))
     elif trained_in is not None:
         # The spec's figures were measured on weights this run replaced.
         facts = replace(facts, evaluation=[], results=[])

@@ -36,6 +36,12 @@ class EvalFigures:
     split: str
     decoder: str  # "without_lm", "with_lm" or "unknown"
     metrics: dict[str, float]
+    path: Path | None = None  # the results file
+    # Whether the run measured the split (its summary's `complete`); a 2022 run without a
+    # summary evaluated the split it was given. Rows evaluated, of the split's.
+    complete: bool = True
+    evaluated: int | None = None
+    split_rows: int | None = None
 
     @property
     def label(self) -> str:
@@ -91,7 +97,10 @@ def read_eval_results(repo: Path) -> list[EvalFigures]:
                     raise CtcforgeError(f"{path}: name is not <dataset>_<config>_<split>{RESULTS_SUFFIX}, and no "
                                         f"{SUMMARY_SUFFIX} beside it says; rerun eval.py")
             decoder = DECODER_FOLDERS.get((summary or {}).get("decoder"), decoder)
-            figures.append(EvalFigures(*parts, decoder=decoder, metrics=metrics))
+            summary = summary or {}
+            figures.append(EvalFigures(*parts, decoder=decoder, metrics=metrics, path=path,
+                                       complete=summary.get("complete", True) is not False,
+                                       evaluated=summary.get("evaluated"), split_rows=summary.get("split_rows")))
     return figures
 
 

@@ -490,3 +490,40 @@ def test_a_local_base_gives_its_own_licence_or_other(tmp_path, base_card, licenc
     card = ModelCard((repo / "README.md").read_text(encoding="utf-8"))
     assert card.data.license == licence
     assert ("The licence of the base model's weights is not known" in card.text) == (licence == "other")
+
+
+def write_eval_run(folder, wer, evaluated, split_rows, decoder="greedy"):
+    """An eval.py run's results and summary in `folder`, as eval.py writes them."""
+    from ctcforge.runtime.repo_files import is_complete_evaluation
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cv_hy-AM_test_eval_results.txt").write_text(f"WER: {wer}\nCER: 0.1")
+    (folder / "cv_hy-AM_test_eval_summary.json").write_text(json.dumps(
+        {"dataset_name": "cv", "config": "hy-AM", "split": "test", "decoder": decoder, "wer": wer, "cer": 0.1,
+         "evaluated": evaluated, "split_rows": split_rows,
+         "complete": is_complete_evaluation(evaluated, split_rows)}))
+
+
+@pytest.mark.parametrize("evaluated, split_rows, published", [
+    (160, 160, True),   # the whole split
+    (153, 160, True),   # 7 rows skipped: under 5%
+    (10, 160, False),   # --max_samples 10
+    (140, 160, False),  # 20 rows skipped
+])
+def test_only_a_complete_evaluation_reaches_the_model_index(tmp_path, evaluated, split_rows, published):
+    repo = new_repo("hy-AM", tmp_path / "repo", base_model="tiny")
+    write_eval_run(repo, 0.42, evaluated, split_rows)
+    rebuild_card(repo)
+    card = ModelCard((repo / "README.md").read_text(encoding="utf-8"))
+    assert bool(card.data.eval_results) == published
+    prose = f"WER 0.4200, CER 0.1000 on {evaluated} of the split's {split_rows} rows"
+    assert (prose in card.text) == (not published)
+
+
+def test_two_complete_evaluations_that_disagree_are_refused_naming_both(tmp_path):
+    repo = new_repo("hy-AM", tmp_path / "repo", base_model="tiny")
+    write_eval_run(repo, 0.42, 160, 160)
+    write_eval_run(repo / "eval" / "greedy", 0.52, 160, 160)
+    with pytest.raises(CtcforgeError, match=r"two evaluations of cv hy-AM \(test\) greedy disagree: .*"
+                                            r"cv_hy-AM_test_eval_results.txt and .*eval/greedy/"):
+        rebuild_card(repo)

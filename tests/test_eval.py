@@ -236,7 +236,8 @@ def test_local_common_voice_folder_writes_the_contract_files(tiny_repo, release)
     assert list(predictions) == list(targets) == list(range(summary["clips"]))
     assert non_trivial(list(predictions.values()))
     assert summary["decoder"] == "greedy" and summary["lm"] is None and summary["word_split"] == "space"
-    assert summary["evaluated"] == summary["clips"] == 24 and summary["skipped"] == {}
+    assert summary["evaluated"] == summary["clips"] == summary["split_rows"] == 24 and summary["skipped"] == {}
+    assert summary["complete"] is True
     assert summary["skipped_rows"] == [] and summary["audio_seconds"] > 24 and summary["seconds"] > 0
     assert f"evaluated 24 of 24 clips ({summary['audio_seconds']:.1f} s of audio" in result.stdout
     for written_file in written:
@@ -636,6 +637,8 @@ def test_a_run_that_evaluates_nothing_leaves_the_last_runs_files_as_they_were(ti
     assert results == f"WER: {summary['wer']}\nCER: {summary['cer']}"
     assert (summary["dataset"], summary["dataset_name"], summary["config"], summary["split"]) == (
         str(release), "cv", LOCALE, "validated")
+    # Three rows of 24: figures that do not stand for the split, which the card keeps out of model-index.
+    assert (summary["evaluated"], summary["split_rows"], summary["complete"]) == (3, 24, False)
     before = {path.name: path.read_bytes() for path in out.iterdir()}
 
     gone = tmp_path / "copy" / "cv"  # the same dataset_id, its clips deleted

@@ -76,6 +76,17 @@ class EvalFileNames:
     targets: str
 
 
+# At most this share of a split's rows may be skipped (unreadable audio, empty transcripts)
+# for its figures to stand for the split in a card's model-index.
+MAX_SKIPPED_SHARE = 0.05
+
+
+def is_complete_evaluation(evaluated: int, split_rows: int) -> bool:
+    """Whether an eval.py run measured the split: every row asked for (no --max_samples
+    cut), and no more than MAX_SKIPPED_SHARE of them skipped."""
+    return split_rows > 0 and evaluated >= (1 - MAX_SKIPPED_SHARE) * split_rows
+
+
 def eval_file_names(name: str) -> EvalFileNames:
     return EvalFileNames(results=f"{name}{RESULTS_SUFFIX}", summary=f"{name}{SUMMARY_SUFFIX}",
                          predictions=f"log_{name}_predictions.txt", targets=f"log_{name}_targets.txt")

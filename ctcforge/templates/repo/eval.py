@@ -85,7 +85,8 @@ from ctcforge_runtime.atomic import write_text_atomically
 from ctcforge_runtime.beam_search import BeamSearch, ctc_labels, has_language_model, load_beam_decoder
 from ctcforge_runtime.error_rates import error_rates
 from ctcforge_runtime.errors import CtcforgeError
-from ctcforge_runtime.repo_files import LANGUAGE_MODEL_DIR, TRAINING_RUN_FILE, eval_file_names, trained_model_folder
+from ctcforge_runtime.repo_files import (LANGUAGE_MODEL_DIR, TRAINING_RUN_FILE, eval_file_names, is_complete_evaluation,
+                                         trained_model_folder)
 from ctcforge_runtime.skip_reasons import EMPTY_AFTER_NORMALISATION, EMPTY_TRANSCRIPT
 from ctcforge_runtime.speech_data import dataset_id, load_speech_dataset
 from ctcforge_runtime.transcription import ClipReader, ReadClip, Transcriber, read_clips
@@ -209,12 +210,15 @@ def evaluate(dataset: datasets.Dataset, text_column: str, transcriber: Transcrib
 
 
 def summarise(evaluation: Evaluation, beam_search: BeamSearch | None, normalizer, seconds: float,
-              args: argparse.Namespace) -> dict:
+              args: argparse.Namespace, split_rows: int) -> dict:
     """DO NOT CHANGE: `ctcforge card` reads this summary.
 
     The run in numbers, as `{dataset_id}_eval_summary.json` records it (WER and CER are
     added once computed). The dataset is recorded as given, so that readers need not take
-    it back apart from the file name, whose parts may hold "_" themselves."""
+    it back apart from the file name, whose parts may hold "_" themselves. `complete` says
+    whether the figures may stand for the split (`repo_files.is_complete_evaluation`): a run
+    of --max_samples rows, or one that skipped many, is published only as what it is."""
+    evaluated = len(evaluation.results)
     return {
         "dataset": args.dataset,
         "dataset_name": dataset_id(args.dataset, None, ""),  # the name's part of the file names
@@ -225,7 +229,9 @@ def summarise(evaluation: Evaluation, beam_search: BeamSearch | None, normalizer
         "lm": beam_search.settings if beam_search else None,
         "word_split": normalizer.word_split,
         "clips": len(evaluation.results) + len(evaluation.skipped),
-        "evaluated": len(evaluation.results),
+        "evaluated": evaluated,
+        "split_rows": split_rows,
+        "complete": is_complete_evaluation(evaluated, split_rows),
         "skipped": dict(Counter(reason for _, reason in evaluation.skipped).most_common()),
         "skipped_rows": [[row, reason] for row, reason in evaluation.skipped],
         "audio_seconds": round(evaluation.audio_seconds, 3),
@@ -343,6 +349,7 @@ def evaluate_as_asked(args: argparse.Namespace) -> None:
 
     dataset = load_speech_dataset(args.dataset, args.config, args.split, text_column=args.text_column_name,
                                   sampling_rate=transcriber.sampling_rate)
+    split_rows = len(dataset)
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     name = dataset_id(args.dataset, args.config, args.split)
@@ -355,7 +362,8 @@ def evaluate_as_asked(args: argparse.Namespace) -> None:
     finally:
         if transcriber.beam_search:
             transcriber.beam_search.close()
-    summary = summarise(evaluation, transcriber.beam_search, normalizer, time.perf_counter() - started, args)
+    summary = summarise(evaluation, transcriber.beam_search, normalizer, time.perf_counter() - started, args,
+                        split_rows)
     print(summary_line(summary))
     if not evaluation.results:
         raise CtcforgeError("no clip could be evaluated; no result file was written")
