@@ -30,6 +30,7 @@ from ctcforge import plots
 from ctcforge.answers import ANSWERS_FILE, Answers, answers_profile
 from ctcforge.catalogue import BaseModel, looks_like_path, resolve_base_model
 from ctcforge.languages import Profile
+from ctcforge.lm_text import synthetic_release
 from ctcforge.results import EvalFigures, read_eval_results, read_lm_tuning, read_log_history, read_onnx_export
 from ctcforge.runtime.atomic import write_text_atomically
 from ctcforge.runtime.beam_search import has_language_model
@@ -88,6 +89,8 @@ class CardFacts(Spec):
     # eval.py runs that did not measure a whole split (--max_samples, many rows skipped):
     # named in the card's prose, never in its model-index.
     partial_evaluations: tuple = ()
+    # What the model was trained on, in words (`training_data`).
+    training_data: str | None = None
 
     @classmethod
     def from_spec(cls, spec: Spec, profile: Profile) -> "CardFacts":
@@ -156,7 +159,7 @@ def body_sections(facts: CardFacts) -> dict[str, str]:
         except jinja2.UndefinedError as exc:
             raise CtcforgeError(f"card template {name}.md.jinja: {exc}") from exc
         if text:
-            sections[name] = text
+            sections[name] = portable(text, facts)
     return sections
 
 
@@ -173,7 +176,36 @@ def _section_context(facts: CardFacts) -> dict:
 
 
 def _dataset_and_config(facts: CardFacts) -> tuple[str, str]:
-    return facts.dataset or DATASET_PLACEHOLDER, facts.dataset_config or facts.profile.code
+    return dataset_reference(facts.dataset, facts.dataset_config), facts.dataset_config or facts.profile.code
+
+
+def dataset_reference(dataset: str | None, config: str | None) -> str:
+    """The dataset as a card's commands name it, free of the machine the card was made on:
+    a Hub id as it is; a Common Voice or synthetic release as `data/NAME`, where the
+    command `training_data` gives unpacks or writes it; any other local folder as
+    `PATH/TO/NAME`, a private folder the card does not publish."""
+    if not dataset:
+        return DATASET_PLACEHOLDER
+    if not is_local_dataset(dataset):
+        return dataset
+    name = dataset_label(dataset)
+    if CV_RELEASE_FOLDER.match(name) or synthetic_release(dataset, config):
+        return f"data/{name}"
+    return f"PATH/TO/{name}"
+
+
+# An absolute path with at least two parts, not inside a URL or a relative path.
+ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])~?/(?:[\w.+-]+/)+[\w.+-]*")
+
+
+def portable(text: str, facts: "CardFacts") -> str:
+    """A generated section without this machine's folders: the dataset as
+    `dataset_reference` names it, any other absolute path as PATH/TO/ and its last part."""
+    if facts.dataset and is_local_dataset(facts.dataset):
+        recorded = facts.dataset.rstrip("/")
+        reference = dataset_reference(facts.dataset, facts.dataset_config)
+        text = re.sub(re.escape(recorded) + r"/?", lambda match: reference, text)
+    return ABSOLUTE_PATH.sub(lambda match: f"PATH/TO/{Path(match.group(0).rstrip('/')).name}", text)
 
 
 def eval_command(facts: CardFacts) -> str:
@@ -365,12 +397,50 @@ def training_from_state(folder: Path, profile: Profile) -> tuple[dict, dict]:
 
 
 def dataset_label(dataset: str) -> str:
-    """The card's `datasets:` name for a dataset argument: a Hub id as it is, a local folder
-    by its own name (a Common Voice release folder's, cv-corpus-17.0-2024-03-15, names the
-    release; its absolute path would name only the machine it was on)."""
-    if looks_like_path(dataset) or Path(dataset).is_absolute():
+    """A dataset argument's name in the card: a Hub id as it is, a local folder by its own
+    name (a Common Voice release folder's, cv-corpus-17.0-2024-03-15, names the release;
+    its absolute path would name only the machine it was on)."""
+    if is_local_dataset(dataset):
         return Path(dataset.rstrip("/\\")).name or dataset
     return dataset
+
+
+def is_local_dataset(dataset: str) -> bool:
+    return looks_like_path(dataset) or Path(dataset).is_absolute() or Path(dataset).expanduser().exists()
+
+
+def hub_datasets(dataset: str | None) -> list[str]:
+    """`datasets:` of the front matter, which the Hub checks: Hub ids only. A local folder is
+    named in the card's prose instead (`training_data`)."""
+    return [dataset] if dataset and not is_local_dataset(dataset) else []
+
+
+CV_RELEASE_FOLDER = re.compile(r"cv-corpus-(\d+\.\d+)")
+
+
+def training_data(dataset: str | None, config: str | None) -> str | None:
+    """What the model was trained on, in words: synthetic speech said as such, a Common
+    Voice release by its version, any other local folder as local."""
+    if not dataset:
+        return None
+    reference = dataset_reference(dataset, config)
+    made = synthetic_release(dataset, config)
+    if made:
+        return (f"synthetic {config or ''} speech spoken by espeak-ng (`ctcforge synth`): far easier than people "
+                "reading, so its figures show that the stages work, not how the model does on real speech. "
+                f"`ctcforge synth {made.get('locale', config)} --output-dir {reference} --num-clips "
+                f"{made.get('num_clips', 'N')} --seed {made.get('seed', 0)}` writes it again")
+    name = dataset_label(dataset)
+    if not is_local_dataset(dataset):
+        return f"the Hub dataset [{name}](https://huggingface.co/datasets/{name})" + (f" ({config})" if config else "")
+    release = CV_RELEASE_FOLDER.match(name)
+    if release:
+        return (f"Common Voice {release.group(1)}" + (f" ({config})" if config else "")
+                + f", from the Mozilla Data Collective: `ctcforge data common-voice {config or 'LOCALE'} --version "
+                f"{release.group(1)} --output-dir data` unpacks it as `{reference}`, the folder the commands "
+                "below name")
+    return (f"the local dataset `{name}`" + (f" ({config})" if config else "")
+            + f", which is not on the Hub; `{reference}` stands for it in the commands below")
 
 
 def without_quoted_figures(description: str, reason: str) -> str:
@@ -402,7 +472,8 @@ def facts_from_answers(answers: Answers, profile: Profile) -> CardFacts:
         # `new --spec X --base-model M` stamps M's architecture; the card must say M.
         return with_base_licence(replace(CardFacts.from_spec(spec, profile), **stamped), from_spec=True)
     facts = CardFacts(language=profile.code, model_name=answers.model_name, profile=profile,
-                      datasets=[dataset_label(answers.dataset)] if answers.dataset else [], **stamped)
+                      datasets=hub_datasets(answers.dataset),
+                      training_data=training_data(answers.dataset, answers.dataset_config), **stamped)
     return with_base_licence(facts, from_spec=False)
 
 
@@ -464,7 +535,8 @@ def rebuild_card(repo: Path) -> Path:
         facts = replace(facts, training_run=run, weights_folder=None if trained_in == repo else str(trained_in),
                         hyperparameters={}, training_results={}, framework_versions=dict(run.framework_versions),
                         dataset=dataset, dataset_config=run.argument("dataset_config_name") or facts.dataset_config,
-                        datasets=[dataset_label(dataset)] if dataset else facts.datasets)
+                        datasets=hub_datasets(dataset) if dataset else facts.datasets)
+        facts = replace(facts, training_data=training_data(facts.dataset, facts.dataset_config) or facts.training_data)
     runs = read_eval_results(repo)
     if runs:
         lm_present = has_language_model(str(repo))

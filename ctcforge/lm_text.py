@@ -139,14 +139,21 @@ def test_split_sentences(repo: Path, normalize: Normalizer) -> tuple[set[str], s
     return {normalize(s) for s in sentences} - {""}, source
 
 
-def synthetic_release_locale(dataset: str, config: str | None) -> str | None:
-    """The locale of a `ctcforge synth` release folder, or None for any other dataset."""
+def synthetic_release(dataset: str, config: str | None) -> dict | None:
+    """What `ctcforge synth` recorded of the release in `dataset` (locale, seed, num_clips),
+    or None for any other dataset."""
     root = Path(dataset).expanduser()
     for folder in ([root / config] if config else []) + [root]:
         marker = folder / SYNTH_MARKER
         if marker.is_file():
-            return json.loads(marker.read_text(encoding="utf-8")).get("locale")
+            return json.loads(marker.read_text(encoding="utf-8"))
     return None
+
+
+def synthetic_release_locale(dataset: str, config: str | None) -> str | None:
+    """The locale of a `ctcforge synth` release folder, or None for any other dataset."""
+    made = synthetic_release(dataset, config)
+    return made.get("locale") if made else None
 
 
 def write_corpus(lines: Iterable[str], normalize: Normalizer, excluded: set[str], alphabet: frozenset[str],

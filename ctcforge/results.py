@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from ctcforge.lm_text import synthetic_release_locale
 from ctcforge.runtime.errors import CtcforgeError
 from ctcforge.runtime.repo_files import RESULTS_SUFFIX, SUMMARY_SUFFIX, TRAINER_STATE_FILE, read_json
 from ctcforge.spec import MAX_REPORTED_RATE
@@ -42,10 +43,12 @@ class EvalFigures:
     complete: bool = True
     evaluated: int | None = None
     split_rows: int | None = None
+    synthetic: bool = False  # a `ctcforge synth` release: espeak-ng's speech, not people's
 
     @property
     def label(self) -> str:
-        return " ".join(part for part in (self.dataset, self.config) if part) + f" ({self.split})"
+        said = "synthetic (espeak-ng) " if self.synthetic else ""
+        return said + " ".join(part for part in (self.dataset, self.config) if part) + f" ({self.split})"
 
 
 # ---------------------------------------------------------------------------- eval.py
@@ -100,7 +103,9 @@ def read_eval_results(repo: Path) -> list[EvalFigures]:
             summary = summary or {}
             figures.append(EvalFigures(*parts, decoder=decoder, metrics=metrics, path=path,
                                        complete=summary.get("complete", True) is not False,
-                                       evaluated=summary.get("evaluated"), split_rows=summary.get("split_rows")))
+                                       evaluated=summary.get("evaluated"), split_rows=summary.get("split_rows"),
+                                       synthetic=bool(summary.get("dataset") and synthetic_release_locale(
+                                           summary["dataset"], summary.get("config")))))
     return figures
 
 

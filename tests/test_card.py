@@ -337,10 +337,15 @@ def test_stamped_dataset_goes_into_the_commands_and_datasets():
                       dataset=CV_RELEASE, dataset_config="hy-AM")
     stamped = facts_from_answers(answers, HY)
     card = ModelCard(render_card(stamped))
-    assert card.data.datasets == ["cv-corpus-17.0-2024-03-15"]
-    assert f"--dataset_name {CV_RELEASE} \\" in card.text
-    assert f"python eval.py --model_id ./ --dataset {CV_RELEASE} --config hy-AM" in section(card.text, "usage")
-    assert "PATH/TO" not in card.text
+    # A local folder is no Hub dataset: named in the prose, never in `datasets:`.
+    assert card.data.datasets is None
+    assert "Training data: Common Voice 17.0 (hy-AM), from the Mozilla Data Collective: " in card.text
+    # Commands name the release where `ctcforge data` unpacks it, never this machine's folder.
+    assert "--dataset_name data/cv-corpus-17.0-2024-03-15 \\" in card.text
+    assert "python eval.py --model_id ./ --dataset data/cv-corpus-17.0-2024-03-15 --config hy-AM" in section(
+        card.text, "usage")
+    assert "ctcforge data common-voice hy-AM --version 17.0 --output-dir data" in card.text
+    assert CV_RELEASE not in card.text and "PATH/TO" not in card.text
 
 
 @pytest.mark.parametrize("base, spec, licence, corrected", [
@@ -395,8 +400,10 @@ def test_training_run_shows_the_command_really_run_and_its_versions(tmp_path):
     assert "1234 steps from facebook/wav2vec2-xls-r-300m" in training and "Not trained yet" not in training
     assert section(card.text, "framework").split("\n\n", 1)[1].split("\n")[:4] == [
         "- Transformers 9.9.9", "- Pytorch 8.8.8", "- Datasets 7.7.7", "- Tokenizers 6.6.6"]
-    assert card.data.datasets == ["cv-corpus-17.0-2024-03-15"]
-    assert f"ctcforge lm ./ --dataset {CV_RELEASE} --config hy-AM" in training  # the data trained on
+    assert card.data.datasets is None and "Training data: Common Voice 17.0 (hy-AM)" in card.text
+    assert "ctcforge lm ./ --dataset data/cv-corpus-17.0-2024-03-15 --config hy-AM" in training  # trained on
+    assert "--dataset_name data/cv-corpus-17.0-2024-03-15 --dataset_config_name" in training.replace(" \\\n   ", "")
+    assert CV_RELEASE not in card.text
     assert "weights are in" not in training
 
 
@@ -415,7 +422,8 @@ def test_weights_in_another_output_dir_are_found_and_named(tmp_path):
     (out / "training_hyperparameters.json").write_text(json.dumps({"learning_rate": 0.123}))
     rebuild_card(repo)
     training = section((repo / "README.md").read_text(encoding="utf-8"), "training")
-    assert f"The trained weights are in `{out}`" in training
+    # Named without this machine's folders: the card may be published.
+    assert "The trained weights are in `PATH/TO/out`" in training and str(out) not in training
     assert "- learning_rate: 0.123" in training and "| 3.0000 | 1.00 | 20 | 2.5000 | 0.9000 | 0.4000 |" in training
     assert (repo / "training_curve.png").is_file() and "![Training curve](training_curve.png)" in training
 
@@ -527,3 +535,35 @@ def test_two_complete_evaluations_that_disagree_are_refused_naming_both(tmp_path
     with pytest.raises(CtcforgeError, match=r"two evaluations of cv hy-AM \(test\) greedy disagree: .*"
                                             r"cv_hy-AM_test_eval_results.txt and .*eval/greedy/"):
         rebuild_card(repo)
+
+
+@pytest.mark.parametrize("dataset, datasets, said", [
+    ("mozilla-foundation/common_voice_8_0", ["mozilla-foundation/common_voice_8_0"],
+     "the Hub dataset [mozilla-foundation/common_voice_8_0]"),
+    ("/data/cv-corpus-25.0-2026-03-09", None, "Common Voice 25.0 (hy-AM), from the Mozilla Data Collective"),
+    ("/data/my-recordings", None, "the local dataset `my-recordings` (hy-AM), which is not on the Hub"),
+])
+def test_only_hub_ids_go_under_datasets_and_the_prose_names_the_rest(dataset, datasets, said):
+    answers = Answers(language="hy-AM", base_model="tiny", model_name="m", dataset=dataset, dataset_config="hy-AM")
+    card = ModelCard(render_card(facts_from_answers(answers, HY)))
+    assert card.data.datasets == datasets
+    assert f"Training data: {said}" in card.text
+
+
+def test_no_path_of_this_machine_reaches_a_card(tmp_path):
+    """A trained repo whose run, base and data all lie in this machine's folders."""
+    from ctcforge.card import ABSOLUTE_PATH
+
+    private = tmp_path / "recordings"  # a private folder, not on the Hub
+    repo = new_repo("hy-AM", tmp_path / "repo", base_model="facebook/wav2vec2-xls-r-300m")
+    out = tmp_path / "elsewhere" / "out"
+    out.mkdir(parents=True)
+    (out / "model.safetensors").write_bytes(b"weights")
+    run = training_run(out, command=f"python run_speech_recognition_ctc.py --model_name_or_path ./ --dataset_name "
+                                    f"{private} --output_dir {out} --do_train")
+    (repo / "training_run.json").write_text(json.dumps(run))
+    rebuild_card(repo)
+    text = (repo / "README.md").read_text(encoding="utf-8")
+    assert str(tmp_path) not in text and not ABSOLUTE_PATH.search(text)
+    assert "--dataset_name PATH/TO/recordings" in text and "--output_dir PATH/TO/out" in text
+    assert "the local dataset `recordings`" in text

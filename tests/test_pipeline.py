@@ -63,7 +63,14 @@ def test_card_is_rebuilt_from_eval_results_and_trainer_state(trained_repo):
     measured = (repo / "eval" / "greedy" / "cv_hy-AM_test_eval_results.txt").read_text().splitlines()
     wer = float(measured[0].split(":")[1])
     names = {(r.metric_name, r.dataset_name): r.metric_value for r in card.data.eval_results}
-    assert names[("Test WER", "cv hy-AM (test)")] == wer
+    # Trained and evaluated on a `ctcforge synth` release: said in the results and the prose.
+    assert names[("Test WER", "synthetic (espeak-ng) cv hy-AM (test)")] == wer
+    assert "Training data: synthetic hy-AM speech spoken by espeak-ng" in card.text
+    assert card.data.datasets is None
+    # The command really run named this machine's release folder; the card names where
+    # `ctcforge synth` writes it again, and no folder of this machine.
+    assert "--dataset_name data/cv" in card.text and "ctcforge synth hy-AM --output-dir data/cv --num-clips 40" in card.text
+    assert str(repo.parent) not in card.text
     assert "### Training results" in card.text and "| 8 |" in card.text
     assert "- training_steps: 8" in card.text and "- learning_rate: 0.002" in card.text
 
