@@ -98,6 +98,9 @@ def _answers(language: str | None, base_model: str | None, dataset: str | None, 
     if previous is not None and base_model is None and spec_path is None:
         base_model = previous.base_model
     base = resolve_base_model(base_model or (spec.base_model if spec else DEFAULT_BASE_MODEL))
+    if base.config.get("adapter_attn_dim") and not profile.iso639_3:
+        raise CtcforgeError(f"{base.id} trains one language adapter per ISO 639-3 code, and the {profile.code} "
+                            "profile has none: set iso639_3 in the profile (`ctcforge profile` drafts it)")
     if dataset and Path(dataset).expanduser().is_dir():
         # Recorded absolute, so the answers still find it from inside the repo.
         dataset = str(Path(dataset).expanduser().resolve())

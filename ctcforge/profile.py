@@ -133,6 +133,21 @@ def script_of(character: str) -> str:
     return words[0].capitalize()
 
 
+def iso639_3_of(code: str) -> str | None:
+    """The ISO 639-3 code of a locale's language subtag (`mt` -> `mlt`), from pycountry's
+    table of ISO 639-3; None where the table has none."""
+    import pycountry
+
+    primary = code.split("-")[0].split("_")[0].lower()
+    if len(primary) == 2:
+        language = pycountry.languages.get(alpha_2=primary)
+    elif len(primary) == 3:
+        language = pycountry.languages.get(alpha_3=primary)
+    else:
+        language = None
+    return getattr(language, "alpha_3", None)
+
+
 def draft_profile(code: str, lines: Iterable[str], name: str | None = None) -> ProfileDraft:
     """A draft profile of `code` from its sentences (one a line)."""
     sentences = [unicodedata.normalize("NFC", line.strip()) for line in lines]
@@ -178,6 +193,7 @@ def draft_profile(code: str, lines: Iterable[str], name: str | None = None) -> P
         "unicode_form": form,
         "espeak_voice": voice[0] if voice else None,
         "metrics": ["wer", "cer"] if word_split == "space" else ["cer"],
+        "iso639_3": iso639_3_of(code),
     }
     inventory = [CharacterUse(c, n, unicodedata.category(c), unicodedata.name(c, "(unnamed)"), script_of(c), roles[c])
                  for c, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
@@ -363,6 +379,12 @@ def draft_yaml(draft: ProfileDraft, sources: list[str]) -> str:
     parts.append(comment(voice_note))
     parts.append(f"espeak_voice: {f['espeak_voice'] or 'null'}\n")
     parts.append(f"metrics: [{', '.join(f['metrics'])}]\n")
+    primary = f["code"].split("-")[0]
+    parts.append(comment([f"The ISO 639-3 code of {primary!r}, from pycountry's table; MMS names its language "
+                          "adapters by it (adapter.<code>.safetensors)." if f["iso639_3"] else
+                          f"pycountry's ISO 639-3 table has no {primary!r}: give the language's code here, or an "
+                          "MMS base refuses the repo (its language adapters are named by it)."]))
+    parts.append(f"iso639_3: {f['iso639_3'] or 'null'}\n")
     parts.append("\n" + comment(["Character inventory of the text (after the Unicode form above), most frequent first:",
                                  "code point, character, category, script, count, name: what the draft did."]
                                 + ["  " + use.line() for use in draft.inventory], width=0))

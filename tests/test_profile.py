@@ -184,3 +184,22 @@ def test_profile_file_and_language_must_agree(maltese_profile, tmp_path, capsys)
     assert main(["new", "hy-AM", "--profile", str(maltese_profile), "--output-dir", str(tmp_path / "r"),
                  "--base-model", "tiny"]) == 2
     assert "disagrees with --profile" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("code, iso639_3", [("mt", "mlt"), ("hy-AM", "hye"), ("yue", "yue"), ("ckb", "ckb"),
+                                            ("xx-YY", None)])
+def test_a_draft_carries_the_languages_iso_639_3_code(code, iso639_3):
+    draft = draft_profile(code, ["abc def ghi", "jkl mno"] * 5)
+    assert draft.fields["iso639_3"] == iso639_3
+    drafted = yaml.safe_load(draft_yaml(draft, ["text.txt"]))
+    assert drafted["iso639_3"] == iso639_3
+
+
+def test_an_adapter_base_refuses_a_profile_without_an_iso_639_3_code(tmp_path, capsys):
+    draft = draft_profile("xx-YY", ["abc def ghi", "jkl mno"] * 5)
+    (tmp_path / "xx-YY.yaml").write_text(draft_yaml(draft, ["text.txt"]), encoding="utf-8")
+    assert main(["new", "--profile", str(tmp_path / "xx-YY.yaml"), "--base-model", "facebook/mms-1b-all",
+                 "--output-dir", str(tmp_path / "repo")]) == 2
+    assert "facebook/mms-1b-all trains one language adapter per ISO 639-3 code, and the xx-YY profile has none" in (
+        capsys.readouterr().err)
+    assert not (tmp_path / "repo").exists()
