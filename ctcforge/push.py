@@ -9,6 +9,7 @@ failure leaves nothing half-done on the Hub and a rerun sends the same operation
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections import Counter
@@ -28,8 +29,9 @@ from ctcforge import __version__
 from ctcforge.export import EXPORT_DIR, EXPORT_FILES
 from ctcforge.runtime.errors import CtcforgeError
 from ctcforge.runtime.repo_files import (CONFIG_FILE, KENLM_EXTENSIONS, PREPROCESSOR_FILE, RUNTIME_FOLDER,
-                                         TOKENIZER_FILES, TRAINING_RUN_FILE, eval_file_names, has_weights,
-                                         trained_weights_folder)
+                                         TOKENIZER_FILES, TRAINING_RUN_FILE, check_weight_files, eval_file_names,
+                                         has_weights, trained_weights_folder)
+from ctcforge.runtime.vocabulary import check_labels
 
 CARD = "README.md"
 LOGIN_FIX = "log in with `hf auth login` or set HF_TOKEN to a token with write access"
@@ -257,6 +259,25 @@ def check_weights(plan: UploadPlan) -> None:
                         "(see README.md, Training)")
 
 
+def check_loadable(repo: Path) -> None:
+    """What goes loads as eval.py loads it: every weights file readable to its end
+    (`repo_files.check_weight_files`), and a label for every output of config.json and an
+    output for every label (`vocabulary.check_labels`), or pipeline() would decode every
+    clip into shifted letters. An adapter model's labels are its adapters' business."""
+    from transformers import AutoTokenizer
+
+    check_weight_files(repo)
+    config = json.loads((repo / CONFIG_FILE).read_text(encoding="utf-8"))
+    if config.get("adapter_attn_dim"):
+        return
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(repo))
+    except (OSError, ValueError) as exc:
+        raise CtcforgeError(f"{repo}: its tokenizer does not load ({one_line(exc)}); stamp it again with "
+                            "`ctcforge update`") from None
+    check_labels(tokenizer, int(config["vocab_size"]), str(repo), every_token=True)
+
+
 # ---------------------------------------------------------------------------- token scan
 # User access tokens are `hf_` and 34 letters and digits; organisation API tokens, from before
 # user tokens, were `api_org_` and 34. Thirty or more catches both, and shortened pastes. Two
@@ -410,6 +431,7 @@ def push(repo_dir: Path, repo_id: str, private: bool = False, dry_run: bool = Fa
         plan = adapter_only(plan)
     check_card(plan.repo)
     scan_for_tokens(plan.repo, plan.files)
+    check_loadable(plan.repo)
     if dry_run:
         for line in describe_plan(plan):
             say(line)

@@ -517,6 +517,15 @@ def test_a_repo_without_weights_says_train_first_before_reading_any_data(untrain
     assert "no-such-dataset" not in result.stdout + result.stderr
 
 
+def test_weights_cut_short_are_one_line_naming_the_file_before_any_data_is_read(untrained_repo, tiny_repo):
+    weights = (tiny_repo / "model.safetensors").read_bytes()
+    (untrained_repo / "model.safetensors").write_bytes(weights[: len(weights) // 2])  # a copy that stopped
+    result = run_eval(untrained_repo, "--dataset", "no-such-dataset", "--config", LOCALE, "--split", "test",
+                      expect_success=False)
+    line = one_error_line(result)
+    assert line.startswith("error: ./model.safetensors: cannot be read (") and "cut short" in line, line
+
+
 def test_the_repo_trained_with_another_output_dir_evaluates_that_model(untrained_repo, tiny_repo, release):
     """`--model_id ./` means this repo's model, wherever its run saved it."""
     write_training_run(untrained_repo, tiny_repo)

@@ -2,6 +2,7 @@
 checked first, and the upload is one commit. The Hub is never contacted: HfApi's create_repo and
 create_commit are replaced by recorders, and any socket connection fails the test."""
 
+import json
 import shutil
 import socket
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ SALT = {
     "notes.txt": "scratch notes\n",
     "stray.png": b"\x89PNG unlinked",
     "language_model/lm.pkl": b"\x80\x04pickle",
-    "model.safetensors": b"\x08\x00\x00\x00\x00\x00\x00\x00{}      weights",
+    "model.safetensors": b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ",  # holds no tensor, and loads
     "language_model/5gram.bin": b"kenlm binary",
     "language_model/lm.binary": b"kenlm binary, as ctcforge lm names it",
     "language_model/unigrams.txt": "բարեւ\n",
@@ -410,7 +411,12 @@ def test_pickled_weights_only_are_refused_naming_safetensors(untrained, hub_call
 
 @pytest.mark.parametrize("weights", ["model.safetensors", "model.safetensors.index.json"])
 def test_a_repo_with_weights_lists_them_in_the_dry_run(untrained, hub_calls, capsys, weights):
-    write(untrained / weights, SALT["model.safetensors"])
+    if weights == "model.safetensors":
+        write(untrained / weights, SALT["model.safetensors"])
+    else:  # sharded: the index and the shard it names
+        shard = "model-00001-of-00001.safetensors"
+        write(untrained / weights, json.dumps({"metadata": {}, "weight_map": {"lm_head.weight": shard}}))
+        write(untrained / shard, SALT["model.safetensors"])
     write_training_run(untrained, untrained)  # trained with --output_dir ./
     assert main(["push", str(untrained), "--repo-id", REPO_ID, "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -465,3 +471,35 @@ def test_cli_push_sends_one_commit_and_says_where(repo, hub_calls, capsys):
     assert main(["push", str(repo), "--repo-id", REPO_ID, "--private"]) == 0
     assert hub_calls.repos[0]["private"] is True and len(hub_calls.commits) == 1
     assert f"https://huggingface.co/{REPO_ID}/commit/abc" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- loads as eval.py loads it
+
+
+def test_weights_cut_short_are_refused_before_sending(repo, hub_calls):
+    from safetensors.torch import save
+
+    import torch
+
+    whole = save({"lm_head.weight": torch.zeros(64, 64)})
+    write(repo / "model.safetensors", whole[: len(whole) // 2])  # an upload or copy that stopped
+    message = refused_before_sending(hub_calls, r"model\.safetensors: cannot be read", repo, dry_run=True)
+    assert "cut short" in message
+
+
+def test_an_adapter_file_cut_short_is_refused_too(repo, hub_calls):
+    write(repo / "adapter.hye.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+    refused_before_sending(hub_calls, r"adapter\.hye\.safetensors: cannot be read", repo, dry_run=True)
+
+
+@pytest.mark.parametrize("name, edit, problem", [
+    ("vocab.json", lambda vocab: vocab.update({"ꙮ": len(vocab)}), r"the model never writes 'ꙮ'"),  # no output writes it
+    ("config.json", lambda config: config.update(vocab_size=config["vocab_size"] + 1),
+     r"output ids \d+ have no token"),  # an output no label names
+])
+def test_a_vocabulary_that_does_not_fit_the_model_is_refused(repo, hub_calls, name, edit, problem):
+    data = json.loads((repo / name).read_text(encoding="utf-8"))
+    edit(data)
+    (repo / name).write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    message = refused_before_sending(hub_calls, problem, repo, dry_run=True)
+    assert "do not fit config.json's vocab_size" in message

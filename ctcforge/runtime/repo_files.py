@@ -252,6 +252,37 @@ def has_weights(folder: str | Path) -> bool:
     return any((Path(folder) / name).is_file() for name in WEIGHT_FILES)
 
 
+def check_weight_files(folder: str | Path) -> None:
+    """Every safetensors file the folder's model loads from opens: a file cut short (a copy
+    or download that stopped) or damaged is one CtcforgeError naming it, not a traceback
+    from deep inside from_pretrained. (Pickles are read only when loaded.)"""
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    # The full weights, and the language adapters (MMS) from_pretrained(target_lang=...) loads.
+    names = {"model.safetensors", *(path.name for path in folder.glob("adapter.*.safetensors"))}
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            names = (names - {"model.safetensors"}) | set(
+                json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (ValueError, KeyError, AttributeError) as exc:
+            raise CtcforgeError(f"{index}: not a safetensors index ({exc}); copy it again with its shards") from None
+    for name in sorted(names):
+        path = folder / name
+        if not path.is_file():
+            if index.is_file():
+                raise CtcforgeError(f"{path}: missing, and {index.name} names it; copy every shard")
+            continue
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except Exception as exc:  # safetensors raises its own error type for every kind of damage
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CtcforgeError(f"{path}: cannot be read ({reason}): it is damaged or cut short; copy it again, "
+                                "or train again") from None
+
+
 def trained_weights_folder(repo: str | Path) -> Path | None:
     """Where a repo's trained weights are: the repo itself, else the --output_dir its
     training_run.json records when only that holds them; None when neither does.
@@ -283,6 +314,7 @@ def trained_model_folder(model_id: str, repo_dir: str) -> str:
         return model_id
     if has_weights(model_id):
         check_model_json(model_id)
+        check_weight_files(model_id)
         return model_id
     try:
         found = trained_weights_folder(model_id)
@@ -291,6 +323,7 @@ def trained_model_folder(model_id: str, repo_dir: str) -> str:
     if found is not None:
         if os.path.realpath(model_id) == os.path.realpath(repo_dir):
             check_model_json(found)
+            check_weight_files(found)
             return str(found)
         raise CtcforgeError(f"the trained model is in {found} ({TRAINING_RUN_FILE}); run eval.py --model_id {found}")
     raise CtcforgeError(f"no trained weights in {model_id}: train first with "
