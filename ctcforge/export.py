@@ -39,6 +39,7 @@ import numpy as np
 
 from ctcforge.runtime.error_rates import error_rates
 from ctcforge.runtime.errors import CtcforgeError
+from ctcforge.runtime import adapters
 from ctcforge.runtime.repo_files import trained_model_folder
 
 EXPORT_DIR = "onnx"
@@ -71,16 +72,18 @@ class Export:
 
 def export_repo(repo: Path, *, int8: bool = False, log=print) -> Export:
     """Writes `repo/onnx/` (see the module's docstring); returns what was checked."""
-    from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
+    from transformers import AutoFeatureExtractor
 
     from ctcforge.waveform_model import waveform_model
 
     repo = Path(repo).resolve()
-    # where eval.py finds the weights, by its rule
+    # The model eval.py scores: its weights where eval.py finds them, and for a model with
+    # language adapters the repo's language's, not whichever adapter was trained last.
     folder = trained_model_folder(str(repo), str(repo))
     feature_extractor = AutoFeatureExtractor.from_pretrained(folder)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCTC.from_pretrained(folder).eval()
+    language = adapters.inference_language(folder, None, adapters.profile_language(str(repo)))
+    model, tokenizer = adapters.load_ctc_model(folder, language)
+    model = model.eval()
     tokens = tokens_text(tokenizer, model.config.vocab_size)
     wrapped = waveform_model(model, feature_extractor)
 
@@ -92,7 +95,7 @@ def export_repo(repo: Path, *, int8: bool = False, log=print) -> Export:
     staging.chmod(0o777 & ~umask)  # the mode a folder made by mkdir gets, not mkdtemp's private one
     try:
         clips = check_clips(repo, feature_extractor.sampling_rate, log)
-        log(f"exporting {folder} to ONNX (opset {OPSET})")
+        log(f"exporting {folder}" + (f" with its {language} adapter" if language else "") + f" to ONNX (opset {OPSET})")
         export_onnx(wrapped, staging / MODEL_FILE, clips[0])
         difference = largest_difference(staging / MODEL_FILE, model, feature_extractor, clips)
         if not difference <= LOGIT_TOLERANCE:
@@ -104,7 +107,7 @@ def export_repo(repo: Path, *, int8: bool = False, log=print) -> Export:
         if int8:
             result = quantize(staging, repo, tokenizer, result, log)
         (staging / TOKENS_FILE).write_text(tokens, encoding="utf-8")
-        settings = export_settings(model, feature_extractor, tokenizer, difference)
+        settings = {**export_settings(model, feature_extractor, tokenizer, difference), "language": language}
         (staging / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
         replace_folder(staging, repo / EXPORT_DIR)
     finally:

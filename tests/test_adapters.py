@@ -278,7 +278,9 @@ def test_card_says_adapter_fine_tune_with_its_size_and_base(trained, mms_base, t
     record = json.loads((repo / "training_run.json").read_text(encoding="utf-8"))["adapter"]
     assert (f"An adapter fine-tune: only the `hyw` language adapter layers and the output layer were trained, "
             f"{record['parameters']:,} of the model's {record['model_parameters']:,} parameters") in card
-    assert f"`adapter.hyw.safetensors` ({record['bytes'] / 1e6:.1f} MB)" in card and f"`{mms_base}`" in card
+    assert f"`adapter.hyw.safetensors` ({record['bytes'] / 1e6:.1f} MB)" in card
+    # The local base named by its folder, never by this machine's path to it.
+    assert f"`PATH/TO/{mms_base.name}`" in card and str(mms_base) not in card
 
 
 def test_every_profile_names_its_iso_639_3_code():
@@ -288,3 +290,32 @@ def test_every_profile_names_its_iso_639_3_code():
     assert all(isinstance(iso, str) and len(iso) == 3 and iso.isalpha() for iso in codes.values()), codes
     assert len(set(codes.values())) == len(codes)
     assert (codes["hy-AM"], codes["km"], codes["as"], codes["ja"], codes["zh-HK"]) == ("hye", "khm", "asm", "jpn", "yue")
+
+
+def test_export_writes_the_repos_language_not_the_last_one_trained(trained, tmp_path):
+    """The repo trained hye, then hyw: its model.safetensors holds hyw's adapter, and
+    eval.py scores hye, the repo's language. The export is of what eval.py scores."""
+    import numpy as np
+    import onnxruntime
+
+    from ctcforge.export import export_repo
+
+    repo = shutil.copytree(trained[0], tmp_path / "repo")
+    export_repo(repo, log=lambda message: None)
+    settings = json.loads((repo / "onnx" / "export.json").read_text(encoding="utf-8"))
+    assert settings["language"] == "hye"
+    waveform = np.random.default_rng(0).uniform(-0.5, 0.5, (1, RATE)).astype(np.float32)
+    session = onnxruntime.InferenceSession(str(repo / "onnx" / "model.onnx"))
+    exported = session.run(["logits"], {"waveform": waveform})[0]
+
+    def logits(language):
+        from transformers import AutoFeatureExtractor
+
+        model = AutoModelForCTC.from_pretrained(repo, target_lang=language).eval()
+        inputs = AutoFeatureExtractor.from_pretrained(repo)(waveform[0], sampling_rate=RATE, return_tensors="pt")
+        with torch.no_grad():
+            return model(**inputs).logits.numpy()
+
+    hye, hyw = logits("hye"), logits("hyw")
+    assert not np.allclose(hye, hyw, atol=1e-3)  # two adapters that tell apart
+    assert np.allclose(exported, hye, atol=1e-3) and not np.allclose(exported, hyw, atol=1e-3)

@@ -523,7 +523,7 @@ def test_weights_cut_short_are_one_line_naming_the_file_before_any_data_is_read(
     result = run_eval(untrained_repo, "--dataset", "no-such-dataset", "--config", LOCALE, "--split", "test",
                       expect_success=False)
     line = one_error_line(result)
-    assert line.startswith("error: ./model.safetensors: cannot be read (") and "cut short" in line, line
+    assert line.startswith("error: model.safetensors: cannot be read (") and "cut short" in line, line
 
 
 def test_the_repo_trained_with_another_output_dir_evaluates_that_model(untrained_repo, tiny_repo, release):
