@@ -71,6 +71,7 @@ import dataclasses
 import logging
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -368,6 +369,10 @@ class SpeechTrainingArguments(TrainingArguments):
 
 def parse_arguments() -> tuple[ModelArguments, DataTrainingArguments, SpeechTrainingArguments]:
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, SpeechTrainingArguments))
+    # --gradient_checkpointing is the 2022 recipe's flag, which this script keeps so that old
+    # command lines (and the card's) run; transformers 5 still honours it but calls it
+    # deprecated, which no user of those command lines can act on.
+    warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated", category=FutureWarning)
     try:  # settings the arguments' own checks refuse (--lr_scheduler_ratios ...) say why in one line
         if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
             # Like upstream: a single JSON file holds all the arguments.
@@ -659,7 +664,8 @@ def main() -> None:
     model_args, data_args, training_args = parse_arguments()
     setup_logging(training_args)
     training_args = resolve_training_arguments(data_args, training_args, model_args.layerdrop)
-    logger.info(f"Training/evaluation parameters {training_args}")
+    # All ~100 of them at --log_level debug; training_args.bin and the card keep them too.
+    logger.debug(f"Training/evaluation parameters {training_args}")
     if training_args.use_cpu or not torch.accelerator.is_available():
         logger.info(cpu_threads.set_torch_threads(training_args.torch_threads, training_args.world_size))
     output_dir = Path(training_args.output_dir)
