@@ -165,14 +165,22 @@ class HeadLabels:
 def head_labels(point: StartingPoint, cache_dir: str | None = None) -> HeadLabels | None:
     """The labels of the starting checkpoint's CTC head, read from its tokenizer before this
     run writes its own vocab.json (which, in a repo continuing from its own weights, is the
-    same file); None when it has no tokenizer (a pretraining checkpoint has no head)."""
+    same file); None for a checkpoint that is no CTC model, or has no tokenizer."""
     if not point.pretrained:
         return None
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
+    # Only a CTC checkpoint has a head to keep: a pretraining one (XLS-R, MMS-300m), the usual
+    # base, is not searched for a tokenizer, which on the Hub would cost lookups for nothing.
+    try:
+        architectures = AutoConfig.from_pretrained(point.source, cache_dir=cache_dir).architectures or []
+    except (OSError, ValueError):
+        return None
+    if not any(name.endswith("ForCTC") for name in architectures):
+        return None
     try:
         tokenizer = AutoTokenizer.from_pretrained(point.source, cache_dir=cache_dir)
-    except Exception as error:  # no tokenizer files (a pretraining checkpoint), or none to reach
+    except Exception as error:  # no tokenizer files beside the CTC weights, or none to reach
         logger.info(f"{point.source} has no tokenizer to name its output rows ({type(error).__name__}); "
                     "a CTC head in it is not kept")
         return None
